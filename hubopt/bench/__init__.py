@@ -1,0 +1,1 @@
+"""Benchmark harness: runner, records, reports and the CLI."""

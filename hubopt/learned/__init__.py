@@ -1,0 +1,1 @@
+"""Learned optimizers: VeLO and hubopt's own."""

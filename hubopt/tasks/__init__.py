@@ -1,0 +1,1 @@
+"""Tasks: pure init/loss functions over parameter pytrees."""
