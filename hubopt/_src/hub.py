@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import optax
 
 from hubopt._src import members
+from hubopt._src.state_search import find_one
 from hubopt._src.tree_paths import leaf_paths
 
 MODES = ("default", "inverted")
@@ -206,24 +207,6 @@ def hub(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _find_hub_states(state) -> list[HubState]:
-    found = []
-
-    def visit(node):
-        if isinstance(node, HubState):
-            found.append(node)
-            return
-        if isinstance(node, tuple | list):
-            for child in node:
-                visit(child)
-        elif isinstance(node, dict):
-            for child in node.values():
-                visit(child)
-
-    visit(state)
-    return found
-
-
 def hub_stats(state) -> dict[str, dict[str, float]]:
     """Diagnostics of the last HUB step by tensor path.
 
@@ -232,12 +215,7 @@ def hub_stats(state) -> dict[str, dict[str, float]]:
     `{path: {"sigma_min", "sigma_mean", "sigma_max", "hand_share"}}` as floats;
     NaN before the first update.
     """
-    found = _find_hub_states(state)
-    if len(found) != 1:
-        raise ValueError(
-            f"hub_stats needs a state that contains exactly one HubState, found {len(found)}"
-        )
-    stats = jax.device_get(found[0].stats)
+    stats = jax.device_get(find_one(state, HubState, "hub_stats").stats)
     paths = leaf_paths(stats.sigma_min)
     columns = [jax.tree_util.tree_leaves(field) for field in stats]
     return {
