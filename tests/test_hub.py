@@ -1,0 +1,311 @@
+"""HUB transform: σ, mixing, variants, diagnostics, errors, against NumPy references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import hubopt
+from hubopt._src.hub import layer_softmax
+
+# --- members with updates that are easy to write down in NumPy --------------
+
+
+def neg_grad():
+    """Hand member: U_hand = −g (a plain GradientTransformation, no extra args)."""
+    return optax.scale(-1.0)
+
+
+def value_times_params():
+    """Learned-like member that needs params and value=: U_learned = −value·params."""
+
+    def init_fn(params):
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None, *, value, **extra):
+        del extra
+        return jax.tree_util.tree_map(lambda p: (-value * p).astype(p.dtype), params), state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def np_softmax_abs(g):
+    a = np.abs(np.asarray(g, np.float64)).ravel()
+    e = np.exp(a - a.max())
+    return (e / e.sum()).reshape(np.shape(g))
+
+
+def make_tree(seed=0):
+    rng = np.random.default_rng(seed)
+    params = {
+        "conv": {"w": rng.normal(size=(3, 3, 2, 4)).astype(np.float32)},
+        "dense": {"b": rng.normal(size=(5,)).astype(np.float32),
+                  "w": rng.normal(size=(8, 5)).astype(np.float32)},
+        "scalar": np.float32(rng.normal()),
+    }
+    grads = jax.tree_util.tree_map(lambda p: (3 * rng.normal(size=np.shape(p))).astype(np.float32),
+                                   params)
+    return params, grads
+
+
+def reference_update(params, grads, value, mode_of, clip=None):
+    """NumPy: the HUB update for U_hand = −g and U_learned = −value·p."""
+
+    def leaf(path, p, g):
+        sigma = np_softmax_abs(g)
+        if clip is not None:
+            sigma = np.clip(sigma, *clip)
+        w = sigma if mode_of(path) == "default" else 1 - sigma
+        return w * (-np.asarray(g, np.float64)) + (1 - w) * (-value * np.asarray(p, np.float64))
+
+    return jax.tree_util.tree_map_with_path(
+        lambda path, p, g: leaf(jax.tree_util.keystr(path), p, g), params, grads
+    )
+
+
+def run_hub(tx, params, grads, value=0.7):
+    state = tx.init(params)
+    return tx.update(grads, state, params, value=value)
+
+
+# --- σ ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(), (1,), (7,), (3, 4), (2, 3, 4)])
+def test_sigma_matches_numpy(shape):
+    g = np.random.default_rng(1).normal(size=shape).astype(np.float32) * 5
+    np.testing.assert_allclose(layer_softmax(g), np_softmax_abs(g), rtol=1e-5, atol=1e-7)
+
+
+def test_sigma_of_one_entry_is_one_and_zero_grad_is_uniform():
+    assert float(layer_softmax(jnp.float32(-123.0))) == 1.0
+    sigma = np.asarray(layer_softmax(jnp.zeros((4, 5))))
+    np.testing.assert_allclose(sigma, np.full((4, 5), 1 / 20), rtol=1e-6)
+
+
+def test_sigma_is_stable_for_huge_gradients():
+    g = jnp.array([1e30, -1e30, 3.0, 0.0], jnp.float32)
+    sigma = np.asarray(layer_softmax(g))
+    assert np.all(np.isfinite(sigma))
+    np.testing.assert_allclose(sigma, [0.5, 0.5, 0.0, 0.0], atol=1e-7)
+
+
+@settings(max_examples=40, deadline=None)
+@given(hnp.arrays(np.float32, hnp.array_shapes(max_dims=3, max_side=6),
+                  elements=st.floats(float(np.float32(-1e30)), float(np.float32(1e30)), width=32, allow_subnormal=False)))
+def test_sigma_is_a_distribution(g):
+    sigma = np.asarray(layer_softmax(g), np.float64)
+    assert sigma.shape == g.shape
+    assert np.all((sigma >= 0) & (sigma <= 1))
+    np.testing.assert_allclose(sigma.sum(), 1.0, rtol=1e-5)
+
+
+# --- mixing: each variant against NumPy ------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["default", "inverted"])
+@pytest.mark.parametrize("clip", [None, (0.05, 0.6)])
+def test_update_matches_numpy(mode, clip):
+    params, grads = make_tree()
+    tx = hubopt.hub(neg_grad(), value_times_params(), mode=mode, clip=clip)
+    updates, _ = run_hub(tx, params, grads, value=0.7)
+    expected = reference_update(params, grads, 0.7, lambda _: mode, clip)
+    for got, want in zip(jax.tree_util.tree_leaves(updates), jax.tree_util.tree_leaves(expected)):
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+
+
+def test_blocks_give_each_subtree_its_mode():
+    params, grads = make_tree()
+    labels = {"conv": {"w": "inverted"}, "dense": {"b": "default", "w": "inverted"},
+              "scalar": "default"}
+    tx = hubopt.hub(neg_grad(), value_times_params(), blocks=labels)
+    updates, _ = run_hub(tx, params, grads)
+    inverted = {"['conv']['w']", "['dense']['w']"}
+    expected = reference_update(params, grads, 0.7,
+                                lambda path: "inverted" if path in inverted else "default")
+    for got, want in zip(jax.tree_util.tree_leaves(updates), jax.tree_util.tree_leaves(expected)):
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+    # The same labels from a callable.
+    tx_fn = hubopt.hub(neg_grad(), value_times_params(), blocks=lambda p: labels)
+    updates_fn, _ = run_hub(tx_fn, params, grads)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, updates, updates_fn)
+
+
+def test_clip_zero_one_equals_default():
+    params, grads = make_tree()
+    u_default, _ = run_hub(hubopt.hub(neg_grad(), value_times_params()), params, grads)
+    u_clip, _ = run_hub(hubopt.hub(neg_grad(), value_times_params(), clip=(0, 1)), params, grads)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, u_default, u_clip)
+
+
+def test_default_plus_inverted_is_hand_plus_learned():
+    params, grads = make_tree()
+    u_d, _ = run_hub(hubopt.hub(neg_grad(), value_times_params()), params, grads, 0.3)
+    u_i, _ = run_hub(hubopt.hub(neg_grad(), value_times_params(), mode="inverted"),
+                     params, grads, 0.3)
+    for d, i, p, g in zip(*(jax.tree_util.tree_leaves(t) for t in (u_d, u_i, params, grads))):
+        np.testing.assert_allclose(np.asarray(d) + np.asarray(i), -g - 0.3 * p,
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_scalar_leaf_follows_hand_in_default_and_learned_in_inverted():
+    params, grads = {"s": jnp.float32(2.0)}, {"s": jnp.float32(0.5)}
+    u, _ = run_hub(hubopt.hub(neg_grad(), value_times_params()), params, grads, 1.0)
+    assert float(u["s"]) == -0.5
+    u, _ = run_hub(hubopt.hub(neg_grad(), value_times_params(), mode="inverted"),
+                   params, grads, 1.0)
+    assert float(u["s"]) == -2.0
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32])
+def test_low_precision_params_keep_their_dtype(dtype):
+    params = {"w": jnp.ones((4, 3), dtype), "b": jnp.zeros((3,), dtype)}
+    grads = jax.tree_util.tree_map(lambda p: jnp.full(p.shape, 0.25, dtype), params)
+    tx = hubopt.hub(optax.adam(1e-2), optax.adamax(1e-2))
+    state = tx.init(params)
+    updates, state = jax.jit(tx.update)(grads, state, params)
+    for u in jax.tree_util.tree_leaves(updates):
+        assert u.dtype == dtype
+        assert np.all(np.isfinite(np.asarray(u, np.float32)))
+
+
+def test_huge_gradients_give_finite_updates():
+    params = {"w": jnp.ones((10,))}
+    grads = {"w": jnp.array([1e30] + [1.0] * 9, jnp.float32)}
+    updates, state = run_hub(hubopt.hub(optax.sgd(1e-35), value_times_params()), params, grads)
+    assert np.all(np.isfinite(updates["w"]))
+    stats = hubopt.hub_stats(state)["w"]
+    np.testing.assert_allclose(stats["sigma_max"], 1.0, atol=1e-6)
+
+
+# --- diagnostics --------------------------------------------------------------
+
+
+def test_stats_match_numpy():
+    params, grads = make_tree()
+    clip = (0.01, 0.5)
+    tx = hubopt.hub(neg_grad(), value_times_params(), clip=clip, mode="inverted")
+    _, state = run_hub(tx, params, grads, value=0.7)
+    stats = hubopt.hub_stats(state)
+    assert set(stats) == {"conv/w", "dense/b", "dense/w", "scalar"}
+    g, p = np.asarray(grads["dense"]["w"]), np.asarray(params["dense"]["w"])
+    sigma = np.clip(np_softmax_abs(g), *clip)
+    w = 1 - sigma
+    hand, learned = np.abs(w * g).sum(), np.abs((1 - w) * 0.7 * p).sum()
+    got = stats["dense/w"]
+    np.testing.assert_allclose(got["sigma_min"], sigma.min(), rtol=1e-5)
+    np.testing.assert_allclose(got["sigma_mean"], sigma.mean(), rtol=1e-5)
+    np.testing.assert_allclose(got["sigma_max"], sigma.max(), rtol=1e-5)
+    np.testing.assert_allclose(got["hand_share"], hand / (hand + learned), rtol=1e-5)
+
+
+def test_stats_are_nan_before_first_step_and_found_inside_chain():
+    params, grads = make_tree()
+    tx = optax.chain(optax.clip_by_global_norm(10.0), hubopt.hub(neg_grad(), value_times_params()))
+    state = tx.init(params)
+    assert np.isnan(hubopt.hub_stats(state)["dense/w"]["hand_share"])
+    _, state = tx.update(grads, state, params, value=0.5)
+    zero_stats = hubopt.hub_stats(state)
+    assert 0 < zero_stats["dense/w"]["hand_share"] < 1
+    with pytest.raises(ValueError, match="exactly one HubState"):
+        hubopt.hub_stats(optax.adam(1e-3).init(params))
+
+
+def test_zero_gradients_give_uniform_sigma_and_mean_weight_share():
+    params = {"w": jnp.zeros((4, 5))}
+    tx = hubopt.hub(neg_grad(), value_times_params())
+    _, state = run_hub(tx, params, {"w": jnp.zeros((4, 5))})
+    s = hubopt.hub_stats(state)["w"]
+    np.testing.assert_allclose([s["sigma_min"], s["sigma_max"]], [0.05, 0.05], rtol=1e-6)
+    np.testing.assert_allclose(s["hand_share"], 0.05, rtol=1e-6)  # both updates are zero
+
+
+# --- optax integration -----------------------------------------------------------
+
+
+def test_jit_does_not_recompile_on_second_call():
+    params, grads = make_tree()
+    tx = hubopt.hub(optax.adam(1e-3), value_times_params(), clip=(0.01, 0.9))
+    traces = []
+
+    @jax.jit
+    def step(grads, state, params, value):
+        traces.append(1)
+        return tx.update(grads, state, params, value=value)
+
+    state = tx.init(params)
+    _, state = step(grads, state, params, 0.5)
+    _, state = step(grads, state, params, 0.25)
+    assert len(traces) == 1
+
+
+def test_extra_args_pass_through_chain_and_unknown_ones_are_tolerated():
+    params, grads = make_tree()
+    tx = optax.chain(optax.scale(1.0), hubopt.hub(optax.sgd(0.1), value_times_params()))
+    state = tx.init(params)
+    updates, _ = tx.update(grads, state, params, value=1.0, some_unknown_arg=3)
+    assert jax.tree_util.tree_structure(updates) == jax.tree_util.tree_structure(params)
+
+
+@pytest.mark.parametrize("variant", [dict(), dict(mode="inverted"), dict(clip=(0.1, 0.9))])
+def test_converges_on_a_parabola(variant):
+    target = jnp.array([1.0, -2.0, 3.0])
+    loss = lambda p: jnp.sum((p["x"] - target) ** 2)  # noqa: E731
+    tx = hubopt.hub(optax.adam(0.1), optax.adamax(0.1), **variant)
+    params = {"x": jnp.zeros(3)}
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state):
+        value, grads = jax.value_and_grad(loss)(params)
+        updates, state = tx.update(grads, state, params, value=value)
+        return optax.apply_updates(params, updates), state
+
+    for _ in range(300):
+        params, state = step(params, state)
+    assert float(loss(params)) < 1e-3
+
+
+# --- errors ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(mode="sideways"), ValueError, "mode"),
+        (dict(clip=(0.6, 0.4)), ValueError, "B <= A"),
+        (dict(clip=(-0.1, 0.4)), ValueError, "lower bound B"),
+        (dict(clip=(0.1, 1.5)), ValueError, "upper bound A"),
+        (dict(clip=0.5), TypeError, "clip"),
+        (dict(blocks={"w": "backbone"}), ValueError, "label"),
+    ],
+)
+def test_invalid_arguments_are_named(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        hubopt.hub(optax.sgd(1.0), optax.sgd(1.0), **kwargs)
+
+
+def test_blocks_not_matching_params_raise():
+    tx = hubopt.hub(optax.sgd(1.0), optax.sgd(1.0), blocks={"a": "default"})
+    with pytest.raises(ValueError, match="blocks must have the same tree structure"):
+        tx.init({"a": jnp.ones(2), "b": jnp.ones(2)})
+    tx = hubopt.hub(optax.sgd(1.0), optax.sgd(1.0), blocks=lambda p: {"a": "nope"})
+    with pytest.raises(ValueError, match="label"):
+        tx.init({"a": jnp.ones(2)})
+
+
+def test_members_must_be_optax_transforms():
+    with pytest.raises(TypeError, match="learned"):
+        hubopt.hub(optax.sgd(1.0), "velo")
+
+
+def test_missing_extra_arg_names_the_member_and_argument():
+    params, grads = make_tree()
+    tx = hubopt.hub(neg_grad(), value_times_params())
+    state = tx.init(params)
+    with pytest.raises(TypeError, match=r"learned optimizer needs the extra argument.*value"):
+        tx.update(grads, state, params)
