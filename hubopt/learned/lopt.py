@@ -1,0 +1,260 @@
+r"""hubopt's own learned optimizer: a per-parameter MLP around an Adam anchor.
+
+For every parameter tensor p with gradient g at step t (1-based) of a run of
+T = `num_steps` steps, with Adam statistics m̂ (β = 0.9), v̂ (β₂ = 0.999):
+
+    anchor     a   = m̂ / (sqrt(v̂) + ε)                       (Adam's direction)
+    MLP        (d, s) = MLP_θ(features)                        per entry
+    direction  u   = a + c_d · tanh(d)                         bounded correction
+    magnitude  μ   = exp(c↑ tanh(s)) if s ≥ 0 else exp(c↓ tanh(s))
+    scale      ρ   = max(rms(p), ρ_min)                        per tensor, like VeLO
+    update     Δp  = −η · ρ · μ · u
+
+so at θ = 0 (and at `init`, whose output layer is zero) the optimizer is exactly
+"relative Adam": Δp = −η · max(rms(p), ρ_min) · m̂/(sqrt(v̂)+ε). With η = 1e-2
+and ρ_min = 0.1 that is Adam(1e-3) on zero-initialised tensors and on weights of
+RMS 0.1, and it grows with the weights like LARS/VeLO steps do.
+
+Features per entry, each normalised over its tensor to unit RMS so that
+rescaling the loss or the parameters leaves them unchanged:
+
+    clip(g/(sqrt(v̂)+ε)), m̂_k/(sqrt(v̂)+ε) for β_k ∈ {0.5, 0.9, 0.99},
+    Adafactor-normalised g and m̂_0.9, p/rms(p);
+
+plus three features shared by all entries: training progress t/T and (t/T)²,
+and the relative change of the loss, tanh((L − L̄)/|L̄|), L̄ an EMA of `value`.
+
+State: 3 momenta + v̂ + factored rows/cols per tensor (about 4 floats per entry).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from hubopt.learned import _features as F
+
+NUM_GLOBAL_FEATURES = 3
+
+
+class MLPLOptState(NamedTuple):
+    """State of `MLPLOpt.optimizer`.
+
+    count: steps taken (int32). mom: per tensor, (K, *shape) momenta.
+    nu: per tensor, EMA of g². fac_row / fac_col: Adafactor rows and columns
+    (for tensors below 2 dims, fac_row is the EMA of g² and fac_col is empty).
+    loss_ema: EMA of the loss `value` (float32 scalar).
+    """
+
+    count: jax.Array
+    mom: Any
+    nu: Any
+    fac_row: Any
+    fac_col: Any
+    loss_ema: jax.Array
+
+
+def _mlp_apply(theta: dict, x_NF: jax.Array) -> jax.Array:
+    """The per-entry MLP: ReLU hidden layers, linear 2-wide output (d, s)."""
+    n_layers = len(theta)
+    h = x_NF
+    for i in range(n_layers):
+        layer = theta[f"layer{i}"]
+        h = h @ layer["w"] + layer["b"][None, :]
+        if i < n_layers - 1:
+            h = jax.nn.relu(h)
+    return h
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPLOpt:
+    """A per-parameter MLP learned optimizer anchored on Adam (see module doc).
+
+    Attributes:
+      hidden_sizes: widths of the MLP's hidden layers.
+      step_mult: η, the relative step size.
+      rms_floor: ρ_min, the floor of the per-tensor RMS scale (for zero-initialised
+        tensors such as biases).
+      momentum_decays: the momentum decays used as features; `anchor_index` picks
+        the anchor's momentum among them.
+      second_decay: β₂ of v̂ and the factored statistics.
+      eps: ε of the normalisations.
+      dir_bound: c_d, the bound of the learned direction correction.
+      log_mag_up / log_mag_down: c↑ / c↓, bounds of the learned log step multiplier.
+    """
+
+    hidden_sizes: tuple[int, ...] = (32,)
+    step_mult: float = 1e-2
+    rms_floor: float = 0.1
+    momentum_decays: tuple[float, ...] = (0.5, 0.9, 0.99)
+    anchor_index: int = 1
+    second_decay: float = 0.999
+    eps: float = 1e-8
+    dir_bound: float = 1.0
+    log_mag_up: float = math.log(4.0)
+    log_mag_down: float = 4.0
+
+    def __post_init__(self):
+        if not self.momentum_decays or not all(0.0 <= b < 1.0 for b in self.momentum_decays):
+            raise ValueError(f"momentum_decays must be in [0, 1), got {self.momentum_decays}")
+        if not 0 <= self.anchor_index < len(self.momentum_decays):
+            raise ValueError(
+                f"anchor_index must index momentum_decays, got {self.anchor_index}"
+            )
+        if any(int(h) <= 0 for h in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes}")
+        object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+
+    @property
+    def num_features(self) -> int:
+        # clipped g, K momenta, 2 Adafactor-normalised, p/rms(p); then the globals
+        return 1 + len(self.momentum_decays) + 2 + 1 + NUM_GLOBAL_FEATURES
+
+    def layer_sizes(self) -> list[int]:
+        return [self.num_features, *self.hidden_sizes, 2]
+
+    def init(self, key: jax.Array) -> dict:
+        """Meta-parameters θ: He-initialised hidden layers, a zero output layer.
+
+        The zero output layer makes the initial optimizer exactly the anchor.
+        """
+        sizes = self.layer_sizes()
+        keys = jax.random.split(key, len(sizes) - 1)
+        theta = {}
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            last = i == len(sizes) - 2
+            w = (
+                jnp.zeros((n_in, n_out), jnp.float32)
+                if last
+                else jax.random.normal(keys[i], (n_in, n_out), jnp.float32)
+                * math.sqrt(2.0 / n_in)
+            )
+            theta[f"layer{i}"] = {"w": w, "b": jnp.zeros((n_out,), jnp.float32)}
+        return theta
+
+    def num_meta_params(self) -> int:
+        sizes = self.layer_sizes()
+        return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+
+    def _check_theta(self, theta) -> None:
+        sizes = self.layer_sizes()
+        if not isinstance(theta, dict) or len(theta) != len(sizes) - 1:
+            raise ValueError(
+                f"theta must be a dict with {len(sizes) - 1} layers for layer sizes {sizes}"
+            )
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            layer = theta.get(f"layer{i}")
+            if layer is None or tuple(jnp.shape(layer["w"])) != (n_in, n_out) or tuple(
+                jnp.shape(layer["b"])
+            ) != (n_out,):
+                raise ValueError(
+                    f"theta['layer{i}'] must have w of shape {(n_in, n_out)} and b of "
+                    f"shape {(n_out,)} for layer sizes {sizes}"
+                )
+
+    def optimizer(self, theta: dict, num_steps) -> optax.GradientTransformationExtraArgs:
+        """The optimizer with meta-parameters θ for a run of `num_steps` steps.
+
+        `update(grads, state, params, *, value)` needs the params and the loss.
+        `num_steps` may be a traced scalar (meta-training varies it).
+        """
+        self._check_theta(theta)
+        if isinstance(num_steps, int | float) and num_steps <= 0:
+            raise ValueError(f"num_steps must be positive, got {num_steps}")
+        decays = jnp.asarray(self.momentum_decays, jnp.float32)
+        cfg = self
+
+        def init_fn(params):
+            leaves = jax.tree_util.tree_leaves(params)
+            if not leaves and params is None:
+                raise ValueError("MLPLOpt.init needs the params tree")
+            fac = jax.tree_util.tree_map(F.factored_init, params)
+            is_fac = lambda x: isinstance(x, F.Factored)  # noqa: E731
+            return MLPLOptState(
+                count=jnp.zeros((), jnp.int32),
+                mom=jax.tree_util.tree_map(lambda p: F.ema_init(p, decays), params),
+                nu=jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.float32), params),
+                fac_row=jax.tree_util.tree_map(lambda f: f.row, fac, is_leaf=is_fac),
+                fac_col=jax.tree_util.tree_map(lambda f: f.col, fac, is_leaf=is_fac),
+                loss_ema=jnp.zeros((), jnp.float32),
+            )
+
+        def update_fn(updates, state: MLPLOptState, params=None, *, value, **extra_args):
+            del extra_args
+            if params is None:
+                raise ValueError("MLPLOpt's update needs params (update(grads, state, params))")
+            count = state.count + 1
+            value = jnp.asarray(value, jnp.float32)
+            loss_ema = jnp.where(state.count == 0, value, state.loss_ema)
+            loss_feat = jnp.tanh((value - loss_ema) / (jnp.abs(loss_ema) + 1e-8))
+            new_loss_ema = 0.9 * loss_ema + 0.1 * value
+            frac = jnp.clip(
+                count.astype(jnp.float32) / jnp.asarray(num_steps, jnp.float32), 0.0, 1.0
+            )
+            global_feats = jnp.stack([frac, frac * frac, loss_feat])
+
+            tree_def = jax.tree_util.tree_structure(updates)
+            flat = lambda t: tree_def.flatten_up_to(t)  # noqa: E731
+            outs = [
+                cfg._leaf_update(theta, decays, count, global_feats, *args)
+                for args in zip(
+                    flat(updates), flat(params), flat(state.mom), flat(state.nu),
+                    flat(state.fac_row), flat(state.fac_col), strict=True,
+                )
+            ]
+            unflat = lambda i: tree_def.unflatten([o[i] for o in outs])  # noqa: E731
+            new_state = MLPLOptState(
+                count=count, mom=unflat(1), nu=unflat(2), fac_row=unflat(3),
+                fac_col=unflat(4), loss_ema=new_loss_ema,
+            )
+            return unflat(0), new_state
+
+        return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+    def _leaf_update(self, theta, decays, count, global_feats, g, p, mom, nu, row, col):
+        """The update and new statistics of one tensor."""
+        g32 = g.astype(jnp.float32)
+        p32 = p.astype(jnp.float32)
+        mom = F.ema_update(mom, g32, decays)
+        nu = self.second_decay * nu + (1.0 - self.second_decay) * jnp.square(g32)
+        fac = F.factored_update(F.Factored(row, col), g32, self.second_decay)
+        if g.size == 0:
+            return jnp.zeros_like(g), mom, nu, fac.row, fac.col
+
+        m_hat_K = mom / F.bias_correction(decays, count).reshape((-1,) + (1,) * g.ndim)
+        v_bc = F.bias_correction(self.second_decay, count)
+        denom = jnp.sqrt(nu / v_bc) + self.eps
+        anchor = m_hat_K[self.anchor_index] / denom
+
+        fac_v = F.factored_second_moment(fac, g.ndim) / v_bc
+        fac_rs = jax.lax.rsqrt(fac_v + self.eps**2)
+        p_rms = F.tensor_rms(p32)
+        tensor_feats = [
+            jnp.clip(g32 / denom, -5.0, 5.0),
+            *(m_hat_K[k] / denom for k in range(len(self.momentum_decays))),
+            jnp.clip(g32 * fac_rs, -5.0, 5.0),
+            m_hat_K[self.anchor_index] * fac_rs,
+            p32 / jnp.maximum(p_rms, 1e-30),
+        ]
+        n = g.size
+        x_NF = jnp.concatenate(
+            [
+                jnp.stack([F.tensor_normalize(f).reshape(n) for f in tensor_feats], axis=-1),
+                jnp.broadcast_to(global_feats, (n, global_feats.shape[0])),
+            ],
+            axis=-1,
+        )
+        out_N2 = _mlp_apply(theta, x_NF)
+        d = out_N2[:, 0].reshape(g.shape)
+        s = out_N2[:, 1].reshape(g.shape)
+        direction = anchor + self.dir_bound * jnp.tanh(d)
+        ts = jnp.tanh(s)
+        log_mag = jnp.where(ts >= 0, self.log_mag_up * ts, self.log_mag_down * ts)
+        scale = jnp.maximum(p_rms, self.rms_floor)
+        step = -self.step_mult * scale * jnp.exp(log_mag) * direction
+        return step.astype(g.dtype), mom, nu, fac.row, fac.col

@@ -1,0 +1,284 @@
+"""MLPLOpt: shapes, θ=0 = relative Adam by formula, a NumPy reference for any θ,
+scale invariance, jit without recompiling, use inside HUB, theta checkpoints."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import hubopt
+from hubopt.learned.lopt import MLPLOpt, MLPLOptState
+
+
+def _params():
+    k1, k2 = jax.random.split(jax.random.key(3))
+    return {
+        "w": jax.random.normal(k1, (6, 4), jnp.float32) * 0.3,
+        "b": jnp.zeros((4,), jnp.float32),
+        "s": jnp.asarray(0.7, jnp.float32),
+    }
+
+
+def _loss(p, x):
+    h = jnp.tanh(x @ p["w"] + p["b"][None, :])
+    return jnp.mean((h - 0.5) ** 2) * (1.0 + p["s"] ** 2)
+
+
+_X = jax.random.normal(jax.random.key(9), (8, 6), jnp.float32)
+
+
+def _run(opt, params, n, x=_X, loss_scale=1.0):
+    state = opt.init(params)
+    ups = []
+    for _ in range(n):
+        v, g = jax.value_and_grad(lambda p: loss_scale * _loss(p, x))(params)
+        u, state = opt.update(g, state, params, value=v)
+        ups.append(u)
+        params = optax.apply_updates(params, u)
+    return params, ups, state
+
+
+# ---------------------------------------------------------------- NumPy reference
+
+
+def _np_mlp(theta, x):
+    n = len(theta)
+    for i in range(n):
+        x = x @ np.asarray(theta[f"layer{i}"]["w"], np.float64) + np.asarray(
+            theta[f"layer{i}"]["b"], np.float64
+        )
+        if i < n - 1:
+            x = np.maximum(x, 0.0)
+    return x
+
+
+def _np_reference(lo: MLPLOpt, theta, params, n):
+    """Independent float64 NumPy implementation of the module docstring's rule."""
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    decays = np.asarray(lo.momentum_decays)
+    st = {k: dict(m=np.zeros((len(decays), *v.shape)), v=np.zeros(v.shape)) for k, v in p.items()}
+    for k, v in p.items():
+        st[k]["r"] = np.zeros(v.shape[:-1]) if v.ndim >= 2 else np.zeros(v.shape)
+        st[k]["c"] = np.zeros(v.shape[-1:]) if v.ndim >= 2 else None
+    loss_ema = None
+    ups = []
+    for t in range(1, n + 1):
+        pj = {k: jnp.asarray(v, jnp.float32) for k, v in p.items()}
+        val, g = jax.value_and_grad(lambda q: _loss(q, _X))(pj)
+        val = float(val)
+        loss_ema = val if loss_ema is None else loss_ema
+        lf = math.tanh((val - loss_ema) / (abs(loss_ema) + 1e-8))
+        loss_ema = 0.9 * loss_ema + 0.1 * val
+        frac = min(t / 50.0, 1.0)
+        u_all = {}
+        for k in p:
+            gk = np.asarray(g[k], np.float64)
+            s = st[k]
+            for i, b in enumerate(decays):
+                s["m"][i] = b * s["m"][i] + (1 - b) * gk
+            b2 = lo.second_decay
+            s["v"] = b2 * s["v"] + (1 - b2) * gk**2
+            if gk.ndim >= 2:
+                s["r"] = b2 * s["r"] + (1 - b2) * (gk**2).mean(-1)
+                s["c"] = b2 * s["c"] + (1 - b2) * (gk**2).mean(-2)
+                fac = np.outer(s["r"] / s["r"].mean(), s["c"])
+            else:
+                s["r"] = b2 * s["r"] + (1 - b2) * gk**2
+                fac = s["r"]
+            mh = [s["m"][i] / (1 - b**t) for i, b in enumerate(decays)]
+            den = np.sqrt(s["v"] / (1 - b2**t)) + lo.eps
+            frs = 1 / np.sqrt(fac / (1 - b2**t) + lo.eps**2)
+            prms = np.sqrt(np.mean(p[k] ** 2))
+            feats = [np.clip(gk / den, -5, 5), *(m / den for m in mh),
+                     np.clip(gk * frs, -5, 5), mh[lo.anchor_index] * frs,
+                     p[k] / max(prms, 1e-30)]
+            feats = [f / np.sqrt(np.mean(f**2) + 1e-12) for f in feats]
+            x = np.stack([f.reshape(-1) for f in feats], -1)
+            x = np.concatenate([x, np.tile([frac, frac * frac, lf], (x.shape[0], 1))], -1)
+            out = _np_mlp(theta, x)
+            d, sv = out[:, 0].reshape(gk.shape), out[:, 1].reshape(gk.shape)
+            ts = np.tanh(sv)
+            lm = np.where(ts >= 0, lo.log_mag_up * ts, lo.log_mag_down * ts)
+            direction = mh[lo.anchor_index] / den + lo.dir_bound * np.tanh(d)
+            u_all[k] = -lo.step_mult * max(prms, lo.rms_floor) * np.exp(lm) * direction
+        ups.append(u_all)
+        p = {k: p[k] + u_all[k] for k in p}
+    return p, ups
+
+
+def _relative_adam(params, n, lr=1e-2, floor=0.1, b1=0.9, b2=0.999, eps=1e-8):
+    """θ = 0 by hand: Δp = −lr · max(rms(p), floor) · m̂/(sqrt(v̂)+ε)."""
+    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+    m = {k: np.zeros_like(v) for k, v in p.items()}
+    v2 = {k: np.zeros_like(v) for k, v in p.items()}
+    for t in range(1, n + 1):
+        pj = {k: jnp.asarray(v, jnp.float32) for k, v in p.items()}
+        g = jax.grad(lambda q: _loss(q, _X))(pj)
+        for k in p:
+            gk = np.asarray(g[k], np.float64)
+            m[k] = b1 * m[k] + (1 - b1) * gk
+            v2[k] = b2 * v2[k] + (1 - b2) * gk**2
+            d = (m[k] / (1 - b1**t)) / (np.sqrt(v2[k] / (1 - b2**t)) + eps)
+            p[k] = p[k] - lr * max(np.sqrt(np.mean(p[k] ** 2)), floor) * d
+    return p
+
+
+# ------------------------------------------------------------------------ tests
+
+
+def test_theta_shapes_and_count():
+    lo = MLPLOpt(hidden_sizes=(16, 8))
+    theta = lo.init(jax.random.key(0))
+    assert lo.num_features == 10
+    assert jnp.shape(theta["layer0"]["w"]) == (10, 16)
+    assert jnp.shape(theta["layer2"]["w"]) == (8, 2)
+    n = sum(x.size for x in jax.tree_util.tree_leaves(theta))
+    assert n == lo.num_meta_params() == 10 * 16 + 16 + 16 * 8 + 8 + 8 * 2 + 2
+    assert float(jnp.abs(theta["layer2"]["w"]).max()) == 0.0  # output layer starts at zero
+    assert 100 <= MLPLOpt().num_meta_params() <= 5000
+
+
+def test_state_and_update_shapes():
+    lo = MLPLOpt()
+    params = _params()
+    opt = lo.optimizer(lo.init(jax.random.key(0)), 20)
+    state = opt.init(params)
+    assert isinstance(state, MLPLOptState)
+    assert state.mom["w"].shape == (3, 6, 4)
+    assert state.fac_row["w"].shape == (6,) and state.fac_col["w"].shape == (4,)
+    assert state.fac_row["b"].shape == (4,)
+    _, ups, state = _run(opt, params, 2)
+    for k, v in params.items():
+        assert ups[-1][k].shape == v.shape and ups[-1][k].dtype == v.dtype
+    assert int(state.count) == 2
+
+
+@pytest.mark.parametrize("zero", [True, False], ids=["theta0", "init"])
+def test_theta_zero_and_init_equal_relative_adam(zero):
+    lo = MLPLOpt()
+    theta = lo.init(jax.random.key(1))
+    if zero:
+        theta = jax.tree_util.tree_map(jnp.zeros_like, theta)
+    got, _, _ = _run(lo.optimizer(theta, 50), _params(), 12)
+    want = _relative_adam(_params(), 12)
+    for k in want:
+        np.testing.assert_allclose(np.asarray(got[k]), want[k], rtol=2e-5, atol=1e-6)
+    # the floor matters: b starts at zero so its step is lr * floor * sign-ish
+    assert np.abs(want["b"]).max() > 1e-3
+
+
+def test_matches_numpy_reference_for_random_theta():
+    lo = MLPLOpt()
+    theta = lo.init(jax.random.key(5))
+    # a non-trivial output layer so every branch is used
+    theta["layer1"]["w"] = jax.random.normal(jax.random.key(6), (32, 2), jnp.float32) * 0.3
+    theta["layer1"]["b"] = jnp.asarray([0.1, -0.2], jnp.float32)
+    got, ups, _ = _run(lo.optimizer(theta, 50), _params(), 6)
+    want, want_ups = _np_reference(lo, theta, _params(), 6)
+    for t in range(6):
+        for k in want:
+            np.testing.assert_allclose(np.asarray(ups[t][k]), want_ups[t][k], rtol=2e-4,
+                                       atol=1e-7)
+    # and it differs from the anchor
+    anchor = _relative_adam(_params(), 6)
+    assert not np.allclose(np.asarray(got["w"]), anchor["w"], atol=1e-6)
+
+
+def test_invariant_to_loss_scale():
+    lo = MLPLOpt()
+    theta = lo.init(jax.random.key(5))
+    theta["layer1"]["w"] = jax.random.normal(jax.random.key(6), (32, 2), jnp.float32) * 0.3
+    opt = lo.optimizer(theta, 30)
+    _, u1, _ = _run(opt, _params(), 5)
+    _, u2, _ = _run(opt, _params(), 5, loss_scale=1000.0)
+    for a, b in zip(u1, u2, strict=True):
+        for k in a:
+            np.testing.assert_allclose(np.asarray(a[k]), np.asarray(b[k]), rtol=1e-3, atol=1e-7)
+
+
+def test_jit_does_not_recompile():
+    lo = MLPLOpt()
+    opt = lo.optimizer(lo.init(jax.random.key(0)), 10)
+    traces = []
+
+    @jax.jit
+    def step(params, state):
+        traces.append(1)
+        v, g = jax.value_and_grad(lambda p: _loss(p, _X))(params)
+        u, state = opt.update(g, state, params, value=v)
+        return optax.apply_updates(params, u), state
+
+    params = _params()
+    state = opt.init(params)
+    for _ in range(3):
+        params, state = step(params, state)
+    assert len(traces) == 1
+
+
+def test_traced_num_steps_and_theta():
+    lo = MLPLOpt()
+    theta = lo.init(jax.random.key(0))
+    params = _params()
+
+    @jax.jit
+    def one(theta, n):
+        opt = lo.optimizer(theta, n)
+        v, g = jax.value_and_grad(lambda p: _loss(p, _X))(params)
+        u, _ = opt.update(g, opt.init(params), params, value=v)
+        return u
+
+    u = one(theta, jnp.asarray(10, jnp.int32))
+    assert np.isfinite(np.asarray(u["w"])).all()
+
+
+def test_inside_hub_with_value():
+    lo = MLPLOpt()
+    tx = hubopt.hub(optax.adam(1e-3), lo.optimizer(lo.init(jax.random.key(0)), 20))
+    params = _params()
+    state = tx.init(params)
+    loss0 = float(_loss(params, _X))
+    step = jax.jit(
+        lambda p, s: (lambda v, g: (lambda u, s2: (optax.apply_updates(p, u), s2))(
+            *tx.update(g, s, p, value=v)))(*jax.value_and_grad(lambda q: _loss(q, _X))(p))
+    )
+    for _ in range(20):
+        params, state = step(params, state)
+    assert float(_loss(params, _X)) < loss0
+    with pytest.raises(TypeError, match="value"):
+        tx.update(jax.grad(lambda q: _loss(q, _X))(params), state, params)
+
+
+def test_bad_inputs():
+    lo = MLPLOpt()
+    theta = lo.init(jax.random.key(0))
+    with pytest.raises(ValueError, match="num_steps"):
+        lo.optimizer(theta, 0)
+    with pytest.raises(ValueError, match="theta"):
+        MLPLOpt(hidden_sizes=(8,)).optimizer(theta, 10)
+    with pytest.raises(ValueError, match="momentum_decays"):
+        MLPLOpt(momentum_decays=(1.5,))
+    opt = lo.optimizer(theta, 10)
+    params = _params()
+    with pytest.raises(ValueError, match="params"):
+        opt.update(params, opt.init(params), None, value=1.0)
+
+
+def test_theta_checkpoint_round_trip(tmp_path):
+    ckpt = pytest.importorskip("hubopt.learned.checkpoint")
+    lo = MLPLOpt()
+    theta = lo.init(jax.random.key(2))
+    path = tmp_path / "theta.msgpack"
+    ckpt.write_checkpoint(path, theta, gen_id="mlp_lopt_test", step=7)
+    back = ckpt.read_checkpoint(path)
+    assert back["gen_id"] == "mlp_lopt_test" and back["step"] == 7
+    for a, b in zip(jax.tree_util.tree_leaves(theta), jax.tree_util.tree_leaves(back["params"]),
+                    strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # the loaded theta drives the optimizer to the same update
+    p = _params()
+    _, u1, _ = _run(lo.optimizer(theta, 10), p, 2)
+    _, u2, _ = _run(lo.optimizer(jax.tree_util.tree_map(jnp.asarray, back["params"]), 10), p, 2)
+    np.testing.assert_array_equal(np.asarray(u1[-1]["w"]), np.asarray(u2[-1]["w"]))
