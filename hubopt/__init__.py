@@ -4,7 +4,20 @@ HUB mixes a hand-designed optimizer with a learned one, entry by entry, with
 weights σ = softmax(|g|) computed over each parameter tensor.
 """
 
-from hubopt._src.hub import HubState, hub, hub_stats
+from hubopt import baselines
+from hubopt._src.aliases import hub_adam, hub_adamax, hub_adamw
+from hubopt._src.hub import MODES, HubLeafStats, HubState, hub, hub_stats, layer_softmax
 
-__all__ = ["HubState", "hub", "hub_stats"]
+__all__ = [
+    "MODES",
+    "HubLeafStats",
+    "HubState",
+    "baselines",
+    "hub",
+    "hub_adam",
+    "hub_adamax",
+    "hub_adamw",
+    "hub_stats",
+    "layer_softmax",
+]
 __version__ = "0.1.0"

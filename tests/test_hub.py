@@ -309,3 +309,13 @@ def test_missing_extra_arg_names_the_member_and_argument():
     state = tx.init(params)
     with pytest.raises(TypeError, match=r"learned optimizer needs the extra argument.*value"):
         tx.update(grads, state, params)
+
+
+@pytest.mark.parametrize("alias, hand", [(hubopt.hub_adam, optax.adam(1e-2)),
+                                         (hubopt.hub_adamax, optax.adamax(1e-2)),
+                                         (hubopt.hub_adamw, optax.adamw(1e-2, weight_decay=1e-4))])
+def test_aliases_equal_hub_of_the_named_optimizer(alias, hand):
+    params, grads = make_tree()
+    a, _ = run_hub(alias(1e-2, value_times_params(), clip=(0.01, 0.5)), params, grads)
+    b, _ = run_hub(hubopt.hub(hand, value_times_params(), clip=(0.01, 0.5)), params, grads)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)

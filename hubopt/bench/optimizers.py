@@ -1,0 +1,309 @@
+"""Optimizers by name, for the runner, the demo and the CLI.
+
+An optimizer is described by a plain dict (a "spec") so that a record can say
+exactly what ran, and `build(spec, num_steps)` makes the optax transform:
+
+    {"name": "adam", "learning_rate": 1e-3}            # also "adamax", "adamw", with the
+                                                       # keyword args of
+                                                       # hubopt.baselines.hand_optimizer
+    {"name": "velo"}                                   # VeLO, cached official checkpoint
+    {"name": "pretrained", "size": "small"}            # hubopt's bundled learned optimizer
+    {"name": "hub",   "hand": H, "learned": L, "mode": "default", "clip": None}
+    {"name": "lgl2o", "hand": H, "learned": L}
+    {"name": "blend", "hand": H, "learned": L, "lam": 0.5}
+
+where H is a hand spec and L a learned spec: {"name": "velo"}, {"name":
+"pretrained", ...}, or {"name": "stand-in", "optimizer": H} — a hand-designed
+optimizer put in the learned slot when no learned optimizer is available,
+labelled as such everywhere ("stand-in adamax@0.002"). `resolve_learned()`
+says which learned optimizer this machine has: VeLO if its checkpoint is
+cached, else the bundled hubopt one if it is present, else none (with the
+reasons and how to get one).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import optax
+
+HAND = ("adam", "adamax", "adamw")
+LEARNED = ("velo", "pretrained")
+COMBINED = ("hub", "lgl2o", "blend")
+NAMES = HAND + LEARNED + COMBINED
+
+# Keys of a hand spec besides "name" (keyword args of baselines.hand_optimizer).
+_HAND_KEYS = ("learning_rate", "schedule", "warmup_steps", "decay_every", "decay_factor",
+              "weight_decay")
+
+HOW_TO_GET_LEARNED = (
+    "run `hubopt velo download` (needs network, once) to cache VeLO's official checkpoint; "
+    "hubopt's own bundled learned optimizer is used when the package ships it "
+    "(`hubopt.learned.pretrained`)"
+)
+
+
+class OptimizerSpecError(ValueError):
+    """An optimizer spec that names an unknown optimizer or has bad fields."""
+
+
+@dataclass(frozen=True)
+class Built:
+    """An optimizer ready to run, with what a record needs to describe it."""
+
+    tx: optax.GradientTransformationExtraArgs
+    label: str
+    spec: dict
+    learned: dict | None = None  # {"kind", "is_learned", "label"} of the learned slot
+
+
+@dataclass(frozen=True)
+class LearnedChoice:
+    """Which learned optimizer is available: `spec` is None when none is."""
+
+    spec: dict | None
+    reason: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def available(self) -> bool:
+        return self.spec is not None
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def _fmt(x) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def label(spec: dict) -> str:
+    """Short legend text for `spec`: "adam@0.001", "hub(adam@0.001 | velo)", ..."""
+    name = spec.get("name")
+    if name in HAND:
+        text = f"{name}@{_fmt(spec.get('learning_rate', 1e-3))}"
+        if spec.get("schedule"):
+            text += f"+{spec['schedule']}"
+        return text
+    if name == "velo":
+        return "velo"
+    if name == "pretrained":
+        return f"hubopt-{spec.get('size', 'small')}"
+    if name == "stand-in":
+        return f"stand-in {label(spec['optimizer'])}"
+    if name in COMBINED:
+        extra = []
+        if name == "hub" and spec.get("mode", "default") != "default":
+            extra.append(spec["mode"])
+        if name == "hub" and spec.get("clip") is not None:
+            extra.append("clip=" + ",".join(_fmt(float(c)) for c in spec["clip"]))
+        if name == "blend":
+            extra.append(f"λ={_fmt(float(spec['lam']))}")
+        head = name + (f"[{'; '.join(extra)}]" if extra else "")
+        return f"{head}({label(spec['hand'])} | {label(spec['learned'])})"
+    raise OptimizerSpecError(f"unknown optimizer name {name!r}; known: {', '.join(NAMES)}")
+
+
+def learned_slot(spec: dict) -> dict | None:
+    """What fills the learned slot of `spec`: kind, whether it is learned, label."""
+    name = spec.get("name")
+    if name in LEARNED:
+        return {"kind": name, "is_learned": True, "label": label(spec)}
+    if name in COMBINED:
+        inner = spec["learned"]
+        return {
+            "kind": inner["name"],
+            "is_learned": inner["name"] != "stand-in",
+            "label": label(inner),
+        }
+    return None
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _check_positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise OptimizerSpecError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def _build_hand(spec: dict, num_steps: int):
+    from hubopt.baselines import hand_optimizer
+
+    unknown = set(spec) - {"name", *_HAND_KEYS}
+    if unknown:
+        raise OptimizerSpecError(
+            f"hand optimizer {spec['name']!r}: unknown field(s) {sorted(unknown)}; "
+            f"allowed: {list(_HAND_KEYS)}"
+        )
+    kwargs = {k: spec[k] for k in _HAND_KEYS if k in spec}
+    if kwargs.get("schedule") is not None:
+        kwargs["total_steps"] = num_steps
+    return hand_optimizer(spec["name"], **kwargs)
+
+
+def _build_learned(spec: dict, num_steps: int):
+    name = spec["name"]
+    if name == "velo":
+        from hubopt.learned import velo
+
+        return velo(num_steps)
+    if name == "pretrained":
+        from hubopt.learned import pretrained
+
+        return pretrained(spec.get("size", "small"), num_steps=num_steps)
+    raise OptimizerSpecError(f"{name!r} is not a learned optimizer; known: {LEARNED}")
+
+
+def _build_member(role: str, spec: dict, num_steps: int):
+    if not isinstance(spec, dict) or "name" not in spec:
+        raise OptimizerSpecError(f"{role} must be a spec dict with a 'name', got {spec!r}")
+    name = spec["name"]
+    if role == "hand":
+        if name not in HAND:
+            raise OptimizerSpecError(f"hand must be one of {HAND}, got {name!r}")
+        return _build_hand(spec, num_steps)
+    if name == "stand-in":
+        inner = spec.get("optimizer")
+        if not isinstance(inner, dict) or inner.get("name") not in HAND:
+            raise OptimizerSpecError(
+                f"a stand-in must name a hand-designed optimizer {HAND}, got {inner!r}"
+            )
+        return _build_hand(inner, num_steps)
+    if name not in LEARNED:
+        raise OptimizerSpecError(
+            f"learned must be one of {LEARNED} or 'stand-in', got {name!r}"
+        )
+    return _build_learned(spec, num_steps)
+
+
+def build(spec: dict, num_steps: int) -> Built:
+    """The optax transform for `spec` over a run of `num_steps` steps."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise OptimizerSpecError(f"an optimizer spec must be a dict with a 'name', got {spec!r}")
+    _check_positive_int("num_steps", num_steps)
+    spec = copy.deepcopy(spec)
+    name = spec["name"]
+    if name in HAND:
+        tx = _build_hand(spec, num_steps)
+    elif name in LEARNED:
+        tx = _build_learned(spec, num_steps)
+    elif name in COMBINED:
+        for role in ("hand", "learned"):
+            if role not in spec:
+                raise OptimizerSpecError(f"{name} needs a {role!r} spec")
+        hand = _build_member("hand", spec["hand"], num_steps)
+        learned = _build_member("learned", spec["learned"], num_steps)
+        if name == "hub":
+            from hubopt import hub
+
+            unknown = set(spec) - {"name", "hand", "learned", "mode", "clip"}
+            if unknown:
+                raise OptimizerSpecError(f"hub: unknown field(s) {sorted(unknown)}")
+            clip = spec.get("clip")
+            tx = hub(hand, learned, mode=spec.get("mode", "default"),
+                     clip=None if clip is None else tuple(clip))
+        elif name == "lgl2o":
+            from hubopt.baselines import lgl2o
+
+            tx = lgl2o(hand, learned)
+        else:
+            from hubopt.baselines import blend
+
+            if "lam" not in spec:
+                raise OptimizerSpecError("blend needs 'lam' (the hand weight λ in [0, 1])")
+            tx = blend(hand, learned, spec["lam"])
+    else:
+        raise OptimizerSpecError(f"unknown optimizer {name!r}; known: {', '.join(NAMES)}")
+    return Built(tx=tx, label=label(spec), spec=spec, learned=learned_slot(spec))
+
+
+def hyperparameters(spec: dict) -> dict[str, Any]:
+    """A flat summary of `spec` ("hand.learning_rate": 1e-3, "mode": ...) for records."""
+    flat: dict[str, Any] = {}
+
+    def visit(node, prefix):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                visit(value, f"{prefix}{key}.")
+            else:
+                flat[prefix + key] = list(value) if isinstance(value, tuple) else value
+
+    visit(spec, "")
+    return flat
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+
+def diagnostics(spec: dict, state) -> dict:
+    """End-of-run statistics of the combined optimizers (HUB σ and hand share, LGL2O wins)."""
+    name = spec.get("name")
+    if name == "hub":
+        from hubopt import hub_stats
+
+        return {"hub": hub_stats(state)}
+    if name == "lgl2o":
+        from hubopt.baselines import lgl2o_stats
+
+        return {"lgl2o": lgl2o_stats(state)}
+    return {}
+
+
+# --------------------------------------------------------------------------- learned choice
+
+
+def _velo_status() -> tuple[bool, str]:
+    try:
+        from hubopt.learned import velo_cache_path
+
+        path = velo_cache_path()
+    except Exception as e:  # the VeLO module may not exist yet in this checkout
+        return False, f"VeLO is not importable ({type(e).__name__}: {e})"
+    if not path.exists():
+        return False, f"VeLO checkpoint not cached at {path}"
+    try:
+        from hubopt.learned import velo  # noqa: F401
+    except Exception as e:
+        return False, f"VeLO checkpoint cached at {path} but hubopt.learned.velo fails: {e}"
+    return True, f"VeLO with the cached official checkpoint ({path})"
+
+
+def _pretrained_status(size: str) -> tuple[bool, str]:
+    try:
+        from hubopt.learned import pretrained
+
+        pretrained(size, num_steps=10)
+    except Exception as e:  # absent until the bundled optimizer ships
+        return False, f"bundled hubopt-{size} not available ({type(e).__name__}: {e})"
+    return True, f"hubopt's bundled learned optimizer hubopt-{size}"
+
+
+def resolve_learned(prefer: str = "auto", size: str = "small") -> LearnedChoice:
+    """The learned optimizer to use: `prefer` is "auto", "velo", "pretrained" or "none".
+
+    "auto" takes VeLO if its checkpoint is cached, else the bundled hubopt
+    optimizer if present, else none. Naming one that is unavailable gives
+    none, with the reason (callers decide whether that is an error).
+    """
+    if prefer not in ("auto", "velo", "pretrained", "none"):
+        raise OptimizerSpecError(
+            f"learned must be 'auto', 'velo', 'pretrained' or 'none', got {prefer!r}"
+        )
+    if prefer == "none":
+        return LearnedChoice(None, "no learned optimizer requested (--learned none)")
+    notes = []
+    if prefer in ("auto", "velo"):
+        ok, why = _velo_status()
+        if ok:
+            return LearnedChoice({"name": "velo"}, why)
+        notes.append(why)
+    if prefer in ("auto", "pretrained"):
+        ok, why = _pretrained_status(size)
+        if ok:
+            return LearnedChoice({"name": "pretrained", "size": size}, why, notes)
+        notes.append(why)
+    return LearnedChoice(None, "no learned optimizer is available: " + "; ".join(notes), notes)

@@ -1,0 +1,193 @@
+"""Run records: one JSON file per run, written atomically, never clobbered silently.
+
+A record (schema `hubopt.run/1`) holds everything a table or figure needs, so
+reports are made from records on disk only:
+
+    schema         "hubopt.run/1"
+    task           {"name", "num_steps" (recommended), "description"}
+    optimizer      {"label": legend text, "spec": the dict the optimizer was built
+                    from (`hubopt.bench.optimizers`), "learned": what filled the
+                    learned slot, or null}
+    seed           int
+    num_steps      int, steps actually run
+    hyperparameters {...} (flat summary of the spec: learning rates, mode, ...)
+    curve          {"step": [...], "loss": [...], "loss_mean": [...]}: the training
+                   loss at `step` (of the params before that step's update) and its
+                   mean over the steps since the previous point (subsampled)
+    eval           {"step": [...], "loss": [...]}: untimed evaluation losses
+    best_loss, best_step, final_loss   best over every step and every evaluation;
+                   final = evaluation of the params after the last step
+    timing         {"step_time_s": median seconds per step over timed chunks,
+                    "compile_time_s", "wall_time_s": whole run incl. compile and eval}
+    diagnostics    optimizer statistics at the end (HUB σ / hand share, LGL2O wins)
+    meta           {"versions", "platform", "device", "git", "date", "command"}
+
+Non-finite losses (a diverged run) are kept as JSON NaN / Infinity, which
+Python's json reads back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "hubopt.run/1"
+
+
+class RecordError(ValueError):
+    """A record that cannot be read or does not follow the schema."""
+
+
+_TOP_LEVEL = {
+    "schema": str,
+    "task": dict,
+    "optimizer": dict,
+    "seed": int,
+    "num_steps": int,
+    "hyperparameters": dict,
+    "curve": dict,
+    "eval": dict,
+    "best_loss": (int, float),
+    "best_step": int,
+    "final_loss": (int, float),
+    "timing": dict,
+    "diagnostics": dict,
+    "meta": dict,
+}
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def validate(record: Any, where: str = "record") -> dict:
+    """Returns `record` if it follows the schema, else raises `RecordError` naming the problem."""
+    if not isinstance(record, dict):
+        raise RecordError(f"{where}: a record must be a JSON object, got {type(record).__name__}")
+    if record.get("schema") != SCHEMA:
+        raise RecordError(
+            f"{where}: schema must be {SCHEMA!r}, got {record.get('schema')!r}"
+        )
+    for key, kind in _TOP_LEVEL.items():
+        if key not in record:
+            raise RecordError(f"{where}: missing field {key!r}")
+        value = record[key]
+        ok = _is_number(value) if kind == (int, float) else (
+            isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        )
+        if not ok:
+            raise RecordError(f"{where}: field {key!r} has the wrong type {type(value).__name__}")
+    if not isinstance(record["task"].get("name"), str):
+        raise RecordError(f"{where}: task.name must be a string")
+    if not isinstance(record["optimizer"].get("label"), str):
+        raise RecordError(f"{where}: optimizer.label must be a string")
+    if not isinstance(record["optimizer"].get("spec"), dict):
+        raise RecordError(f"{where}: optimizer.spec must be an object")
+    if record["num_steps"] < 1:
+        raise RecordError(f"{where}: num_steps must be >= 1, got {record['num_steps']}")
+    for name, fields in (("curve", ("step", "loss", "loss_mean")), ("eval", ("step", "loss"))):
+        series = record[name]
+        lengths = set()
+        for field in fields:
+            values = series.get(field)
+            if not isinstance(values, list):
+                raise RecordError(f"{where}: {name}.{field} must be a list")
+            if not all(_is_number(v) for v in values):
+                raise RecordError(f"{where}: {name}.{field} must hold numbers only")
+            lengths.add(len(values))
+        if len(lengths) != 1:
+            raise RecordError(f"{where}: the lists of {name} differ in length: {sorted(lengths)}")
+        steps = series["step"]
+        if any(b <= a for a, b in zip(steps, steps[1:], strict=False)):
+            raise RecordError(f"{where}: {name}.step must increase strictly")
+        if steps and not (0 <= steps[0] and steps[-1] <= record["num_steps"]):
+            raise RecordError(f"{where}: {name}.step must lie in [0, num_steps]")
+    if not record["curve"]["step"]:
+        raise RecordError(f"{where}: curve is empty")
+    if not (math.isnan(record["best_loss"]) or record["best_loss"] <= record["final_loss"]
+            or math.isnan(record["final_loss"])):
+        raise RecordError(f"{where}: best_loss {record['best_loss']} exceeds final_loss "
+                          f"{record['final_loss']}")
+    return record
+
+
+def dumps(record: dict) -> str:
+    """The record as JSON text (validated first)."""
+    validate(record)
+    return json.dumps(record, indent=1, sort_keys=True) + "\n"
+
+
+def write(record: dict, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Writes `record` to `path` atomically (temp file + rename).
+
+    An existing file at `path` is never replaced unless `overwrite=True`
+    (`FileExistsError` otherwise). The parent folder is created if needed.
+    """
+    path = Path(path)
+    text = dumps(record)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # atomic, fails if path exists
+            except FileExistsError:
+                raise FileExistsError(
+                    f"record {path} already exists; refusing to overwrite it "
+                    "(pass overwrite=True / --overwrite, or write elsewhere)"
+                ) from None
+            except OSError:  # no hard links on this filesystem
+                if path.exists():
+                    raise FileExistsError(f"record {path} already exists") from None
+                os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read(path: str | os.PathLike) -> dict:
+    """Reads and validates one record; `RecordError` names the file and the problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecordError(f"{path}: no such record file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecordError(f"{path}: cannot read record: {e}") from None
+    try:
+        record = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RecordError(f"{path}: not valid JSON ({e})") from None
+    return validate(record, where=str(path))
+
+
+def find(paths) -> list[Path]:
+    """Record files among `paths`: files as given, folders searched for `*.json` (sorted)."""
+    found: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            found.extend(sorted(q for q in p.rglob("*.json") if not q.name.startswith(".")))
+        elif p.exists():
+            found.append(p)
+        else:
+            raise RecordError(f"{p}: no such file or folder")
+    if not found:
+        raise RecordError(f"no record files (*.json) in {', '.join(map(str, paths))}")
+    return found
+
+
+def read_all(paths) -> list[dict]:
+    """Every record found in `paths` (files or folders), each validated."""
+    return [read(p) for p in find(paths)]
