@@ -7,11 +7,13 @@ with λ = 0.01 and x ∈ R^d, d = 1000. Writing t = ‖x‖₁ ≥ 0, f = φ(t) 
     φ(t)  = t (1 + λt + cos(1/t))                      ≥ 0, φ(0) = 0 (the global minimum)
     φ'(t) = 1 + 2λt + cos(1/t) + sin(1/t) / t
 
-and ∂f/∂x = φ'(t) · sign(x), with sign(0) = 0 (the minimum-norm subgradient of
-|x_i| at 0; `jnp.abs` would differentiate to +1 there). Near 0 the function has infinitely many local
-minima (where cos(1/t) ≈ −1, f ≈ λt²) and the gradient grows like 1/t, which
-is what makes it hard. Every coordinate gets a gradient of the same size, so
-HUB's per-tensor softmax σ = softmax(|g|) is exactly uniform (1/d) here.
+and ∂f/∂x = φ'(t) · sign(x), with sign(0) = 0 (the minimum-norm subgradient
+of |x_i| at 0; `jnp.abs` would differentiate to +1 there). Near 0 the
+function has infinitely many local minima (where cos(1/t) ≈ −1, i.e.
+t ≈ 1/((2k+1)π), f ≈ λt²; the widest one is t = 1/π, f ≈ 1.0e-3) and the
+gradient grows like 1/t, which is what makes it hard. Every coordinate gets
+a gradient of the same size, so HUB's per-tensor softmax σ = softmax(|g|) is
+exactly uniform (1/d) here.
 
 Numerics. φ is given an explicit derivative (`jax.custom_jvp`): autodiff of
 the formula would form 1/t², which overflows float32 for t < 1e-19 (inf/NaN

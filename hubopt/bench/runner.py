@@ -1,0 +1,357 @@
+"""Train one optimizer on one task and write one record (`hubopt run`).
+
+The training loop is a jitted `lax.scan` over chunks of steps. One step:
+
+    value, g = value_and_grad(task.loss)(params, batch)
+    U, state = tx.update(g, state, params, value=value, value_fn=loss(·, batch))
+    params   = params + U
+
+(each extra arg reaches the optimizer only if it accepts it; `value_fn` is
+what LGL2O evaluates its candidates with, on the same batch). Timing counts
+only the chunks of steps (compiled ahead, then timed with
+`block_until_ready`); evaluation between chunks is untimed and logged apart.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import importlib.metadata
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from hubopt._src import members
+from hubopt.bench import optimizers, records
+from hubopt.tasks import Task, get_task
+
+DEFAULT_POINTS = 1000  # curve points kept per record
+DEFAULT_EVALS = 20  # untimed evaluations per run (plus one at step 0)
+
+
+def positive_int(name: str, value) -> int:
+    """`value` as an int >= 1, or a `ValueError` naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+# --------------------------------------------------------------------------- metadata
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _git_state() -> dict:
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, timeout=10,
+                               check=True).stdout.strip() != ""
+        return {"commit": head, "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def metadata(command: str | None = None) -> dict:
+    """Versions, machine, git state, UTC date and the command line, for a record."""
+    device = jax.devices()[0]
+    return {
+        "versions": {
+            "hubopt": _version("hubopt"),
+            "jax": jax.__version__,
+            "jaxlib": _version("jaxlib"),
+            "optax": optax.__version__,
+            "flax": _version("flax"),
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "device": f"{device.platform}:{device.device_kind}",
+        "git": _git_state(),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "command": command if command is not None else " ".join([Path(sys.argv[0]).name,
+                                                                 *sys.argv[1:]]),
+    }
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _subsample(values: np.ndarray, max_points: int) -> dict:
+    """Curve points: every `stride`-th step and the last, with window means."""
+    n = len(values)
+    stride = max(1, math.ceil(n / max_points))
+    idx = list(range(0, n, stride))
+    if idx[-1] != n - 1:
+        idx.append(n - 1)
+    means, prev = [], -1
+    for i in idx:
+        window = values[prev + 1 : i + 1]
+        means.append(float(np.mean(window)))
+        prev = i
+    return {"step": idx, "loss": [float(values[i]) for i in idx], "loss_mean": means}
+
+
+def train(task: Task, built: optimizers.Built, *, num_steps: int, seed: int,
+          num_evals: int = DEFAULT_EVALS, max_points: int = DEFAULT_POINTS) -> dict:
+    """Runs `built` on `task`; returns the record fields that describe the run."""
+    num_steps = positive_int("num_steps", num_steps)
+    num_evals = positive_int("num_evals", num_evals)
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    t_start = time.perf_counter()
+    tx = built.tx
+    init_key, data_key = jax.random.split(jax.random.key(int(seed)))
+    params = task.init(init_key)
+    opt_state = tx.init(params)
+
+    def one_step(carry, step):
+        params, opt_state = carry
+        batch = task.batch(jax.random.fold_in(data_key, step), step) if task.stochastic else None
+        value, grads = jax.value_and_grad(task.loss)(params, batch)
+        value_fn = functools.partial(task.loss, batch=batch)
+        updates, opt_state = members.call_member(
+            "optimizer", tx, grads, opt_state, params, {"value": value, "value_fn": value_fn}
+        )
+        return (optax.apply_updates(params, updates), opt_state), value
+
+    def chunk(carry, start, length):
+        return jax.lax.scan(one_step, carry, start + jnp.arange(length, dtype=jnp.int32))
+
+    chunk_len = max(1, num_steps // num_evals)
+    lengths = [chunk_len] * (num_steps // chunk_len)
+    if num_steps % chunk_len:
+        lengths.append(num_steps % chunk_len)
+
+    carry = (params, opt_state)
+    t0 = time.perf_counter()
+    compiled = {
+        n: jax.jit(functools.partial(chunk, length=n)).lower(carry, jnp.int32(0)).compile()
+        for n in sorted(set(lengths))
+    }
+    eval_fn = jax.jit(task.eval_loss).lower(params).compile()
+    compile_time = time.perf_counter() - t0
+
+    values, chunk_times = [], []
+    eval_steps, eval_losses = [0], [float(eval_fn(params))]
+    step = 0
+    for n in lengths:
+        t0 = time.perf_counter()
+        carry, vals = compiled[n](carry, jnp.int32(step))
+        jax.block_until_ready(carry)
+        chunk_times.append((time.perf_counter() - t0) / n)
+        step += n
+        values.append(np.asarray(vals, np.float64))
+        eval_steps.append(step)  # untimed
+        eval_losses.append(float(eval_fn(carry[0])))
+    values = np.concatenate(values)
+
+    all_steps = np.concatenate([np.arange(num_steps), eval_steps])
+    all_losses = np.concatenate([values, eval_losses])
+    finite = np.where(np.isnan(all_losses), np.inf, all_losses)
+    best = int(np.argmin(finite))
+    best_loss = float(all_losses[best]) if np.isfinite(finite[best]) or not np.all(
+        np.isnan(all_losses)) else float("nan")
+    return {
+        "num_steps": num_steps,
+        "curve": _subsample(values, max_points),
+        "eval": {"step": eval_steps, "loss": eval_losses},
+        "best_loss": best_loss,
+        "best_step": int(all_steps[best]),
+        "final_loss": eval_losses[-1],
+        "timing": {
+            "step_time_s": float(np.median(chunk_times)),
+            "steps_timed": num_steps,
+            "compile_time_s": compile_time,
+            "wall_time_s": time.perf_counter() - t_start,
+        },
+        "diagnostics": optimizers.diagnostics(built.spec, carry[1]),
+        "_final_state": carry,
+    }
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-") or "run"
+
+
+def record_path(out_dir, task_name: str, label: str, seed: int) -> Path:
+    """Where a run's record goes: `<out_dir>/<task>__<label slug>__seed<k>.json`."""
+    return Path(out_dir) / f"{task_name}__{_slug(label)}__seed{seed}.json"
+
+
+def same_run(record: dict, task_name: str, spec: dict, seed: int, num_steps: int) -> bool:
+    """Whether `record` is the run (task, optimizer spec, seed, steps) asked for."""
+    return (record["task"]["name"] == task_name and record["optimizer"]["spec"] == spec
+            and record["seed"] == seed and record["num_steps"] == num_steps)
+
+
+def run(task: Task | str, spec: dict, *, num_steps: int | None = None, seed: int = 0,
+        out_dir=".", path=None, overwrite: bool = False, reuse: bool = False,
+        command: str | None = None, log=print) -> Path:
+    """Trains `spec` on `task`, writes its record and returns the record's path.
+
+    An existing record at the path is an error unless `overwrite` (replace it)
+    or `reuse` and it records this very run (then it is kept and returned).
+    """
+    task = get_task(task) if isinstance(task, str) else task
+    num_steps = positive_int("num_steps", task.num_steps if num_steps is None else num_steps)
+    built = optimizers.build(spec, num_steps)
+    path = Path(path) if path is not None else record_path(out_dir, task.name, built.label, seed)
+    if path.exists() and not overwrite:
+        existing = records.read(path)
+        if reuse and same_run(existing, task.name, built.spec, seed, num_steps):
+            log(f"  reusing {path} (same task, optimizer, seed and steps; --overwrite reruns)")
+            return path
+        raise FileExistsError(
+            f"record {path} already exists (for {existing['optimizer']['label']}, seed "
+            f"{existing['seed']}, {existing['num_steps']} steps); refusing to overwrite it: "
+            "pass --overwrite or choose another --out"
+        )
+    result = train(task, built, num_steps=num_steps, seed=seed)
+    result.pop("_final_state")
+    record = {
+        "schema": records.SCHEMA,
+        "task": {"name": task.name, "num_steps": task.num_steps,
+                 "description": task.description},
+        "optimizer": {"label": built.label, "spec": built.spec, "learned": built.learned},
+        "seed": int(seed),
+        "hyperparameters": optimizers.hyperparameters(built.spec),
+        **result,
+        "meta": metadata(command),
+    }
+    records.write(record, path, overwrite=overwrite)
+    log(f"  {built.label:<45s} seed {seed}: best {record['best_loss']:.4g}  final "
+        f"{record['final_loss']:.4g}  ({record['timing']['step_time_s'] * 1e6:.1f} µs/step) "
+        f"-> {path}")
+    return path
+
+
+# --------------------------------------------------------------------------- CLI: hubopt run
+
+
+def _cli_positive_int(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _cli_seed(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a seed is a non-negative integer, got {text!r}") \
+            from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a seed is a non-negative integer, got {value}")
+    return value
+
+
+def add_arguments(parser) -> None:
+    from hubopt.tasks import task_names
+
+    parser.add_argument("--task", required=True, help=f"one of: {', '.join(task_names())}")
+    parser.add_argument("--optimizer", required=True, choices=optimizers.NAMES)
+    parser.add_argument("--lr", type=float, help="learning rate of a hand optimizer run alone")
+    parser.add_argument("--hand", choices=optimizers.HAND, default="adam",
+                        help="hand member of hub/lgl2o/blend (default: adam)")
+    parser.add_argument("--hand-lr", type=float, default=1e-3,
+                        help="its learning rate (default: 1e-3)")
+    parser.add_argument("--learned", default="auto",
+                        help="learned member: auto (VeLO if cached, else bundled hubopt), velo, "
+                             "pretrained, or stand-in:NAME (a hand optimizer in the learned "
+                             "slot, labelled as a stand-in)")
+    parser.add_argument("--stand-in-lr", type=float, default=2e-3,
+                        help="learning rate of a stand-in (default: 2e-3)")
+    parser.add_argument("--mode", choices=("default", "inverted"), default="default")
+    parser.add_argument("--clip", type=float, nargs=2, metavar=("B", "A"))
+    parser.add_argument("--lam", type=float, help="hand weight λ of blend")
+    parser.add_argument("--steps", type=_cli_positive_int,
+                        help="number of steps (default: the task's recommendation)")
+    parser.add_argument("--seeds", type=_cli_seed, nargs="+", default=[0])
+    parser.add_argument("--out", default="runs", help="folder for the records (default: runs)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing records of the same runs")
+
+
+def learned_spec_from_arg(text: str, stand_in_lr: float) -> dict:
+    """The learned member named on the command line (`auto` resolved here)."""
+    if text.startswith("stand-in:"):
+        name = text.split(":", 1)[1]
+        if name not in optimizers.HAND:
+            raise ValueError(f"--learned stand-in:NAME needs NAME in {optimizers.HAND}, "
+                             f"got {name!r}")
+        return {"name": "stand-in", "optimizer": {"name": name, "learning_rate": stand_in_lr}}
+    if text not in ("auto", "velo", "pretrained"):
+        raise ValueError(f"--learned must be auto, velo, pretrained or stand-in:NAME, "
+                         f"got {text!r}")
+    choice = optimizers.resolve_learned(text)
+    if not choice.available:
+        raise ValueError(f"{choice.reason}. To get one: {optimizers.HOW_TO_GET_LEARNED}. "
+                         "Or pass --learned stand-in:adamax to run with a hand-designed "
+                         "stand-in (labelled as such).")
+    return choice.spec
+
+
+def spec_from_args(args) -> dict:
+    name = args.optimizer
+    if name in optimizers.HAND:
+        return {"name": name, "learning_rate": 1e-3 if args.lr is None else args.lr}
+    if name in optimizers.LEARNED:
+        return learned_spec_from_arg(name, args.stand_in_lr)
+    spec = {
+        "name": name,
+        "hand": {"name": args.hand, "learning_rate": args.hand_lr},
+        "learned": learned_spec_from_arg(args.learned, args.stand_in_lr),
+    }
+    if name == "hub":
+        spec["mode"] = args.mode
+        spec["clip"] = None if args.clip is None else list(args.clip)
+    if name == "blend":
+        if args.lam is None:
+            raise ValueError("--optimizer blend needs --lam (the hand weight in [0, 1])")
+        spec["lam"] = args.lam
+    return spec
+
+
+def run_cli(args) -> int:
+    try:
+        task = get_task(args.task)
+        spec = spec_from_args(args)
+    except ValueError as e:
+        print(f"hubopt run: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        for seed in args.seeds:
+            run(task, spec, num_steps=args.steps, seed=seed, out_dir=args.out,
+                overwrite=args.overwrite)
+    except (FileExistsError, ValueError, records.RecordError) as e:
+        print(f"hubopt run: error: {e}", file=sys.stderr)
+        return 1
+    return 0
