@@ -1,5 +1,8 @@
 """Train one optimizer on one task and write one record (`hubopt run`).
 
+`train(task, built, ...)` runs; `train_and_record(task, spec, ...)` runs and
+writes the record; `add_arguments`/`run(args)` are the `hubopt run` command.
+
 The training loop is a jitted `lax.scan` over chunks of steps. One step:
 
     value, g = value_and_grad(task.loss)(params, batch)
@@ -204,7 +207,7 @@ def same_run(record: dict, task_name: str, spec: dict, seed: int, num_steps: int
             and record["seed"] == seed and record["num_steps"] == num_steps)
 
 
-def run(task: Task | str, spec: dict, *, num_steps: int | None = None, seed: int = 0,
+def train_and_record(task: Task | str, spec: dict, *, num_steps: int | None = None, seed: int = 0,
         out_dir=".", path=None, overwrite: bool = False, reuse: bool = False,
         command: str | None = None, log=print) -> Path:
     """Trains `spec` on `task`, writes its record and returns the record's path.
@@ -340,7 +343,8 @@ def spec_from_args(args) -> dict:
     return spec
 
 
-def run_cli(args) -> int:
+def run(args) -> int:
+    """`hubopt run`: one record per seed."""
     try:
         task = get_task(args.task)
         spec = spec_from_args(args)
@@ -349,8 +353,9 @@ def run_cli(args) -> int:
         return 2
     try:
         for seed in args.seeds:
-            run(task, spec, num_steps=args.steps, seed=seed, out_dir=args.out,
-                overwrite=args.overwrite)
+            train_and_record(task, spec, num_steps=args.steps, seed=seed, out_dir=args.out,
+                             overwrite=args.overwrite,
+                             command=getattr(args, "command_line", None))
     except (FileExistsError, ValueError, records.RecordError) as e:
         print(f"hubopt run: error: {e}", file=sys.stderr)
         return 1
