@@ -1,0 +1,398 @@
+"""The bench harness: records, runner, report, optimizer registry, demo end to end."""
+
+import csv
+import io
+import json
+import os
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+from hubopt.bench import cli, optimizers, records, report, runner
+from hubopt.tasks import nonconvex
+
+STEPS = 40
+TASK = nonconvex.make_task(dim=10, num_steps=STEPS)
+ADAM = {"name": "adam", "learning_rate": 1e-2}
+STAND_IN = {"name": "stand-in", "optimizer": {"name": "adamax", "learning_rate": 2e-3}}
+
+
+@pytest.fixture(scope="module")
+def adam_record(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    path = runner.train_and_record(TASK, ADAM, num_steps=STEPS, seed=3, out_dir=out,
+                                   command="pytest", log=lambda *_: None)
+    return path, records.read(path)
+
+
+# ----------------------------------------------------------------- runner
+
+
+def test_runner_matches_a_plain_python_loop(adam_record):
+    _, rec = adam_record
+    init_key, _ = jax.random.split(jax.random.key(3))
+    params = TASK.init(init_key)
+    tx = optax.adam(1e-2)
+    state = tx.init(params)
+    losses = []
+    for _ in range(STEPS):
+        value, g = jax.value_and_grad(TASK.loss)(params, None)
+        losses.append(float(value))
+        u, state = tx.update(g, state, params)
+        params = optax.apply_updates(params, u)
+    final = float(TASK.loss(params, None))
+    assert rec["final_loss"] == pytest.approx(final, rel=1e-5)
+    np.testing.assert_allclose(rec["curve"]["loss"], losses, rtol=1e-5)
+    assert rec["curve"]["step"] == list(range(STEPS))
+    assert rec["best_loss"] == pytest.approx(min(losses + [final]), rel=1e-6)
+    assert rec["eval"]["loss"][0] == pytest.approx(losses[0], rel=1e-6)
+    assert rec["eval"]["step"][0] == 0 and rec["eval"]["step"][-1] == STEPS
+
+
+def test_record_contents(adam_record):
+    _, rec = adam_record
+    assert rec["task"]["name"] == TASK.name and rec["seed"] == 3
+    assert rec["optimizer"] == {"label": "adam@0.01", "spec": ADAM, "learned": None}
+    assert rec["hyperparameters"] == {"name": "adam", "learning_rate": 1e-2}
+    assert rec["timing"]["step_time_s"] > 0 and rec["timing"]["wall_time_s"] > 0
+    meta = rec["meta"]
+    assert meta["command"] == "pytest"
+    assert meta["versions"]["jax"] == jax.__version__
+    assert meta["versions"]["optax"] == optax.__version__
+    for key in ("numpy", "flax", "python"):
+        assert meta["versions"][key]
+    assert meta["platform"] and meta["date"].endswith("+00:00") and "commit" in meta["git"]
+
+
+def test_runner_refuses_to_clobber_and_reuses_identical_runs(adam_record, tmp_path):
+    path, rec = adam_record
+    before = path.read_bytes()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        runner.train_and_record(TASK, ADAM, num_steps=STEPS, seed=3, path=path,
+                                log=lambda *_: None)
+    assert runner.train_and_record(TASK, ADAM, num_steps=STEPS, seed=3, path=path, reuse=True,
+                                   log=lambda *_: None) == path
+    other = dict(ADAM, learning_rate=0.5)
+    with pytest.raises(FileExistsError, match="already exists"):
+        runner.train_and_record(TASK, other, num_steps=STEPS, seed=3, path=path, reuse=True,
+                                log=lambda *_: None)
+    assert path.read_bytes() == before
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_runner_bad_input():
+    with pytest.raises(ValueError, match="num_steps"):
+        runner.train_and_record(TASK, ADAM, num_steps=0, out_dir="unused")
+    with pytest.raises(ValueError, match="unknown task"):
+        runner.train_and_record("nope_task", ADAM, num_steps=3, out_dir="unused")
+    with pytest.raises(optimizers.OptimizerSpecError, match="unknown optimizer"):
+        runner.train_and_record(TASK, {"name": "sgdx"}, num_steps=3, out_dir="unused")
+    with pytest.raises(ValueError, match="seed"):
+        runner.train(TASK, optimizers.build(ADAM, 3), num_steps=3, seed=-1)
+
+
+def test_subsample_keeps_last_step_and_window_means():
+    values = np.arange(10, dtype=np.float64)
+    c = runner._subsample(values, max_points=4)  # stride 3
+    assert c["step"] == [0, 3, 6, 9]
+    assert c["loss"] == [0.0, 3.0, 6.0, 9.0]
+    assert c["loss_mean"] == [0.0, 2.0, 5.0, 8.0]  # means of [0], [1..3], [4..6], [7..9]
+    c = runner._subsample(np.arange(7.0), max_points=3)  # stride 3, last step added
+    assert c["step"] == [0, 3, 6]
+
+
+def test_hub_record_diagnostics_have_uniform_sigma(tmp_path):
+    # on this task every coordinate's |g| is the same, so softmax(|g|) = 1/d exactly
+    spec = {"name": "hub", "hand": ADAM, "learned": STAND_IN, "mode": "default", "clip": None}
+    rec = records.read(runner.train_and_record(TASK, spec, num_steps=10, out_dir=tmp_path,
+                                               log=lambda *_: None))
+    stats = rec["diagnostics"]["hub"]["x"]
+    for key in ("sigma_min", "sigma_mean", "sigma_max"):
+        assert stats[key] == pytest.approx(0.1, rel=1e-5)
+    assert rec["optimizer"]["learned"] == {"kind": "stand-in", "is_learned": False,
+                                           "label": "stand-in adamax@0.002"}
+    assert rec["optimizer"]["label"] == "hub(adam@0.01 | stand-in adamax@0.002)"
+
+
+def test_lgl2o_record_counts_its_steps(tmp_path):
+    spec = {"name": "lgl2o", "hand": ADAM, "learned": STAND_IN}
+    rec = records.read(runner.train_and_record(TASK, spec, num_steps=12, out_dir=tmp_path,
+                                               log=lambda *_: None))
+    assert rec["diagnostics"]["lgl2o"]["steps"] == 12
+    assert 0.0 <= rec["diagnostics"]["lgl2o"]["learned_win_fraction"] <= 1.0
+
+
+# ----------------------------------------------------------------- records
+
+
+def test_records_round_trip_and_atomic_no_clobber(adam_record, tmp_path):
+    _, rec = adam_record
+    path = records.write(rec, tmp_path / "sub" / "r.json")
+    assert records.read(path) == rec
+    with pytest.raises(FileExistsError, match="refusing to overwrite"):
+        records.write(dict(rec, seed=99), path)
+    assert records.read(path)["seed"] == rec["seed"]
+    records.write(dict(rec, seed=99), path, overwrite=True)
+    assert records.read(path)["seed"] == 99
+    assert sorted(p.name for p in path.parent.iterdir()) == ["r.json"]
+
+
+def test_non_finite_losses_round_trip(adam_record, tmp_path):
+    _, rec = adam_record
+    rec = json.loads(json.dumps(rec))
+    rec["final_loss"] = float("inf")
+    rec["curve"]["loss"][-1] = float("nan")
+    back = records.read(records.write(rec, tmp_path / "r.json"))
+    assert back["final_loss"] == float("inf") and np.isnan(back["curve"]["loss"][-1])
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda r: r.pop("meta"), "missing field 'meta'"),
+        (lambda r: r.update(schema="other/9"), "schema"),
+        (lambda r: r.update(seed="0"), "'seed' has the wrong type"),
+        (lambda r: r.update(seed=True), "'seed' has the wrong type"),
+        (lambda r: r["curve"]["loss"].pop(), "differ in length"),
+        (lambda r: r["curve"]["step"].reverse(), "increase strictly"),
+        (lambda r: r["eval"]["loss"].__setitem__(0, "x"), "numbers only"),
+        (lambda r: r["optimizer"].pop("label"), "optimizer.label"),
+        (lambda r: r.update(best_loss=1e9), "exceeds final_loss"),
+        (lambda r: r.update(num_steps=0), "num_steps"),
+    ],
+)
+def test_validation_names_the_problem(adam_record, edit, match):
+    _, rec = adam_record
+    bad = json.loads(json.dumps(rec))
+    edit(bad)
+    with pytest.raises(records.RecordError, match=match):
+        records.validate(bad)
+
+
+def test_unreadable_records_name_the_file(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(records.RecordError, match="bad.json.*not valid JSON"):
+        records.read(bad)
+    with pytest.raises(records.RecordError, match="no such record"):
+        records.read(tmp_path / "missing.json")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(records.RecordError, match="no record files"):
+        records.find([tmp_path / "empty"])
+    (tmp_path / "list.json").write_text("[1, 2]")
+    with pytest.raises(records.RecordError, match="must be a JSON object"):
+        records.read(tmp_path / "list.json")
+
+
+# ----------------------------------------------------------------- report
+
+
+def _fake_seed(rec, seed, best, final):
+    r = json.loads(json.dumps(rec))
+    r.update(seed=seed, best_loss=best, final_loss=final)
+    return r
+
+
+def test_summarize_by_hand(adam_record):
+    _, rec = adam_record
+    recs = [_fake_seed(rec, s, b, f) for s, b, f in [(0, 1.0, 4.0), (1, 3.0, 5.0), (2, 2.0, 9.0)]]
+    (row,) = report.summarize(recs)
+    assert row.seeds == (0, 1, 2)
+    assert row.best == (2.0, 1.0, 3.0) and row.final == (5.0, 4.0, 9.0)
+    with pytest.raises(records.RecordError, match="share a seed"):
+        report.summarize(recs + [recs[0]])
+
+
+def test_steps_to_target():
+    assert report.steps_to_target([0, 10, 20], [5.0, 1.0, 0.5], 1.0) == 10.0
+    assert report.steps_to_target([0, 10], [5.0, float("nan")], 1.0) == float("inf")
+    assert report.steps_to_target([], [], 1.0) == float("inf")
+
+
+def test_report_is_made_from_records_on_disk(adam_record, tmp_path):
+    _, rec = adam_record
+    rec_dir = tmp_path / "records"
+    for seed, best in [(0, 0.125), (1, 0.25)]:
+        records.write(_fake_seed(rec, seed, best, 1.0), rec_dir / f"r{seed}.json")
+    # edit a record on disk: the table must show the edited number
+    p = rec_dir / "r1.json"
+    edited = json.loads(p.read_text())
+    edited["best_loss"] = 0.5
+    p.write_text(json.dumps(edited))
+    files = report.report([rec_dir], tmp_path / "rep", report_command="pytest report")
+    md = files["table_md"].read_text()
+    assert "adam@0.01" in md and "0.3125 [0.125, 0.5]" in md  # median of 0.125 and 0.5
+    assert "pytest report" in md and jax.__version__ in md
+    rows = list(csv.DictReader(io.StringIO(files["table_csv"].read_text())))
+    assert len(rows) == 1 and float(rows[0]["best_max"]) == 0.5 and rows[0]["seeds"] == "0 1"
+    png = files["figure"].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_report_rejects_a_bad_record(adam_record, tmp_path):
+    _, rec = adam_record
+    records.write(rec, tmp_path / "good.json")
+    (tmp_path / "broken.json").write_text("{}")
+    with pytest.raises(records.RecordError, match="broken.json"):
+        report.report([tmp_path], tmp_path / "rep")
+
+
+# ----------------------------------------------------------------- optimizers
+
+
+@pytest.mark.parametrize(
+    "spec, label",
+    [
+        ({"name": "adam", "learning_rate": 1e-3}, "adam@0.001"),
+        ({"name": "adamw", "learning_rate": 1e-3, "weight_decay": 1e-4}, "adamw@0.001"),
+        ({"name": "adamax", "learning_rate": 2e-3, "schedule": "warmup_cosine",
+          "warmup_steps": 2}, "adamax@0.002+warmup_cosine"),
+        ({"name": "hub", "hand": ADAM, "learned": STAND_IN, "mode": "inverted",
+          "clip": [0.01, 0.5]},
+         "hub[inverted; clip=0.01,0.5](adam@0.01 | stand-in adamax@0.002)"),
+        ({"name": "lgl2o", "hand": ADAM, "learned": STAND_IN},
+         "lgl2o(adam@0.01 | stand-in adamax@0.002)"),
+        ({"name": "blend", "hand": ADAM, "learned": STAND_IN, "lam": 0.25},
+         "blend[λ=0.25](adam@0.01 | stand-in adamax@0.002)"),
+    ],
+)
+def test_build_and_label(spec, label):
+    built = optimizers.build(spec, num_steps=20)
+    assert built.label == label
+    params = {"w": jax.numpy.ones(3)}
+    state = built.tx.init(params)
+    u, _ = built.tx.update({"w": jax.numpy.ones(3)}, state, params,
+                           value=jax.numpy.float32(1.0),
+                           value_fn=lambda p: jax.numpy.sum(p["w"]))
+    if spec.get("schedule") == "warmup_cosine":
+        assert np.all(np.asarray(u["w"]) == 0)  # warm-up starts from a zero learning rate
+    else:
+        assert np.all(np.asarray(u["w"]) < 0)  # every member descends on a positive gradient
+
+
+def test_blend_of_stand_in_equals_the_formula():
+    spec = {"name": "blend", "hand": ADAM, "learned": STAND_IN, "lam": 0.25}
+    params = {"w": jax.numpy.asarray([1.0, -2.0])}
+    g = {"w": jax.numpy.asarray([0.5, -3.0])}
+    tx = optimizers.build(spec, 5).tx
+    u, _ = tx.update(g, tx.init(params), params)
+    ua, _ = optax.adam(1e-2).update(g, optax.adam(1e-2).init(params), params)
+    ux, _ = optax.adamax(2e-3).update(g, optax.adamax(2e-3).init(params), params)
+    np.testing.assert_allclose(u["w"], 0.25 * ua["w"] + 0.75 * ux["w"], rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ({"name": "sgdx"}, "unknown optimizer 'sgdx'"),
+        ({"name": "hub", "hand": ADAM}, "needs a 'learned' spec"),
+        ({"name": "hub", "hand": {"name": "velo"}, "learned": STAND_IN}, "hand must be one of"),
+        ({"name": "hub", "hand": ADAM, "learned": {"name": "adam"}}, "learned must be one of"),
+        ({"name": "hub", "hand": ADAM, "learned": {"name": "stand-in", "optimizer": {
+            "name": "velo"}}}, "stand-in must name a hand-designed"),
+        ({"name": "blend", "hand": ADAM, "learned": STAND_IN}, "needs 'lam'"),
+        ({"name": "adam", "lr": 1e-3}, "unknown field"),
+        ("adam", "must be a dict"),
+    ],
+)
+def test_bad_specs_are_named(spec, match):
+    with pytest.raises(optimizers.OptimizerSpecError, match=match):
+        optimizers.build(spec, num_steps=10)
+
+
+def test_learned_slot_and_resolution():
+    assert optimizers.learned_slot(ADAM) is None
+    assert optimizers.learned_slot({"name": "velo"}) == {"kind": "velo", "is_learned": True,
+                                                         "label": "velo"}
+    choice = optimizers.resolve_learned("none")
+    assert not choice.available and "none" in choice.reason
+    with pytest.raises(optimizers.OptimizerSpecError, match="learned must be"):
+        optimizers.resolve_learned("vel0")
+    auto = optimizers.resolve_learned("auto")
+    assert auto.available == (auto.spec is not None) and auto.reason
+    if auto.available:
+        assert auto.spec["name"] in optimizers.LEARNED
+    else:
+        assert "no learned optimizer is available" in auto.reason
+
+
+def test_velo_is_unavailable_without_its_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HUBOPT_CACHE", str(tmp_path / "empty-cache"))
+    choice = optimizers.resolve_learned("velo")
+    assert not choice.available and "VeLO" in choice.reason
+
+
+# ----------------------------------------------------------------- CLI and demo
+
+
+def test_cli_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for name in cli.COMMANDS:
+        assert name in out
+    assert cli.main([]) == 2
+
+
+def test_cli_missing_module_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setitem(cli.COMMANDS, "later", ("hubopt.not_written_yet", "a future command"))
+    assert cli.main(["later", "--x"]) == 2
+    err = capsys.readouterr().err
+    assert "hubopt later" in err and "hubopt.not_written_yet" in err and "Traceback" not in err
+
+
+def test_cli_run_bad_input(tmp_path, capsys):
+    assert cli.main(["run", "--task", "nope_task", "--optimizer", "adam",
+                     "--out", str(tmp_path)]) == 2
+    assert "unknown task 'nope_task'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--task", "nonconvex_l1cos", "--optimizer", "adam", "--steps", "0"])
+    assert "positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--task", "nonconvex_l1cos", "--optimizer", "rmsprop"])
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_cli_run_writes_records(tmp_path, capsys):
+    args = ["run", "--task", "nonconvex_l1cos", "--optimizer", "hub", "--learned",
+            "stand-in:adamax", "--steps", "5", "--seeds", "0", "1", "--out", str(tmp_path)]
+    assert cli.main(args) == 0
+    recs = records.read_all([tmp_path])
+    assert [r["seed"] for r in recs] == [0, 1]
+    assert recs[0]["meta"]["command"].startswith("hubopt run --task nonconvex_l1cos")
+    assert cli.main(args) == 1  # refuses to clobber
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_demo_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--steps", "50", "--seeds", "0", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    recs = records.read_all([out / "records"])
+    labels = {r["optimizer"]["label"] for r in recs}
+    assert {"adam@0.001", "adamax@0.002"} <= labels
+    assert any(lab.startswith("hub(") for lab in labels)
+    assert any(lab.startswith("lgl2o(") for lab in labels)
+    for r in recs:
+        assert r["num_steps"] == 50 and r["task"]["name"] == "nonconvex_l1cos"
+        slot = r["optimizer"]["learned"]
+        if slot is not None and not slot["is_learned"]:
+            assert "stand-in" in r["optimizer"]["label"]
+    stand_in = any(r["optimizer"]["learned"] and not r["optimizer"]["learned"]["is_learned"]
+                   for r in recs)
+    if stand_in:
+        assert "WARNING" in text and "NOT learned" in text and "STAND-IN" in text
+    else:
+        assert "Learned optimizer used:" in text
+    for name in ("table.md", "table.csv", "loss_curves.png"):
+        assert (out / name).stat().st_size > 0
+    assert "| best loss |" in (out / "table.md").read_text()
+    # rerun: identical runs are reused; other steps into the same folder is refused
+    mtimes = {p: os.stat(p).st_mtime_ns for p in (out / "records").iterdir()}
+    assert cli.main(["demo", "--steps", "50", "--seeds", "0", "--out", str(out)]) == 0
+    assert {p: os.stat(p).st_mtime_ns for p in (out / "records").iterdir()} == mtimes
+    assert cli.main(["demo", "--steps", "60", "--seeds", "0", "--out", str(out)]) == 1
+    assert "--overwrite" in capsys.readouterr().err
