@@ -1,0 +1,314 @@
+r"""VeLO (Metz et al. 2022) as an optax transform, bit-for-bit the released ``HyperV2``.
+
+    tx = velo(num_steps, theta=...)          # theta: path, loaded tree, or None
+    updates, state = tx.update(grads, state, params, value=loss)
+
+VeLO needs the current ``params`` and the loss ``value`` every step; it
+returns ``updates = new_params − params`` (as learned_optimization's
+``opt_to_optax``). The math is in `hubopt.learned._velo_math`; the reference
+quirks (VELO_SPEC §9) are named there where they happen.
+
+Like the reference ``prefab.LearnedOptimizer``:
+
+* ``weight_decay > 0`` adds ``wd·p`` to the gradients and ``wd·Σ‖p‖²`` to the
+  loss before VeLO sees them (learned_optimization's WeightDecayWrapper:
+  the decay is applied through VeLO, not added to the update afterwards);
+* ``num_steps > max_training_steps`` accumulates gradients (and losses) over
+  ``n = ceil(num_steps / max_training_steps)`` calls and applies VeLO to their
+  mean on every n-th call, with the horizon ``num_steps // n``; the other calls
+  return zero updates.
+
+Theta: ``None`` loads the official checkpoint cached by ``hubopt velo download``
+(its SHA-256 is verified on every load).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from hubopt.learned import _velo_math as vm
+from hubopt.learned.velo_checkpoint import (
+    GROUP_WIDTHS,
+    N_LSTM_FEATURES,
+    load_velo_theta,
+    validate_velo_theta,
+)
+
+__all__ = ["VeloState", "init_velo_theta", "velo"]
+
+
+class VeloState(NamedTuple):
+    """State of `velo`. Per-tensor trees have the params' structure.
+
+    Layout differs from the reference by putting the decay axis first:
+    ``mom`` is (3,)+S (reference S+(3,)), ``rms`` is S (reference S+(1,)),
+    ``fac_row``/``fac_col`` are (3,)+S minus axis d0/d1 for tensors of rank >= 2
+    and (3, 0) otherwise, ``fac_diag`` is (3,)+S for rank <= 1 and (3, 0)
+    otherwise. ``accum_*`` are used only with gradient accumulation
+    (``accum_grads`` is then a tree like params, else ``()``).
+    """
+
+    iteration: jax.Array  # int32: VeLO updates applied so far
+    num_steps: jax.Array  # int32: the horizon VeLO conditions on
+    mom: Any
+    rms: Any
+    fac_row: Any
+    fac_col: Any
+    fac_diag: Any
+    lstm_hidden: jax.Array  # (n_tensors, H)
+    lstm_cell: jax.Array  # (n_tensors, H)
+    loss_buffer: vm.LossBuffer
+    accum_grads: Any
+    accum_loss: jax.Array  # float32
+    accum_count: jax.Array  # int32: calls since the last VeLO update
+
+
+# --------------------------------------------------------------------------- theta
+
+
+def _truncated_normal(key, shape, fan_in):
+    std = 1.0 / math.sqrt(fan_in)
+    return (std * jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)).astype(
+        jnp.float32
+    )
+
+
+def init_velo_theta(key, lstm_hidden_size: int = 512, param_inits: int = 256) -> dict:
+    """Random VeLO meta-parameters in the checkpoint's tree (VELO_SPEC §5).
+
+    Linear weights ~ truncated normal (±2σ, σ = 1/√fan_in), biases 0; every
+    first-layer MLP weight w0__i uses fan_in 30 (the total input width); each
+    of the K copies has its own key; ``lstm_init_state`` is zero. Not the
+    trained VeLO: for tests and timing when the official file is absent.
+    """
+    H, K = int(lstm_hidden_size), int(param_inits)
+    if H < 1 or K < 1:
+        raise ValueError(f"lstm_hidden_size and param_inits must be >= 1, got {H}, {K}")
+    k_ff, k_rnn = jax.random.split(key)
+    ff_keys = jax.random.split(k_ff, K)
+
+    def one_mlp(k):
+        ks = jax.random.split(k, len(GROUP_WIDTHS) + 2)
+        out = {f"w0__{i}": _truncated_normal(ks[i], (c, 4), N_LSTM_FEATURES)
+               for i, c in enumerate(GROUP_WIDTHS)}
+        out["w1"] = _truncated_normal(ks[-2], (4, 4), 4)
+        out["w2"] = _truncated_normal(ks[-1], (4, 3), 4)
+        out["b0"] = jnp.zeros((4,), jnp.float32)
+        out["b1"] = jnp.zeros((4,), jnp.float32)
+        out["b2"] = jnp.zeros((3,), jnp.float32)
+        return out
+
+    ff = jax.vmap(one_mlp)(ff_keys)
+    shapes = {"linear": (N_LSTM_FEATURES, H), "linear_1": (N_LSTM_FEATURES, H),
+              "linear_2": (N_LSTM_FEATURES, H), "rnn/linear": (2 * H, 4 * H),
+              "rnn_to_controls": (H, K), "step_size": (H, 1)}
+    rnn_keys = jax.random.split(k_rnn, len(shapes))
+    rnn = {name: {"w": _truncated_normal(k, shape, shape[0]),
+                  "b": jnp.zeros((shape[1],), jnp.float32)}
+           for k, (name, shape) in zip(rnn_keys, shapes.items(), strict=True)}
+    theta = {
+        "ff_mod_stack": {"~": ff},
+        "lstm_init_state": {"hidden": jnp.zeros((1, H), jnp.float32),
+                            "cell": jnp.zeros((1, H), jnp.float32)},
+        "rnn_params": rnn,
+    }
+    return jax.tree_util.tree_map(np.asarray, theta)
+
+
+def _resolve_theta(theta) -> dict:
+    if theta is None:
+        from hubopt.learned import velo_fetch
+
+        path = velo_fetch.velo_cache_path()
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"the official VeLO checkpoint is not cached at {path}. Download it with "
+                "`hubopt velo download` (or pass velo(..., theta=<path or tree>))."
+            )
+        velo_fetch.verify_cached(path)
+        return load_velo_theta(path)
+    if isinstance(theta, str | os.PathLike):
+        return load_velo_theta(theta)
+    if isinstance(theta, Mapping):
+        return validate_velo_theta(theta, source="velo(theta=...)")[0]
+    raise TypeError(
+        f"theta must be a checkpoint path, a VeLO meta-parameter dict or None, "
+        f"got {type(theta).__name__}"
+    )
+
+
+# --------------------------------------------------------------------------- one update
+
+
+def init_inner(params, num_steps: int, theta) -> tuple:
+    """The VeLO part of the state for ``params`` with horizon ``num_steps``."""
+    leaves = jax.tree_util.tree_leaves(params)
+    treedef = jax.tree_util.tree_structure(params)
+    accs = [vm.init_accum(np.shape(p)) for p in leaves]
+    n = len(leaves)
+    hidden = jnp.tile(jnp.asarray(theta["lstm_init_state"]["hidden"]), (n, 1))
+    cell = jnp.tile(jnp.asarray(theta["lstm_init_state"]["cell"]), (n, 1))
+    trees = [treedef.unflatten([getattr(a, f) for a in accs]) for f in vm.TensorAccum._fields]
+    return trees, hidden, cell, vm.loss_buffer_init(num_steps)
+
+
+def velo_apply(theta, state: VeloState, params, grads, loss):
+    """One VeLO update: (new params, new state, debug intermediates).
+
+    ``state``'s ``accum_*`` fields are passed through untouched.
+    """
+    p_leaves, treedef = jax.tree_util.tree_flatten(params)
+    g_leaves = treedef.flatten_up_to(grads)
+    fields = [treedef.flatten_up_to(getattr(state, f))
+              for f in ("mom", "rms", "fac_row", "fac_col", "fac_diag")]
+    accs = [vm.TensorAccum(*a) for a in zip(*fields, strict=True)]
+    p_leaves = [jnp.asarray(p) for p in p_leaves]
+    p32 = [p.astype(jnp.float32) for p in p_leaves]
+    g32 = [jnp.clip(jnp.asarray(g).astype(jnp.float32), -vm.GRAD_CLIP, vm.GRAD_CLIP)
+           for g in g_leaves]
+    loss = jnp.asarray(loss, jnp.float32)
+
+    buf = vm.loss_buffer_update(state.loss_buffer, loss)
+    phi = vm.loss_features(buf)
+    # A true division by the traced horizon, as the reference (a division by a
+    # compile-time constant may become a multiplication and differ in the last ulp).
+    fraction = state.iteration.astype(jnp.float32) / state.num_steps.astype(jnp.float32)
+    X = jnp.stack([vm.lstm_features(p, a.mom, a.rms, fraction, phi)
+                   for p, a in zip(p32, accs, strict=True)])
+    controls, lr_mult, hidden, cell = vm.lstm_step(
+        theta["rnn_params"], X, state.lstm_hidden, state.lstm_cell)
+
+    ff = theta["ff_mod_stack"]["~"]
+    new_p, new_accs, steps, exp_args = [], [], [], []
+    for t, (p, g, a) in enumerate(zip(p32, g32, accs, strict=True)):
+        a, f_rsqrt, f_pow = vm.update_accum(a, g)
+        new_accs.append(a)
+        w = vm.mix_mlp_weights(ff, controls[t])
+        if p.ndim == 0:  # QUIRK (10): the MLP treats a scalar as shape (1,)
+            r = lambda x: x.reshape(x.shape + (1,))  # noqa: E731
+            pm, gm = p.reshape(1), g.reshape(1)
+            am = vm.TensorAccum(r(a.mom), a.rms.reshape(1), a.row, a.col, r(a.diag))
+            groups = vm.mlp_groups(pm, gm, am, r(f_rsqrt), r(f_pow))
+        else:
+            pm = p
+            groups = vm.mlp_groups(p, g, a, f_rsqrt, f_pow)
+        step, aux = vm.mlp_step(w, lr_mult[t], pm, groups)
+        steps.append(step)
+        exp_args.append(aux["exp_arg"])
+        new_p.append((pm - step).reshape(p.shape))
+
+    new_params = treedef.unflatten(
+        [q.astype(p.dtype) for q, p in zip(new_p, p_leaves, strict=True)])
+    unflat = lambda xs: treedef.unflatten(list(xs))  # noqa: E731
+    new_state = state._replace(
+        iteration=state.iteration + 1,
+        mom=unflat(a.mom for a in new_accs),
+        rms=unflat(a.rms for a in new_accs),
+        fac_row=unflat(a.row for a in new_accs),
+        fac_col=unflat(a.col for a in new_accs),
+        fac_diag=unflat(a.diag for a in new_accs),
+        lstm_hidden=hidden,
+        lstm_cell=cell,
+        loss_buffer=buf,
+    )
+    debug = {"loss_features": phi, "fraction_trained": fraction, "lstm_input": X,
+             "controls": controls, "lr_mult": lr_mult, "step": steps, "exp_arg": exp_args}
+    return new_params, new_state, debug
+
+
+# --------------------------------------------------------------------------- optax
+
+
+def velo(
+    num_steps: int,
+    *,
+    theta: str | os.PathLike | Mapping | None = None,
+    weight_decay: float = 0.0,
+    max_training_steps: int = 150_000,
+) -> optax.GradientTransformationExtraArgs:
+    """VeLO for a training run of ``num_steps`` steps.
+
+    ``update(grads, state, params, *, value)`` needs the current params and the
+    loss value (a float scalar); it returns ``new_params − params``.
+    """
+    if isinstance(num_steps, bool) or not isinstance(num_steps, int | np.integer) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+    if isinstance(max_training_steps, bool) or not isinstance(
+        max_training_steps, int | np.integer
+    ) or max_training_steps < 1:
+        raise ValueError(f"max_training_steps must be a positive int, got {max_training_steps!r}")
+    weight_decay = float(weight_decay)
+    if not weight_decay >= 0.0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    num_steps, max_training_steps = int(num_steps), int(max_training_steps)
+    n_accum = math.ceil(num_steps / max_training_steps) if num_steps > max_training_steps else 1
+    inner_steps = num_steps // n_accum
+    theta_np = _resolve_theta(theta)
+    theta_j = jax.tree_util.tree_map(jnp.asarray, theta_np)
+
+    def init_fn(params):
+        trees, hidden, cell, buf = init_inner(params, inner_steps, theta_j)
+        accum = (jax.tree_util.tree_map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params)
+                 if n_accum > 1 else ())
+        return VeloState(jnp.zeros((), jnp.int32), jnp.asarray(inner_steps, jnp.int32),
+                         *trees, hidden, cell, buf,
+                         accum, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
+
+    def update_fn(updates, state, params=None, *, value=None, **extra):
+        del extra  # other extra args (value_fn, ...) are accepted and ignored
+        if params is None:
+            raise TypeError("velo.update needs the current params: update(grads, state, params, "
+                            "value=loss)")
+        if value is None:
+            raise TypeError("velo.update needs the loss: pass value=loss, as in "
+                            "update(grads, state, params, value=loss)")
+        loss = jnp.asarray(value, jnp.float32)
+        if loss.shape != ():
+            raise ValueError(f"value must be a scalar loss, got shape {loss.shape}")
+        if weight_decay > 0.0:
+            # learned_optimization's WeightDecayWrapper: the decay goes through VeLO.
+            l2 = [jnp.sum(jnp.square(jnp.asarray(p, jnp.float32))) * weight_decay
+                  for p in jax.tree_util.tree_leaves(params)]
+            loss = loss + sum(l2)
+            updates = jax.tree_util.tree_map(
+                lambda g, p: jnp.asarray(g) + weight_decay * jnp.asarray(p).astype(g.dtype),
+                updates, params)
+
+        def apply(state, grads, loss):
+            new_params, new_state, _ = velo_apply(theta_j, state, params, grads, loss)
+            deltas = jax.tree_util.tree_map(
+                lambda n, p: (n - jnp.asarray(p)).astype(jnp.asarray(p).dtype),
+                new_params, params)
+            return deltas, new_state
+
+        if n_accum == 1:
+            return apply(state, updates, loss)
+
+        acc_g = jax.tree_util.tree_map(lambda a, g: a + jnp.asarray(g, jnp.float32),
+                                       state.accum_grads, updates)
+        acc_l = state.accum_loss + loss
+        count = state.accum_count + 1
+
+        def do_update(_):
+            mean_g = jax.tree_util.tree_map(lambda a: a / n_accum, acc_g)
+            deltas, s = apply(state, mean_g, acc_l / n_accum)
+            return deltas, s._replace(
+                accum_grads=jax.tree_util.tree_map(jnp.zeros_like, acc_g),
+                accum_loss=jnp.zeros((), jnp.float32), accum_count=jnp.zeros((), jnp.int32))
+
+        def skip(_):
+            zeros = jax.tree_util.tree_map(
+                lambda p: jnp.zeros(jnp.shape(p), jnp.asarray(p).dtype), params)
+            return zeros, state._replace(accum_grads=acc_g, accum_loss=acc_l, accum_count=count)
+
+        return jax.lax.cond(count >= n_accum, do_update, skip, None)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
