@@ -92,9 +92,13 @@ def _np_reference(lo: MLPLOpt, theta, params, n):
             den = np.sqrt(s["v"] / (1 - b2**t)) + lo.eps
             frs = 1 / np.sqrt(fac / (1 - b2**t) + lo.eps**2)
             prms = np.sqrt(np.mean(p[k] ** 2))
-            feats = [np.clip(gk / den, -5, 5), *(m / den for m in mh),
-                     np.clip(gk * frs, -5, 5), mh[lo.anchor_index] * frs,
-                     p[k] / max(prms, 1e-30)]
+            feats = [
+                np.clip(gk / den, -5, 5),
+                *(m / den for m in mh),
+                np.clip(gk * frs, -5, 5),
+                mh[lo.anchor_index] * frs,
+                p[k] / max(prms, 1e-30),
+            ]
             feats = [f / np.sqrt(np.mean(f**2) + 1e-12) for f in feats]
             x = np.stack([f.reshape(-1) for f in feats], -1)
             x = np.concatenate([x, np.tile([frac, frac * frac, lf], (x.shape[0], 1))], -1)
@@ -180,8 +184,7 @@ def test_matches_numpy_reference_for_random_theta():
     want, want_ups = _np_reference(lo, theta, _params(), 6)
     for t in range(6):
         for k in want:
-            np.testing.assert_allclose(np.asarray(ups[t][k]), want_ups[t][k], rtol=2e-4,
-                                       atol=1e-7)
+            np.testing.assert_allclose(np.asarray(ups[t][k]), want_ups[t][k], rtol=2e-4, atol=1e-7)
     # and it differs from the anchor
     anchor = _relative_adam(_params(), 6)
     assert not np.allclose(np.asarray(got["w"]), anchor["w"], atol=1e-6)
@@ -241,8 +244,11 @@ def test_inside_hub_with_value():
     state = tx.init(params)
     loss0 = float(_loss(params, _X))
     step = jax.jit(
-        lambda p, s: (lambda v, g: (lambda u, s2: (optax.apply_updates(p, u), s2))(
-            *tx.update(g, s, p, value=v)))(*jax.value_and_grad(lambda q: _loss(q, _X))(p))
+        lambda p, s: (
+            lambda v, g: (lambda u, s2: (optax.apply_updates(p, u), s2))(
+                *tx.update(g, s, p, value=v)
+            )
+        )(*jax.value_and_grad(lambda q: _loss(q, _X))(p))
     )
     for _ in range(20):
         params, state = step(params, state)
@@ -274,8 +280,9 @@ def test_theta_checkpoint_round_trip(tmp_path):
     ckpt.write_checkpoint(path, theta, gen_id="mlp_lopt_test", step=7)
     back = ckpt.read_checkpoint(path)
     assert back["gen_id"] == "mlp_lopt_test" and back["step"] == 7
-    for a, b in zip(jax.tree_util.tree_leaves(theta), jax.tree_util.tree_leaves(back["params"]),
-                    strict=True):
+    for a, b in zip(
+        jax.tree_util.tree_leaves(theta), jax.tree_util.tree_leaves(back["params"]), strict=True
+    ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # the loaded theta drives the optimizer to the same update
     p = _params()

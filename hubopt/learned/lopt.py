@@ -103,9 +103,7 @@ class MLPLOpt:
         if not self.momentum_decays or not all(0.0 <= b < 1.0 for b in self.momentum_decays):
             raise ValueError(f"momentum_decays must be in [0, 1), got {self.momentum_decays}")
         if not 0 <= self.anchor_index < len(self.momentum_decays):
-            raise ValueError(
-                f"anchor_index must index momentum_decays, got {self.anchor_index}"
-            )
+            raise ValueError(f"anchor_index must index momentum_decays, got {self.anchor_index}")
         if any(int(h) <= 0 for h in self.hidden_sizes):
             raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes}")
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
@@ -131,8 +129,7 @@ class MLPLOpt:
             w = (
                 jnp.zeros((n_in, n_out), jnp.float32)
                 if last
-                else jax.random.normal(keys[i], (n_in, n_out), jnp.float32)
-                * math.sqrt(2.0 / n_in)
+                else jax.random.normal(keys[i], (n_in, n_out), jnp.float32) * math.sqrt(2.0 / n_in)
             )
             theta[f"layer{i}"] = {"w": w, "b": jnp.zeros((n_out,), jnp.float32)}
         return theta
@@ -149,9 +146,11 @@ class MLPLOpt:
             )
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
             layer = theta.get(f"layer{i}")
-            if layer is None or tuple(jnp.shape(layer["w"])) != (n_in, n_out) or tuple(
-                jnp.shape(layer["b"])
-            ) != (n_out,):
+            if (
+                layer is None
+                or tuple(jnp.shape(layer["w"])) != (n_in, n_out)
+                or tuple(jnp.shape(layer["b"])) != (n_out,)
+            ):
                 raise ValueError(
                     f"theta['layer{i}'] must have w of shape {(n_in, n_out)} and b of "
                     f"shape {(n_out,)} for layer sizes {sizes}"
@@ -203,14 +202,23 @@ class MLPLOpt:
             outs = [
                 cfg._leaf_update(theta, decays, count, global_feats, *args)
                 for args in zip(
-                    flat(updates), flat(params), flat(state.mom), flat(state.nu),
-                    flat(state.fac_row), flat(state.fac_col), strict=True,
+                    flat(updates),
+                    flat(params),
+                    flat(state.mom),
+                    flat(state.nu),
+                    flat(state.fac_row),
+                    flat(state.fac_col),
+                    strict=True,
                 )
             ]
             unflat = lambda i: tree_def.unflatten([o[i] for o in outs])  # noqa: E731
             new_state = MLPLOptState(
-                count=count, mom=unflat(1), nu=unflat(2), fac_row=unflat(3),
-                fac_col=unflat(4), loss_ema=new_loss_ema,
+                count=count,
+                mom=unflat(1),
+                nu=unflat(2),
+                fac_row=unflat(3),
+                fac_col=unflat(4),
+                loss_ema=new_loss_ema,
             )
             return unflat(0), new_state
 

@@ -1,0 +1,320 @@
+r"""Inner problems for meta-training: small pure tasks that run fast on CPU.
+
+A `MetaTask` is the registry's `init/loss` kind with its data made explicit,
+so that the data travel as jit *arguments* (not constants baked into the
+compiled program) and can differ between vmapped task instances:
+
+    base   = task.base_data()              host arrays shared by all instances
+                                           (digits) or {} (synthetic)
+    data   = task.instance_data(key, base) one instance's data (a teacher's
+                                           samples, or `base` itself); jittable
+    params = task.init(key)                init scale drawn log-uniformly from
+                                           `init_scale_range` with the same key
+    loss   = task.loss(params, batch)      mean loss of a minibatch
+    batch  = task.batch(data, key)         a random minibatch of the training set
+    ev     = task.eval_loss(params, data)  loss on the held-out split
+
+Two data sources: scikit-learn's digits (1,797 8×8 images shipped inside the
+scikit-learn package; standardised, a fixed 1,400/397 train/held-out split)
+and synthetic regression (a random tanh teacher, `n_train` noisy training
+points, 512 fresh held-out points). Models are MLPs of varied width, depth and
+activation, and a small im2col CNN (matmul convolutions: vmapped
+`conv_general_dilated` is slow on CPU). `to_task` turns one instance into a
+`hubopt.tasks.base.Task` for the benchmark harness.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+    "gelu": jax.nn.gelu,
+    "elu": jax.nn.elu,
+    "silu": jax.nn.silu,
+}
+
+DIGITS_TRAIN = 1400
+
+
+@functools.lru_cache(maxsize=1)
+def load_digits_split() -> dict[str, np.ndarray]:
+    """Digits from scikit-learn's package data (no network): standardised features.
+
+    Returns float32 `x_tr (1400, 64)`, int32 `y_tr`, `x_te (397, 64)`, `y_te`;
+    the split is a fixed permutation (seed 0).
+    """
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the digits tasks need scikit-learn (pip install scikit-learn); it ships "
+            "the data set inside the package"
+        ) from e
+    d = load_digits()
+    x = np.asarray(d.data, np.float32) / 16.0
+    y = np.asarray(d.target, np.int32)
+    perm = np.random.default_rng(0).permutation(len(x))
+    x, y = x[perm], y[perm]
+    mean, std = x[:DIGITS_TRAIN].mean(0), x[:DIGITS_TRAIN].std(0) + 1e-3
+    x = (x - mean) / std
+    return {
+        "x_tr": x[:DIGITS_TRAIN],
+        "y_tr": y[:DIGITS_TRAIN],
+        "x_te": x[DIGITS_TRAIN:],
+        "y_te": y[DIGITS_TRAIN:],
+    }
+
+
+# ----------------------------------------------------------------------- models
+
+
+def mlp_init(key, sizes: tuple[int, ...], scale) -> dict:
+    """LeCun-normal weights times `scale`, zero biases: {"layer{i}": {"w", "b"}}."""
+    keys = jax.random.split(key, len(sizes) - 1)
+    return {
+        f"layer{i}": {
+            "w": jax.random.normal(keys[i], (a, b), jnp.float32) * (scale / math.sqrt(a)),
+            "b": jnp.zeros((b,), jnp.float32),
+        }
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True))
+    }
+
+
+def mlp_apply(params: dict, x_BD: jax.Array, act: str) -> jax.Array:
+    n = len(params)
+    h = x_BD
+    for i in range(n):
+        h = h @ params[f"layer{i}"]["w"] + params[f"layer{i}"]["b"][None, :]
+        if i < n - 1:
+            h = ACTIVATIONS[act](h)
+    return h
+
+
+def im2col_3x3(x_BHWC: jax.Array) -> jax.Array:
+    """3×3 'same' patches as (B, H, W, 9·C), so a convolution is one matmul."""
+    b, h, w, c = x_BHWC.shape
+    xp = jnp.pad(x_BHWC, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    cols = [xp[:, i : i + h, j : j + w, :] for i in range(3) for j in range(3)]
+    return jnp.concatenate(cols, axis=-1)
+
+
+def cnn_init(key, channels: tuple[int, ...], n_out: int, scale) -> dict:
+    keys = jax.random.split(key, len(channels) + 1)
+    params, c_in = {}, 1
+    for i, c in enumerate(channels):
+        fan = 9 * c_in
+        params[f"conv{i}"] = {
+            "w": jax.random.normal(keys[i], (fan, c), jnp.float32) * (scale / math.sqrt(fan)),
+            "b": jnp.zeros((c,), jnp.float32),
+        }
+        c_in = c
+    params["head"] = {
+        "w": jax.random.normal(keys[-1], (c_in, n_out), jnp.float32) * (scale / math.sqrt(c_in)),
+        "b": jnp.zeros((n_out,), jnp.float32),
+    }
+    return params
+
+
+def cnn_apply(params: dict, x_BD: jax.Array, act: str) -> jax.Array:
+    """8×8 single-channel images; 3×3 convs (stride 1), then global mean pool, linear head."""
+    h = x_BD.reshape(x_BD.shape[0], 8, 8, 1)
+    i = 0
+    while f"conv{i}" in params:
+        p = params[f"conv{i}"]
+        h = ACTIVATIONS[act](im2col_3x3(h) @ p["w"] + p["b"][None, None, None, :])
+        i += 1
+    h = jnp.mean(h, axis=(1, 2))
+    return h @ params["head"]["w"] + params["head"]["b"][None, :]
+
+
+def softmax_xent(logits_BC: jax.Array, y_B: jax.Array) -> jax.Array:
+    onehot = jax.nn.one_hot(y_B, logits_BC.shape[-1], dtype=logits_BC.dtype)
+    return jnp.mean(jax.nn.logsumexp(logits_BC, axis=-1) - jnp.sum(onehot * logits_BC, axis=-1))
+
+
+# ------------------------------------------------------------------------ tasks
+
+
+@dataclasses.dataclass(frozen=True)
+class MetaTask:
+    """One static task configuration (see the module docstring).
+
+    Attributes:
+      name: `<data>_<model>` with the configuration spelled out.
+      dataset: "digits" or "regression".
+      model: "mlp" or "cnn".
+      hidden: hidden widths (MLP) or conv channels (CNN).
+      activation: a key of `ACTIVATIONS`.
+      batch_size: minibatch size.
+      init_scale_range: (lo, hi); each instance's init scale is log-uniform in it.
+      n_train: training points of a regression instance.
+      in_dim: input dimension of a regression instance.
+    """
+
+    name: str
+    dataset: str
+    model: str = "mlp"
+    hidden: tuple[int, ...] = (32,)
+    activation: str = "relu"
+    batch_size: int = 64
+    init_scale_range: tuple[float, float] = (1.0, 1.0)
+    n_train: int = 256
+    in_dim: int = 8
+
+    def __post_init__(self):
+        if self.dataset not in ("digits", "regression"):
+            raise ValueError(f"dataset must be 'digits' or 'regression', got {self.dataset!r}")
+        if self.model not in ("mlp", "cnn"):
+            raise ValueError(f"model must be 'mlp' or 'cnn', got {self.model!r}")
+        if self.model == "cnn" and self.dataset != "digits":
+            raise ValueError("model 'cnn' needs dataset 'digits' (8×8 images)")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}")
+        lo, hi = self.init_scale_range
+        if not 0 < lo <= hi:
+            raise ValueError(f"init_scale_range must be 0 < lo <= hi, got {self.init_scale_range}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    @property
+    def classification(self) -> bool:
+        return self.dataset == "digits"
+
+    @property
+    def _io(self) -> tuple[int, int]:
+        return (64, 10) if self.dataset == "digits" else (self.in_dim, 1)
+
+    def base_data(self) -> dict[str, Any]:
+        return dict(load_digits_split()) if self.dataset == "digits" else {}
+
+    def instance_data(self, key, base) -> dict[str, Any]:
+        if self.dataset == "digits":
+            return base
+        k_t, k_x, k_te, k_n = jax.random.split(key, 4)
+        teacher = mlp_init(k_t, (self.in_dim, 32, 1), 1.5)
+        x_tr = jax.random.normal(k_x, (self.n_train, self.in_dim), jnp.float32)
+        x_te = jax.random.normal(k_te, (512, self.in_dim), jnp.float32)
+        f = lambda x: mlp_apply(teacher, x, "tanh")  # noqa: E731
+        y_tr = f(x_tr) + 0.1 * jax.random.normal(k_n, (self.n_train, 1), jnp.float32)
+        return {"x_tr": x_tr, "y_tr": y_tr, "x_te": x_te, "y_te": f(x_te)}
+
+    def init(self, key) -> dict:
+        k_scale, k_p = jax.random.split(key)
+        lo, hi = self.init_scale_range
+        u = jax.random.uniform(k_scale, (), jnp.float32)
+        scale = jnp.exp(math.log(lo) + u * (math.log(hi) - math.log(lo)))
+        n_in, n_out = self._io
+        if self.model == "cnn":
+            return cnn_init(k_p, self.hidden, n_out, scale)
+        return mlp_init(k_p, (n_in, *self.hidden, n_out), scale)
+
+    def apply(self, params, x):
+        fn = cnn_apply if self.model == "cnn" else mlp_apply
+        return fn(params, x, self.activation)
+
+    def _loss_on(self, params, x, y):
+        out = self.apply(params, x)
+        if self.classification:
+            return softmax_xent(out, y)
+        return jnp.mean(jnp.square(out - y))
+
+    def loss(self, params, batch) -> jax.Array:
+        x, y = batch
+        return self._loss_on(params, x, y)
+
+    def batch(self, data, key):
+        idx = jax.random.randint(key, (self.batch_size,), 0, data["x_tr"].shape[0])
+        return data["x_tr"][idx], data["y_tr"][idx]
+
+    def eval_loss(self, params, data) -> jax.Array:
+        return self._loss_on(params, data["x_te"], data["y_te"])
+
+    def train_loss(self, params, data) -> jax.Array:
+        return self._loss_on(params, data["x_tr"], data["y_tr"])
+
+    def accuracy(self, params, data) -> jax.Array:
+        """Held-out accuracy (classification only)."""
+        if not self.classification:
+            raise ValueError(f"{self.name} is a regression task: no accuracy")
+        pred = jnp.argmax(self.apply(params, data["x_te"]), axis=-1)
+        return jnp.mean((pred == data["y_te"]).astype(jnp.float32))
+
+    def to_task(self, key, num_steps: int):
+        """One instance as a `hubopt.tasks.base.Task` (data closed over)."""
+        from hubopt.tasks.base import Task
+
+        data = jax.tree_util.tree_map(jnp.asarray, self.instance_data(key, self.base_data()))
+        return Task(
+            name=self.name,
+            init=self.init,
+            loss=self.loss,
+            num_steps=num_steps,
+            batch=lambda k, step: self.batch(data, k),
+            eval_fn=lambda p: self.eval_loss(p, data),
+            description=f"meta-training task {self.name}",
+        )
+
+
+def _mk(dataset, model, hidden, act, bs, scale=(0.7, 1.5), **kw) -> MetaTask:
+    data = "digits" if dataset == "digits" else "synreg"
+    arch = model + "x".join(str(h) for h in hidden)
+    return MetaTask(
+        name=f"{data}_{arch}{act}b{bs}",
+        dataset=dataset,
+        model=model,
+        hidden=tuple(hidden),
+        activation=act,
+        batch_size=bs,
+        init_scale_range=scale,
+        **kw,
+    )
+
+
+# The meta-training distribution: MLPs only (no convs: cheap on CPU).
+TRAIN_TASKS: tuple[MetaTask, ...] = (
+    _mk("digits", "mlp", (32,), "relu", 32),
+    _mk("digits", "mlp", (64,), "tanh", 128),
+    _mk("digits", "mlp", (32, 32), "gelu", 64),
+    _mk("regression", "mlp", (32,), "tanh", 32),
+    _mk("regression", "mlp", (64, 32), "relu", 64),
+    _mk("regression", "mlp", (32, 32), "gelu", 16, n_train=128),
+)
+
+# Small regression-only tasks for tests (no scikit-learn needed).
+TINY_TASKS: tuple[MetaTask, ...] = (
+    _mk("regression", "mlp", (8,), "tanh", 16, in_dim=4, n_train=64),
+    _mk("regression", "mlp", (8,), "relu", 8, in_dim=4, n_train=32),
+)
+
+# Held-out evaluation tasks (benchmarks/lopt_quality.py): other widths and
+# seeds in distribution; deeper/wider MLPs, another activation and a CNN out of it.
+HELDOUT_IN_DISTRIBUTION: tuple[MetaTask, ...] = (
+    _mk("digits", "mlp", (48,), "relu", 64, scale=(1.0, 1.0)),
+    _mk("digits", "mlp", (48, 24), "tanh", 32, scale=(1.0, 1.0)),
+    _mk("regression", "mlp", (48,), "gelu", 32, scale=(1.0, 1.0)),
+    _mk("regression", "mlp", (48, 48), "relu", 64, scale=(1.0, 1.0)),
+)
+HELDOUT_OUT_OF_DISTRIBUTION: tuple[MetaTask, ...] = (
+    _mk("digits", "mlp", (64, 64, 64, 64), "gelu", 64, scale=(1.0, 1.0)),
+    _mk("digits", "mlp", (256, 256), "silu", 128, scale=(1.0, 1.0)),
+    _mk("digits", "cnn", (8, 16), "relu", 64, scale=(1.0, 1.0)),
+    _mk("regression", "mlp", (64,), "elu", 32, scale=(3.0, 3.0)),
+)
+
+
+def by_name(name: str) -> MetaTask:
+    pool = TRAIN_TASKS + TINY_TASKS + HELDOUT_IN_DISTRIBUTION + HELDOUT_OUT_OF_DISTRIBUTION
+    for t in pool:
+        if t.name == name:
+            return t
+    raise ValueError(f"unknown meta task {name!r}; known: {[t.name for t in pool]}")
