@@ -1,0 +1,142 @@
+"""VeLO step time vs optax.adam, side by side, and VeLO's optimizer-state size.
+
+    .venv/bin/python benchmarks/velo_step.py [--steps 100] [--out record.json]
+
+Model: the 784-1024-256-10 MLP of VELO_SPEC §10 (1,068,810 parameters in 6
+tensors). VeLO uses the real architecture (H=512, K=256) with a random theta
+from `init_velo_theta` (timing does not depend on the values). For both
+optimizers one jitted function does the optimizer update and
+`optax.apply_updates`; both are compiled and warmed up, then timed in
+interleaved rounds (one step of each, alternately), every step ended with
+`block_until_ready`. Reported: median and min ms/step, the median ratio, and
+the optimizer-state bytes per parameter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from hubopt.learned.velo import init_velo_theta, velo
+
+LAYERS = (784, 1024, 256, 10)
+
+
+def mlp_params(key):
+    params = {}
+    for i, (n_in, n_out) in enumerate(zip(LAYERS[:-1], LAYERS[1:], strict=True)):
+        key, k = jax.random.split(key)
+        params[f"layer{i}"] = {
+            "w": jax.random.normal(k, (n_in, n_out), jnp.float32) / np.sqrt(n_in),
+            "b": jnp.zeros((n_out,), jnp.float32),
+        }
+    return params
+
+
+def make_step(tx):
+    @jax.jit
+    def step(params, state, grads, loss):
+        updates, state = tx.update(grads, state, params, value=loss)
+        return optax.apply_updates(params, updates), state
+
+    return step
+
+
+def state_bytes(state) -> int:
+    return sum(int(np.asarray(x).nbytes) for x in jax.tree_util.tree_leaves(state))
+
+
+def git_hash() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=100, help="timed steps per optimizer")
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--out", default=None, help="write the record as JSON here")
+    args = ap.parse_args(argv)
+
+    key = jax.random.PRNGKey(0)
+    params = mlp_params(key)
+    n_params = sum(int(np.size(p)) for p in jax.tree_util.tree_leaves(params))
+    grads = jax.tree_util.tree_map(
+        lambda p: 0.01 * jax.random.normal(jax.random.PRNGKey(1), p.shape, jnp.float32), params)
+    loss = jnp.float32(2.3)
+    theta = init_velo_theta(jax.random.PRNGKey(2), 512, 256)
+    contenders = {"velo": velo(1000, theta=theta), "adam": optax.adam(1e-3)}
+
+    run = {}
+    for name, tx in contenders.items():
+        state = tx.init(params)
+        step = make_step(tx)
+        t0 = time.perf_counter()
+        p, s = step(params, state, grads, loss)
+        jax.block_until_ready((p, s))
+        compile_s = time.perf_counter() - t0
+        for _ in range(args.warmup):
+            p, s = step(p, s, grads, loss)
+        jax.block_until_ready((p, s))
+        run[name] = {"step": step, "p": p, "s": s, "times": [], "compile_s": compile_s,
+                     "state_bytes": state_bytes(state)}
+
+    for _ in range(args.steps):  # interleaved: one step of each per round
+        for name in contenders:
+            r = run[name]
+            t0 = time.perf_counter()
+            r["p"], r["s"] = r["step"](r["p"], r["s"], grads, loss)
+            jax.block_until_ready((r["p"], r["s"]))
+            r["times"].append(1e3 * (time.perf_counter() - t0))
+
+    record = {
+        "benchmark": "velo_step",
+        "model": "mlp_784_1024_256_10",
+        "n_params": n_params,
+        "n_tensors": len(jax.tree_util.tree_leaves(params)),
+        "velo_theta": "init_velo_theta(PRNGKey(2), 512, 256) (random, real shapes)",
+        "n_timed_steps_each": args.steps,
+        "platform": jax.default_backend(),
+        "cpu_count": os.cpu_count(),
+        "machine": platform.processor() or platform.machine(),
+        "jax": jax.__version__,
+        "optax": optax.__version__,
+        "numpy": np.__version__,
+        "git": git_hash(),
+    }
+    for name, r in run.items():
+        record[f"{name}_median_ms"] = statistics.median(r["times"])
+        record[f"{name}_min_ms"] = min(r["times"])
+        record[f"{name}_compile_s"] = r["compile_s"]
+        record[f"{name}_state_bytes_per_param"] = r["state_bytes"] / n_params
+    record["ratio_median"] = record["velo_median_ms"] / record["adam_median_ms"]
+
+    print(f"MLP {LAYERS}: {n_params:,} parameters, {args.steps} interleaved steps each")
+    for name in run:
+        r = {k[len(name) + 1:]: v for k, v in record.items() if k.startswith(name + "_")}
+        print(f"  {name:5s} median {r['median_ms']:8.2f} ms   min {r['min_ms']:8.2f} ms   "
+              f"compile {r['compile_s']:.1f} s   state {r['state_bytes_per_param']:.2f} B/param")
+    print(f"  ratio velo/adam (median): {record['ratio_median']:.1f}x")
+    if args.out:
+        tmp = args.out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(record, f, indent=1)
+        os.replace(tmp, args.out)
+    return record
+
+
+if __name__ == "__main__":
+    main()
