@@ -145,16 +145,29 @@ def _build_hand(spec: dict, num_steps: int):
     return hand_optimizer(spec["name"], **kwargs)
 
 
+# Imported from their modules, not as `from hubopt.learned import velo`: once the
+# submodule hubopt.learned.velo is loaded, the package attribute `velo` is that
+# module, not the function (same for `pretrained`).
+
+
+def _velo_fn():
+    from hubopt.learned.velo import velo
+
+    return velo
+
+
+def _pretrained_fn():
+    from hubopt.learned.pretrained import pretrained
+
+    return pretrained
+
+
 def _build_learned(spec: dict, num_steps: int):
     name = spec["name"]
     if name == "velo":
-        from hubopt.learned import velo
-
-        return velo(num_steps)
+        return _velo_fn()(num_steps)
     if name == "pretrained":
-        from hubopt.learned import pretrained
-
-        return pretrained(spec.get("size", "small"), num_steps=num_steps)
+        return _pretrained_fn()(spec.get("size", "small"), num_steps=num_steps)
     raise OptimizerSpecError(f"{name!r} is not a learned optimizer; known: {LEARNED}")
 
 
@@ -258,7 +271,7 @@ def diagnostics(spec: dict, state) -> dict:
 
 def _velo_status() -> tuple[bool, str]:
     try:
-        from hubopt.learned import velo_cache_path
+        from hubopt.learned.velo_fetch import velo_cache_path
 
         path = velo_cache_path()
     except Exception as e:  # the VeLO module may not exist yet in this checkout
@@ -266,7 +279,7 @@ def _velo_status() -> tuple[bool, str]:
     if not path.exists():
         return False, f"VeLO checkpoint not cached at {path}"
     try:
-        from hubopt.learned import velo  # noqa: F401
+        _velo_fn()
     except Exception as e:
         return False, f"VeLO checkpoint cached at {path} but hubopt.learned.velo fails: {e}"
     return True, f"VeLO with the cached official checkpoint ({path})"
@@ -274,9 +287,7 @@ def _velo_status() -> tuple[bool, str]:
 
 def _pretrained_status(size: str) -> tuple[bool, str]:
     try:
-        from hubopt.learned import pretrained
-
-        pretrained(size, num_steps=10)
+        _pretrained_fn()(size, num_steps=10)
     except Exception as e:  # absent until the bundled optimizer ships
         return False, f"bundled hubopt-{size} not available ({type(e).__name__}: {e})"
     return True, f"hubopt's bundled learned optimizer hubopt-{size}"

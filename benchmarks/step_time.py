@@ -1,0 +1,241 @@
+"""Step time of HUB against its two members alone, side by side in one process.
+
+    .venv/bin/python benchmarks/step_time.py [--rounds 15] [--iters 20] [--json out.json]
+
+Model: an MLP 784-1024-256-10 (ReLU, 1,068,810 parameters, plain jnp), softmax
+cross-entropy on a fixed synthetic batch of 128. Contenders (same params,
+same gradients):
+
+    hand     Adam(1e-3)                       (hubopt.baselines.hand_optimizer)
+    learned  VeLO with a *random* theta       (hubopt.learned.init_velo_theta; the
+             step time does not depend on theta's values, only on its shapes,
+             which are the official checkpoint's: LSTM 512, 256 MLP copies)
+             — falls back to hubopt's MLPLOpt (random theta), then to a
+             labelled Adamax stand-in, if VeLO is not importable
+    hub      hubopt.hub(hand, learned), mode="default"
+
+and, to isolate HUB's own cost from VeLO's run-to-run noise, a cheap pair:
+
+    adamax      Adamax(2e-3)
+    hub_cheap   hubopt.hub(Adam, Adamax): HUB's own cost = t(hub_cheap) − t(hand) − t(adamax)
+
+Two timings per contender, each one jitted function:
+
+    update   tx.update(grads, state, params, value=loss) alone, with fixed
+             grads and params and the state fed back (the optimizer's own cost)
+    step     value_and_grad(loss) + tx.update + apply_updates (a full train step)
+
+Protocol: compile, warm up, then `--rounds` interleaved rounds; in each round
+every contender (in rotating order) runs `--iters` back-to-back calls ended by
+`block_until_ready`, and its time per call is recorded. Figures are medians
+over rounds (and the interquartile range). HUB's own cost (softmax, mixing,
+diagnostics) is t(HUB) − t(hand) − t(learned), and the headline ratio is
+t(HUB) / (t(hand) + t(learned)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import hubopt
+from hubopt._src import members
+from hubopt.baselines import hand_optimizer
+from hubopt.bench.runner import metadata
+
+SIZES = (784, 1024, 256, 10)
+BATCH = 128
+NUM_STEPS = 10_000  # the horizon the learned optimizers are built for
+
+
+def init_mlp(key):
+    params = {}
+    for i, (n_in, n_out) in enumerate(zip(SIZES[:-1], SIZES[1:], strict=True)):
+        key, k = jax.random.split(key)
+        params[f"dense{i}"] = {
+            "w": jax.random.normal(k, (n_in, n_out), jnp.float32) * math.sqrt(2.0 / n_in),
+            "b": jnp.zeros((n_out,), jnp.float32),
+        }
+    return params
+
+
+def loss_fn(params, x_BxD, y_B):
+    h = x_BxD
+    for i in range(len(SIZES) - 1):
+        layer = params[f"dense{i}"]
+        h = h @ layer["w"] + layer["b"]
+        if i < len(SIZES) - 2:
+            h = jax.nn.relu(h)
+    return optax.softmax_cross_entropy_with_integer_labels(h, y_B).mean()
+
+
+def learned_member(kind: str):
+    """(transform, description) of the learned member; falls back as documented."""
+    if kind in ("auto", "velo"):
+        try:
+            # from the module: the package attribute `velo` may be the submodule
+            from hubopt.learned.velo import init_velo_theta, velo
+
+            theta = init_velo_theta(jax.random.key(0))
+            return velo(NUM_STEPS, theta=theta), (
+                "VeLO with a random theta (init_velo_theta; official shapes, LSTM 512, "
+                "256 MLP copies)")
+        except Exception as e:
+            print(f"note: VeLO unavailable ({type(e).__name__}: {e})", file=sys.stderr)
+            if kind == "velo":
+                raise
+    if kind in ("auto", "lopt"):
+        try:
+            from hubopt.learned import MLPLOpt
+
+            lopt = MLPLOpt()
+            return lopt.optimizer(lopt.init(jax.random.key(0)), NUM_STEPS), (
+                f"hubopt MLPLOpt with a random theta ({lopt.num_meta_params()} meta-params)")
+        except Exception as e:
+            print(f"note: MLPLOpt unavailable ({type(e).__name__}: {e})", file=sys.stderr)
+            if kind == "lopt":
+                raise
+    return hand_optimizer("adamax", 2e-3), "STAND-IN Adamax(2e-3), NOT a learned optimizer"
+
+
+def make_fns(tx, params, x, y):
+    """Jitted (update-alone, full-step) functions of `tx` and their initial state."""
+
+    def update(grads, state, params, value):
+        return members.call_member("opt", tx, grads, state, params, {"value": value})
+
+    def step(params, state):
+        value, grads = jax.value_and_grad(loss_fn)(params, x, y)
+        updates, state = members.call_member("opt", tx, grads, state, params, {"value": value})
+        return optax.apply_updates(params, updates), state, value
+
+    return jax.jit(update), jax.jit(step), tx.init(params)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--iters", type=int, default=20, help="calls per contender per round")
+    ap.add_argument("--learned", choices=("auto", "velo", "lopt"), default="auto")
+    ap.add_argument("--json", help="also write the figures (and metadata) to this JSON file")
+    args = ap.parse_args(argv)
+    if args.rounds < 1 or args.iters < 1:
+        ap.error("--rounds and --iters must be >= 1")
+
+    key_p, key_x, key_y = jax.random.split(jax.random.key(0), 3)
+    params = init_mlp(key_p)
+    n_params = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(params))
+    x = jax.random.normal(key_x, (BATCH, SIZES[0]), jnp.float32)
+    y = jax.random.randint(key_y, (BATCH,), 0, SIZES[-1])
+    value, grads = jax.jit(jax.value_and_grad(loss_fn))(params, x, y)
+
+    hand = hand_optimizer("adam", 1e-3)
+    learned, learned_desc = learned_member(args.learned)
+    adamax = hand_optimizer("adamax", 2e-3)
+    contenders = {"hand": hand, "learned": learned, "hub": hubopt.hub(hand, learned),
+                  "adamax": adamax, "hub_cheap": hubopt.hub(hand, adamax)}
+
+    fns, t_compile = {}, {}
+    for name, tx in contenders.items():
+        t0 = time.perf_counter()
+        upd, stp, state = make_fns(tx, params, x, y)
+        u_out = upd(grads, state, params, value)
+        s_out = stp(params, state)
+        jax.block_until_ready((u_out, s_out))
+        t_compile[name] = time.perf_counter() - t0
+        fns[name] = {"update": (upd, state), "step": (stp, state, params)}
+
+    def run_update(name, iters):
+        upd, state = fns[name]["update"]
+        for _ in range(iters):
+            _, state = upd(grads, state, params, value)
+        jax.block_until_ready(state)
+        fns[name]["update"] = (upd, state)
+
+    def run_step(name, iters):
+        stp, state, p = fns[name]["step"]
+        for _ in range(iters):
+            p, state, _ = stp(p, state)
+        jax.block_until_ready((p, state))
+        fns[name]["step"] = (stp, state, p)
+
+    names = list(contenders)
+    times = {kind: {n: [] for n in names} for kind in ("update", "step")}
+    for _ in range(2):  # warm-up rounds, not recorded
+        for n in names:
+            run_update(n, args.iters)
+            run_step(n, args.iters)
+    for r in range(args.rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for kind, runner in (("update", run_update), ("step", run_step)):
+            for n in order:
+                t0 = time.perf_counter()
+                runner(n, args.iters)
+                times[kind][n].append((time.perf_counter() - t0) / args.iters)
+
+    def med(v):
+        return statistics.median(v)
+
+    def iqr(v):
+        q = np.percentile(v, [25, 75])
+        return float(q[1] - q[0])
+
+    meta = metadata(" ".join(["python", *sys.argv]))
+    print(f"HUB step time, MLP {'-'.join(map(str, SIZES))} ({n_params:,} params), batch {BATCH}")
+    print(f"hand: Adam(1e-3); learned: {learned_desc}; hub: hubopt.hub(hand, learned)")
+    print(f"{args.rounds} interleaved rounds x {args.iters} calls, medians (IQR); "
+          f"device {meta['device']}, {os.cpu_count()} cpus, jax {jax.__version__}")
+    results = {}
+    for kind in ("update", "step"):
+        t = {n: med(times[kind][n]) for n in names}
+        spread = {n: iqr(times[kind][n]) for n in names}
+        results[kind] = {
+            "t_hand_ms": t["hand"] * 1e3, "t_learned_ms": t["learned"] * 1e3,
+            "t_hub_ms": t["hub"] * 1e3,
+            "iqr_ms": {n: spread[n] * 1e3 for n in names},
+            "hub_over_hand": t["hub"] / t["hand"],
+            "hub_over_learned": t["hub"] / t["learned"],
+            "hub_over_sum": t["hub"] / (t["hand"] + t["learned"]),
+            "hub_own_ms": (t["hub"] - t["hand"] - t["learned"]) * 1e3,
+            "t_adamax_ms": t["adamax"] * 1e3, "t_hub_cheap_ms": t["hub_cheap"] * 1e3,
+            "hub_cheap_own_ms": (t["hub_cheap"] - t["hand"] - t["adamax"]) * 1e3,
+            "hub_cheap_over_sum": t["hub_cheap"] / (t["hand"] + t["adamax"]),
+        }
+        what = ("optimizer update alone" if kind == "update"
+                else "full train step (grad + update + apply)")
+        print(f"\n[{kind}] {what}")
+        for n in names:
+            print(f"  t({n:<9s}) = {t[n] * 1e3:8.3f} ms  (IQR {spread[n] * 1e3:.3f})")
+        rr = results[kind]
+        print(f"  t(hub)/t(hand) = {rr['hub_over_hand']:.2f}   "
+              f"t(hub)/t(learned) = {rr['hub_over_learned']:.3f}   "
+              f"t(hub)/(t(hand)+t(learned)) = {rr['hub_over_sum']:.3f}   "
+              f"HUB's own cost t(hub)-t(hand)-t(learned) = {rr['hub_own_ms']:+.3f} ms")
+        print(f"  cheap pair: t(hub(adam|adamax))/(t(adam)+t(adamax)) = "
+              f"{rr['hub_cheap_over_sum']:.3f}   HUB's own cost "
+              f"t(hub_cheap)-t(adam)-t(adamax) = {rr['hub_cheap_own_ms']:+.3f} ms")
+    print("\ncompile+first call (s): " + ", ".join(f"{n} {t_compile[n]:.1f}" for n in names))
+    if args.json:
+        out = {"results": results, "learned": learned_desc, "n_params": n_params,
+               "rounds": args.rounds, "iters": args.iters, "compile_s": t_compile,
+               "meta": meta}
+        tmp = args.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(out, f, indent=1)
+        os.replace(tmp, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
