@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+import types
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -74,53 +76,44 @@ class VeloState(NamedTuple):
 # --------------------------------------------------------------------------- theta
 
 
-def _truncated_normal(key, shape, fan_in):
-    std = 1.0 / math.sqrt(fan_in)
-    return (std * jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)).astype(
-        jnp.float32
-    )
-
-
 def init_velo_theta(key, lstm_hidden_size: int = 512, param_inits: int = 256) -> dict:
     """Random VeLO meta-parameters in the checkpoint's tree (VELO_SPEC §5).
 
-    Linear weights ~ truncated normal (±2σ, σ = 1/√fan_in), biases 0; every
-    first-layer MLP weight w0__i uses fan_in 30 (the total input width); each
-    of the K copies has its own key; ``lstm_init_state`` is zero. Not the
+    Weights ~ truncated normal (±2σ, σ = 1/√fan_in), biases 0, as Haiku
+    initialises the reference; every first-layer MLP weight w0__i uses fan_in
+    30 (the total input width), w1 and w2 fan_in 4; ``lstm_init_state`` is
+    zero. All weights come from one draw (the reference uses a key per copy,
+    so the values differ from its init; the distribution is the same). Not the
     trained VeLO: for tests and timing when the official file is absent.
     """
     H, K = int(lstm_hidden_size), int(param_inits)
     if H < 1 or K < 1:
         raise ValueError(f"lstm_hidden_size and param_inits must be >= 1, got {H}, {K}")
-    k_ff, k_rnn = jax.random.split(key)
-    ff_keys = jax.random.split(k_ff, K)
-
-    def one_mlp(k):
-        ks = jax.random.split(k, len(GROUP_WIDTHS) + 2)
-        out = {f"w0__{i}": _truncated_normal(ks[i], (c, 4), N_LSTM_FEATURES)
-               for i, c in enumerate(GROUP_WIDTHS)}
-        out["w1"] = _truncated_normal(ks[-2], (4, 4), 4)
-        out["w2"] = _truncated_normal(ks[-1], (4, 3), 4)
-        out["b0"] = jnp.zeros((4,), jnp.float32)
-        out["b1"] = jnp.zeros((4,), jnp.float32)
-        out["b2"] = jnp.zeros((3,), jnp.float32)
-        return out
-
-    ff = jax.vmap(one_mlp)(ff_keys)
-    shapes = {"linear": (N_LSTM_FEATURES, H), "linear_1": (N_LSTM_FEATURES, H),
-              "linear_2": (N_LSTM_FEATURES, H), "rnn/linear": (2 * H, 4 * H),
-              "rnn_to_controls": (H, K), "step_size": (H, 1)}
-    rnn_keys = jax.random.split(k_rnn, len(shapes))
-    rnn = {name: {"w": _truncated_normal(k, shape, shape[0]),
-                  "b": jnp.zeros((shape[1],), jnp.float32)}
-           for k, (name, shape) in zip(rnn_keys, shapes.items(), strict=True)}
-    theta = {
+    ff_shapes = {f"w0__{i}": ((K, c, 4), N_LSTM_FEATURES) for i, c in enumerate(GROUP_WIDTHS)}
+    ff_shapes["w1"] = ((K, 4, 4), 4)
+    ff_shapes["w2"] = ((K, 4, 3), 4)
+    rnn_shapes = {"linear": (N_LSTM_FEATURES, H), "linear_1": (N_LSTM_FEATURES, H),
+                  "linear_2": (N_LSTM_FEATURES, H), "rnn/linear": (2 * H, 4 * H),
+                  "rnn_to_controls": (H, K), "step_size": (H, 1)}
+    weights = [(shape, fan_in) for shape, fan_in in ff_shapes.values()]
+    weights += [(shape, shape[0]) for shape in rnn_shapes.values()]
+    total = sum(math.prod(shape) for shape, _ in weights)
+    draw = np.asarray(jax.random.truncated_normal(key, -2.0, 2.0, (total,), jnp.float32))
+    parts, start = [], 0
+    for shape, fan_in in weights:
+        n = math.prod(shape)
+        parts.append((draw[start:start + n] / np.float32(math.sqrt(fan_in))).reshape(shape))
+        start += n
+    parts = iter(parts)
+    zeros = lambda *shape: np.zeros(shape, np.float32)  # noqa: E731
+    ff = {name: next(parts) for name in ff_shapes}
+    ff.update(b0=zeros(K, 4), b1=zeros(K, 4), b2=zeros(K, 3))
+    rnn = {name: {"w": next(parts), "b": zeros(shape[1])} for name, shape in rnn_shapes.items()}
+    return {
         "ff_mod_stack": {"~": ff},
-        "lstm_init_state": {"hidden": jnp.zeros((1, H), jnp.float32),
-                            "cell": jnp.zeros((1, H), jnp.float32)},
+        "lstm_init_state": {"hidden": zeros(1, H), "cell": zeros(1, H)},
         "rnn_params": rnn,
     }
-    return jax.tree_util.tree_map(np.asarray, theta)
 
 
 def _resolve_theta(theta) -> dict:
@@ -312,3 +305,19 @@ def velo(
         return jax.lax.cond(count >= n_accum, do_update, skip, None)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+class _CallableModule(types.ModuleType):
+    """``hubopt.learned.velo`` names both this module and the function `velo`.
+
+    Once the submodule is imported, Python binds the package attribute
+    ``hubopt.learned.velo`` to the module, which shadows the lazily exported
+    function. Making the module callable keeps ``hubopt.learned.velo(...)`` and
+    ``from hubopt.learned import velo; velo(...)`` working in every import order.
+    """
+
+    def __call__(self, *args, **kwargs):
+        return velo(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

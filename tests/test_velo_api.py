@@ -1,0 +1,183 @@
+"""The optax face of VeLO: arguments, hub integration, jit, weight decay, accumulation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import hubopt
+from hubopt.learned import VeloState, init_velo_theta, velo
+from hubopt.learned.velo_checkpoint import save_velo_theta
+
+THETA = init_velo_theta(jax.random.PRNGKey(3), lstm_hidden_size=16, param_inits=4)
+
+
+def _params():
+    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
+    return {"w": jax.random.normal(k1, (5, 3), jnp.float32),
+            "b": jax.random.normal(k2, (3,), jnp.float32) * 0.1}
+
+
+def _grads(i):
+    k1, k2 = jax.random.split(jax.random.PRNGKey(100 + i))
+    return {"w": jax.random.normal(k1, (5, 3), jnp.float32),
+            "b": jax.random.normal(k2, (3,), jnp.float32)}
+
+
+def _run(tx, n, grads_fn=_grads, loss_fn=lambda i: 1.0 / (i + 1), params=None):
+    params = _params() if params is None else params
+    state = tx.init(params)
+    update = jax.jit(tx.update)
+    out = []
+    for i in range(n):
+        u, state = update(grads_fn(i), state, params, value=jnp.float32(loss_fn(i)))
+        params = optax.apply_updates(params, u)
+        out.append(u)
+    return out, params, state
+
+
+def test_missing_params_or_value_raise_type_error():
+    tx = velo(10, theta=THETA)
+    params = _params()
+    state = tx.init(params)
+    assert isinstance(state, VeloState)
+    with pytest.raises(TypeError, match="params"):
+        tx.update(_grads(0), state)
+    with pytest.raises(TypeError, match="value=loss"):
+        tx.update(_grads(0), state, params)
+    # Unknown extra args are accepted (optax convention).
+    u, _ = jax.jit(tx.update)(_grads(0), state, params, value=1.0, value_fn=None, other=3)
+    assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(u))
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="num_steps"):
+        velo(0, theta=THETA)
+    with pytest.raises(ValueError, match="weight_decay"):
+        velo(10, theta=THETA, weight_decay=-1.0)
+    with pytest.raises(TypeError, match="theta"):
+        velo(10, theta=42)
+    broken = {**THETA, "ff_mod_stack": {"~": dict(THETA["ff_mod_stack"]["~"])}}
+    del broken["ff_mod_stack"]["~"]["w1"]
+    with pytest.raises(ValueError, match=r"missing keys \['ff_mod_stack/~/w1'\]"):
+        velo(10, theta=broken)
+
+
+def test_theta_path_and_tree_agree(tmp_path):
+    save_velo_theta(tmp_path / "params", THETA)
+    a, _, _ = _run(velo(10, theta=THETA), 2)
+    b, _, _ = _run(velo(10, theta=str(tmp_path / "params")), 2)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert any(np.any(x) for x in jax.tree_util.tree_leaves(a))
+
+
+def test_hub_with_adamax_under_jit_no_recompile():
+    tx = hubopt.hub(optax.adamax(1e-3), velo(20, theta=THETA))
+    params = _params()
+    state = tx.init(params)
+
+    @jax.jit
+    def step(params, state, grads, loss):
+        u, state = tx.update(grads, state, params, value=loss)
+        return optax.apply_updates(params, u), state
+
+    p1, s1 = step(params, state, _grads(0), jnp.float32(2.0))
+    p2, s2 = step(p1, s1, _grads(1), jnp.float32(1.5))
+    assert step._cache_size() == 1
+    velo_state = s2.members.learned
+    assert int(velo_state.iteration) == 2 and int(velo_state.loss_buffer.iteration) == 2
+    for a, b in zip(jax.tree_util.tree_leaves(p2), jax.tree_util.tree_leaves(params), strict=True):
+        assert np.all(np.isfinite(a)) and not np.array_equal(a, b)
+    with pytest.raises(TypeError, match="value"):
+        tx.update(_grads(0), state, params)  # hub without the loss: VeLO says what is missing
+
+
+def test_updates_keep_param_dtype():
+    params = jax.tree_util.tree_map(lambda p: p.astype(jnp.bfloat16), _params())
+    tx = velo(10, theta=THETA)
+    u, _ = jax.jit(tx.update)(_grads(0), tx.init(params), params, value=1.0)
+    assert all(x.dtype == jnp.bfloat16 for x in jax.tree_util.tree_leaves(u))
+
+
+def test_weight_decay_is_gradient_and_loss_l2():
+    """velo(wd) == velo(0) fed g + wd·p and L + wd·Σp² (learned_optimization's wrapper)."""
+    wd = 0.3
+    tx_wd, tx0 = velo(10, theta=THETA, weight_decay=wd), velo(10, theta=THETA)
+    params = _params()
+    s_wd, s0 = tx_wd.init(params), tx0.init(params)
+    up_wd, up0 = jax.jit(tx_wd.update), jax.jit(tx0.update)
+    for i in range(3):
+        g, loss = _grads(i), jnp.float32(2.0 - 0.1 * i)
+        u_wd, s_wd = up_wd(g, s_wd, params, value=loss)
+        g2 = jax.tree_util.tree_map(lambda g, p: g + wd * p, g, params)
+        l2 = loss + sum(wd * jnp.sum(p**2) for p in jax.tree_util.tree_leaves(params))
+        u0, s0 = up0(g2, s0, params, value=l2)
+        for a, b in zip(jax.tree_util.tree_leaves(u_wd), jax.tree_util.tree_leaves(u0),
+                        strict=True):
+            np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7)  # fusion rounding
+        params = optax.apply_updates(params, u_wd)
+    np.testing.assert_allclose(s_wd.loss_buffer.means, s0.loss_buffer.means, rtol=1e-6)
+    u_plain, _ = up0(_grads(0), tx0.init(_params()), _params(), value=jnp.float32(2.0))
+    u_decay, _ = up_wd(_grads(0), tx_wd.init(_params()), _params(), value=jnp.float32(2.0))
+    assert not np.allclose(u_plain["w"], u_decay["w"])
+
+
+def test_gradient_accumulation_matches_velo_on_means():
+    """num_steps=10 > max 4: n = 3 calls per VeLO step, horizon 10 // 3 = 3."""
+    acc = velo(10, theta=THETA, max_training_steps=4)
+    ref = velo(3, theta=THETA)
+    losses = [3.0, 2.0, 1.0, 0.5, 0.4, 0.3]
+    out, params_acc, state = _run(acc, 6, loss_fn=lambda i: losses[i])
+    assert int(state.num_steps) == 3 and int(state.iteration) == 2
+    for i in (0, 1, 3, 4):
+        assert all(not np.any(x) for x in jax.tree_util.tree_leaves(out[i]))
+    # Reference: plain VeLO with horizon 3 on the means of each group of 3.
+    params = _params()
+    s = ref.init(params)
+    ref_update = jax.jit(ref.update)
+    for k in range(2):
+        g = jax.tree_util.tree_map(lambda *xs: sum(xs) / 3,
+                                   *[_grads(3 * k + j) for j in range(3)])
+        loss = jnp.float32(sum(losses[3 * k: 3 * k + 3]) / 3)
+        u, s = ref_update(g, s, params, value=loss)
+        for a, b in zip(jax.tree_util.tree_leaves(out[3 * k + 2]), jax.tree_util.tree_leaves(u),
+                        strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
+        params = optax.apply_updates(params, u)
+    assert any(np.any(x) for x in jax.tree_util.tree_leaves(out[2]))
+    assert int(state.accum_count) == 0 and not np.any(state.accum_grads["w"])
+
+
+def test_no_accumulation_at_or_below_max():
+    state = velo(4, theta=THETA, max_training_steps=4).init(_params())
+    assert state.accum_grads == () and int(state.num_steps) == 4
+
+
+def test_tensors_are_coupled_through_the_lstm_max_pool():
+    """VELO_SPEC §9 (12): adding a tensor changes the other tensors' updates, so VeLO must
+    see the whole parameter tree (do not split it with optax.masked/partition)."""
+    tx = velo(10, theta=THETA)
+    extra = {"w": jnp.ones((7,), jnp.float32) * 3.0}
+    alone, _, _ = _run(tx, 2)
+    params = {**_params(), "z_extra": extra["w"]}
+    grads = lambda i: {**_grads(i), "z_extra": jnp.full((7,), 5.0, jnp.float32)}  # noqa: E731
+    together, _, _ = _run(tx, 2, grads_fn=grads, params=params)
+    assert not np.allclose(alone[1]["w"], together[1]["w"])
+
+
+def test_init_velo_theta_distribution():
+    theta = init_velo_theta(jax.random.PRNGKey(0), lstm_hidden_size=64, param_inits=32)
+    w = theta["rnn_params"]["rnn/linear"]["w"]
+    assert w.shape == (128, 256) and w.dtype == np.float32
+    sigma = 1 / np.sqrt(128)
+    assert np.max(np.abs(w)) <= 2 * sigma * (1 + 1e-6)
+    np.testing.assert_allclose(w.std(), 0.8796 * sigma, rtol=0.05)  # std of N(0,1) cut at ±2
+    w0 = theta["ff_mod_stack"]["~"]["w0__0"]
+    np.testing.assert_allclose(w0.std(), 0.8796 / np.sqrt(30), rtol=0.1)  # fan_in 30
+    assert not np.any(theta["lstm_init_state"]["hidden"]) and not np.any(
+        theta["rnn_params"]["linear"]["b"])
+    assert not np.array_equal(w0[0], w0[1])  # the K copies differ
+    with pytest.raises(ValueError):
+        init_velo_theta(jax.random.PRNGKey(0), 0, 4)
