@@ -22,10 +22,12 @@ scale or how noisy it is (like ES fitness normalisation).
 The truncation loss of one inner run (a `MetaTask` trained by the learned
 optimizer, optionally inside HUB with a hand-designed partner) is
 
-    L = 1/K Σ_{t in truncation} ℓ(log loss_t)  +  w · ℓ(log eval_loss)·[run ends here]
+    L = 1/K Σ_{t in truncation} ℓ(log loss_t)  +  w · (T/K) · ℓ(log eval_loss)·[run ends here]
 
-where ℓ(x) = min(x, log loss₀ + margin), and a non-finite x counts as the cap:
-a diverging inner run costs a large finite penalty, never a NaN. A particle
+(T the run's horizon: the held-out term at the end of a run weighs as much as
+all of its training-loss terms together, for w = 1), where
+ℓ(x) = min(x, log loss₀ + margin), and a non-finite x counts as the cap: a
+diverging inner run costs a large finite penalty, never a NaN. A particle
 whose parameters became non-finite, or whose run is over, restarts from a new
 initialisation (new task instance, new horizon) and its ξ is zeroed.
 """
@@ -131,7 +133,7 @@ class Unroll:
       lopt: the learned optimizer architecture.
       trunc_len: K, inner steps per truncation.
       horizons: lengths of inner runs to draw from (multiples of K).
-      eval_weight: w, weight of the held-out log loss at the end of a run.
+      eval_weight: w, weight of the held-out log loss at the end of a run (times T/K).
       margin: the cap is log loss₀ + margin (a diverging run pays it every step).
       hub_hand: None for the plain learned optimizer, or a constant-rate
         preset name of `hubopt.baselines` ("adam", "adamax", "adamw"): the
@@ -218,7 +220,10 @@ class Unroll:
         (params, opt_state), logs_K = jax.lax.scan(body, (params, opt_state), steps)
         ends = st.step + self.trunc_len >= st.horizon
         ev = self._safe_log(self.task.eval_loss(params, data), cap)
-        loss = jnp.mean(logs_K) + jnp.where(ends, self.eval_weight * ev, 0.0)
+        # weighted by the run's number of truncations: the held-out term counts as
+        # much as the whole run's training-loss terms together
+        n_trunc = st.horizon.astype(jnp.float32) / self.trunc_len
+        loss = jnp.mean(logs_K) + jnp.where(ends, self.eval_weight * n_trunc * ev, 0.0)
         finite = jnp.all(
             jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(params)])
         )

@@ -1,0 +1,168 @@
+"""`hubopt meta-train`: meta-train hubopt's learned optimizer (see `train`).
+
+    hubopt meta-train --out runs/small                      # the bundled recipe
+    hubopt meta-train --out runs/hub_adam --hub adam        # trained inside HUB(Adam, ·)
+    hubopt meta-train --out runs/small                      # again: resumes
+
+Besides train's records, `run_info.json` in the output folder keeps the
+commands, git hash, versions, total wall time and a meta-loss summary: what a
+provenance file needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _tuple_of(cast):
+    def parse(s: str):
+        try:
+            return tuple(cast(x) for x in s.split(",") if x.strip())
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"expected comma-separated values, got {s!r}") from e
+
+    return parse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from hubopt.learned.meta.train import ESTIMATORS, MetaTrainConfig
+
+    d = MetaTrainConfig()
+    a = parser.add_argument
+    a("--out", required=True, help="output folder (config, checkpoints, log); resumed if present")
+    a("--estimator", choices=ESTIMATORS, default=d.estimator)
+    a("--tasks", type=_tuple_of(str), default=d.tasks, help="comma-separated meta task names")
+    a("--outer-steps", type=int, default=d.outer_steps)
+    a("--tasks-per-step", type=int, default=d.tasks_per_step)
+    a("--num-pairs", type=int, default=d.num_pairs, help="antithetic pairs per task")
+    a("--sigma", type=float, default=d.sigma, help="ES perturbation scale")
+    a("--meta-lr", type=float, default=d.meta_lr)
+    a("--clip-norm", type=float, default=d.clip_norm)
+    a("--trunc-len", type=int, default=d.trunc_len)
+    a("--horizons", type=_tuple_of(int), default=d.horizons)
+    a("--eval-weight", type=float, default=d.eval_weight)
+    a("--hidden", type=_tuple_of(int), default=d.hidden, help="hidden widths of the MLP")
+    a(
+        "--hub",
+        default=None,
+        metavar="HAND",
+        help="meta-train inside hubopt.hub(HAND, learned); HAND a constant-rate preset (adam)",
+    )
+    a("--hub-mode", choices=("default", "inverted"), default=d.hub_mode)
+    a("--seed", type=int, default=d.seed)
+    a("--checkpoint-every", type=int, default=d.checkpoint_every)
+    a("--no-resume", action="store_true", help="refuse to continue an existing run")
+    a(
+        "--time-limit-min",
+        type=float,
+        default=None,
+        help="stop (with a checkpoint) after this many minutes; rerun to continue",
+    )
+    a("--executor", choices=("local", "ray"), default="local")
+    a("--ray-workers", type=int, default=2)
+    a("--quiet", action="store_true", help="no progress bar")
+
+
+def _git_hash() -> str:
+    try:
+        here = Path(__file__).resolve().parent
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def run(args: argparse.Namespace) -> int:
+    import jax
+
+    from hubopt.learned.meta.train import MetaTrainConfig, meta_train
+
+    try:
+        config = MetaTrainConfig(
+            tasks=args.tasks,
+            estimator=args.estimator,
+            outer_steps=args.outer_steps,
+            tasks_per_step=args.tasks_per_step,
+            num_pairs=args.num_pairs,
+            sigma=args.sigma,
+            meta_lr=args.meta_lr,
+            clip_norm=args.clip_norm,
+            trunc_len=args.trunc_len,
+            horizons=args.horizons,
+            eval_weight=args.eval_weight,
+            hidden=args.hidden,
+            hub=args.hub,
+            hub_mode=args.hub_mode,
+            seed=args.seed,
+            checkpoint_every=args.checkpoint_every,
+        )
+    except ValueError as e:
+        print(f"hubopt meta-train: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    if args.no_resume and (out / "checkpoint.msgpack").exists():
+        print(f"hubopt meta-train: {out} already holds a run (--no-resume)", file=sys.stderr)
+        return 2
+    executor = None
+    if args.executor == "ray":
+        from hubopt.learned.meta.ray_executor import RayExecutor
+
+        executor = RayExecutor(config, num_workers=args.ray_workers)
+    limit = None if args.time_limit_min is None else 60.0 * args.time_limit_min
+    t0 = time.time()
+    try:
+        result = meta_train(
+            config, out, resume=True, executor=executor, progress=not args.quiet, time_limit_s=limit
+        )
+    except ValueError as e:
+        print(f"hubopt meta-train: {e}", file=sys.stderr)
+        return 2
+    wall = time.time() - t0
+
+    info_path = out / "run_info.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {"sessions": []}
+    info["sessions"].append(
+        {
+            "command": "hubopt meta-train " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else []),
+            "git_hash": _git_hash(),
+            "wall_s": round(wall, 1),
+            "reached_step": result.step,
+        }
+    )
+    losses = [float(np.mean(r["meta_loss"])) for r in result.log]
+    n = max(1, len(losses) // 10)
+    info.update(
+        {
+            "seed": config.seed,
+            "outer_steps_done": result.step,
+            "total_wall_s": round(sum(s["wall_s"] for s in info["sessions"]), 1),
+            "versions": {"python": platform.python_version(), "jax": jax.__version__},
+            "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+            "meta_loss_first_10pct": float(np.mean(losses[:n])) if losses else None,
+            "meta_loss_last_10pct": float(np.mean(losses[-n:])) if losses else None,
+            "meta_loss_by_decile": [
+                float(np.mean(losses[i : i + n])) for i in range(0, len(losses), n)
+            ][:10],
+            "diverged_fraction": float(np.mean([np.mean(r["diverged"]) for r in result.log]))
+            if result.log
+            else None,
+        }
+    )
+    from hubopt.learned.meta.train import _write_text_atomic
+
+    _write_text_atomic(info_path, json.dumps(info, indent=1) + "\n")
+    print(
+        f"meta-train: {result.step}/{config.outer_steps} outer steps in {wall:.0f}s; "
+        f"theta in {out / 'theta.msgpack'}"
+    )
+    return 0
