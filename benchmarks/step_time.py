@@ -28,9 +28,13 @@ Two timings per contender, each one jitted function:
 Protocol: compile, warm up, then `--rounds` interleaved rounds; in each round
 every contender (in rotating order) runs `--iters` back-to-back calls ended by
 `block_until_ready`, and its time per call is recorded. Figures are medians
-over rounds (and the interquartile range). HUB's own cost (softmax, mixing,
-diagnostics) is t(HUB) − t(hand) − t(learned), and the headline ratio is
-t(HUB) / (t(hand) + t(learned)).
+and minima over rounds (the minimum is the better estimate of the intrinsic
+cost on a shared machine; the IQR shows the noise). The headline ratio is
+t(HUB) / (t(hand) + t(learned)). HUB's own cost (softmax, mixing,
+diagnostics) is t(HUB) − t(hand) − t(learned) for the update alone; for the
+full step, where HUB computes the gradient once but the two members alone
+compute it once each, it is t(HUB) − t(hand) − t(learned) + t(grad), with
+t(grad) the jitted value_and_grad alone, also timed.
 """
 
 from __future__ import annotations
@@ -169,73 +173,87 @@ def main(argv=None) -> int:
         jax.block_until_ready((p, state))
         fns[name]["step"] = (stp, state, p)
 
+    grad_fn = jax.jit(jax.value_and_grad(loss_fn))
+
+    def run_grad(iters):  # the gradient alone: what a full step shares between members
+        out = None
+        for _ in range(iters):
+            out = grad_fn(params, x, y)
+        jax.block_until_ready(out)
+
     names = list(contenders)
-    times = {kind: {n: [] for n in names} for kind in ("update", "step")}
+    times = {"update": {n: [] for n in names}, "step": {n: [] for n in [*names, "grad"]}}
     for _ in range(2):  # warm-up rounds, not recorded
+        run_grad(args.iters)
         for n in names:
             run_update(n, args.iters)
             run_step(n, args.iters)
     for r in range(args.rounds):
         order = names[r % len(names):] + names[: r % len(names)]
-        for kind, runner in (("update", run_update), ("step", run_step)):
+        for kind, fn in (("update", run_update), ("step", run_step)):
             for n in order:
                 t0 = time.perf_counter()
-                runner(n, args.iters)
+                fn(n, args.iters)
                 times[kind][n].append((time.perf_counter() - t0) / args.iters)
-
-    def med(v):
-        return statistics.median(v)
-
-    def iqr(v):
-        q = np.percentile(v, [25, 75])
-        return float(q[1] - q[0])
+        t0 = time.perf_counter()
+        run_grad(args.iters)
+        times["step"]["grad"].append((time.perf_counter() - t0) / args.iters)
 
     meta = metadata(" ".join(["python", *sys.argv]))
     print(f"HUB step time, MLP {'-'.join(map(str, SIZES))} ({n_params:,} params), batch {BATCH}")
     print(f"hand: Adam(1e-3); learned: {learned_desc}; hub: hubopt.hub(hand, learned)")
-    print(f"{args.rounds} interleaved rounds x {args.iters} calls, medians (IQR); "
-          f"device {meta['device']}, {os.cpu_count()} cpus, jax {jax.__version__}")
+    print(f"{args.rounds} interleaved rounds x {args.iters} calls; per contender the median "
+          f"and the minimum over rounds (ms)")
+    print(f"device {meta['device']}, {os.cpu_count()} cpus, jax {jax.__version__}, "
+          f"git {str(meta['git']['commit'])[:10]}")
     results = {}
     for kind in ("update", "step"):
-        t = {n: med(times[kind][n]) for n in names}
-        spread = {n: iqr(times[kind][n]) for n in names}
-        results[kind] = {
-            "t_hand_ms": t["hand"] * 1e3, "t_learned_ms": t["learned"] * 1e3,
-            "t_hub_ms": t["hub"] * 1e3,
-            "iqr_ms": {n: spread[n] * 1e3 for n in names},
-            "hub_over_hand": t["hub"] / t["hand"],
-            "hub_over_learned": t["hub"] / t["learned"],
-            "hub_over_sum": t["hub"] / (t["hand"] + t["learned"]),
-            "hub_own_ms": (t["hub"] - t["hand"] - t["learned"]) * 1e3,
-            "t_adamax_ms": t["adamax"] * 1e3, "t_hub_cheap_ms": t["hub_cheap"] * 1e3,
-            "hub_cheap_own_ms": (t["hub_cheap"] - t["hand"] - t["adamax"]) * 1e3,
-            "hub_cheap_over_sum": t["hub_cheap"] / (t["hand"] + t["adamax"]),
-        }
-        what = ("optimizer update alone" if kind == "update"
-                else "full train step (grad + update + apply)")
+        what = ("optimizer update alone: tx.update(grads, state, params, value=loss)"
+                if kind == "update" else "full train step: value_and_grad + update + apply")
         print(f"\n[{kind}] {what}")
-        for n in names:
-            print(f"  t({n:<9s}) = {t[n] * 1e3:8.3f} ms  (IQR {spread[n] * 1e3:.3f})")
-        rr = results[kind]
-        print(f"  t(hub)/t(hand) = {rr['hub_over_hand']:.2f}   "
-              f"t(hub)/t(learned) = {rr['hub_over_learned']:.3f}   "
-              f"t(hub)/(t(hand)+t(learned)) = {rr['hub_over_sum']:.3f}   "
-              f"HUB's own cost t(hub)-t(hand)-t(learned) = {rr['hub_own_ms']:+.3f} ms")
-        print(f"  cheap pair: t(hub(adam|adamax))/(t(adam)+t(adamax)) = "
-              f"{rr['hub_cheap_over_sum']:.3f}   HUB's own cost "
-              f"t(hub_cheap)-t(adam)-t(adamax) = {rr['hub_cheap_own_ms']:+.3f} ms")
+        res = {"median_ms": {}, "min_ms": {}, "iqr_ms": {}}
+        for n, v in times[kind].items():
+            q = np.percentile(v, [25, 75])
+            res["median_ms"][n] = statistics.median(v) * 1e3
+            res["min_ms"][n] = min(v) * 1e3
+            res["iqr_ms"][n] = float(q[1] - q[0]) * 1e3
+            print(f"  t({n:<9s}) median {res['median_ms'][n]:8.3f}  min {res['min_ms'][n]:8.3f}"
+                  f"  (IQR {res['iqr_ms'][n]:.3f})")
+        # In a full step the gradient is computed once for HUB but once per member
+        # alone, so HUB's own cost there adds t(grad) back.
+        shared = "grad" if kind == "step" else None
+        for stat in ("median_ms", "min_ms"):
+            t = res[stat]
+            g = t[shared] if shared else 0.0
+            ratios = {
+                "hub_over_hand": t["hub"] / t["hand"],
+                "hub_over_learned": t["hub"] / t["learned"],
+                "hub_over_sum": t["hub"] / (t["hand"] + t["learned"]),
+                "hub_own_ms": t["hub"] - t["hand"] - t["learned"] + g,
+                "hub_cheap_over_sum": t["hub_cheap"] / (t["hand"] + t["adamax"]),
+                "hub_cheap_own_ms": t["hub_cheap"] - t["hand"] - t["adamax"] + g,
+            }
+            res[stat.replace("_ms", "_ratios")] = ratios
+            own = "t(hub)-t(hand)-t(learned)" + ("+t(grad)" if shared else "")
+            print(f"  by {stat[:-3]:<6s}: t(hub)/t(hand) = {ratios['hub_over_hand']:.2f}   "
+                  f"t(hub)/t(learned) = {ratios['hub_over_learned']:.3f}   "
+                  f"t(hub)/(t(hand)+t(learned)) = {ratios['hub_over_sum']:.3f}")
+            print(f"           HUB's own cost {own} = {ratios['hub_own_ms']:+.3f} ms;"
+                  f" cheap pair: t(hub(adam|adamax))/(t(adam)+t(adamax)) = "
+                  f"{ratios['hub_cheap_over_sum']:.3f}, own cost {ratios['hub_cheap_own_ms']:+.3f}"
+                  " ms")
+        results[kind] = res
     print("\ncompile+first call (s): " + ", ".join(f"{n} {t_compile[n]:.1f}" for n in names))
     if args.json:
-        out = {"results": results, "learned": learned_desc, "n_params": n_params,
-               "rounds": args.rounds, "iters": args.iters, "compile_s": t_compile,
-               "meta": meta}
+        out = {"results": results, "raw_s": times, "learned": learned_desc,
+               "n_params": n_params, "rounds": args.rounds, "iters": args.iters,
+               "compile_s": t_compile, "meta": meta}
         tmp = args.json + ".tmp"
         with open(tmp, "w") as f:
             json.dump(out, f, indent=1)
         os.replace(tmp, args.json)
         print(f"wrote {args.json}")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

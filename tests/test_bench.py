@@ -396,3 +396,23 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert {p: os.stat(p).st_mtime_ns for p in (out / "records").iterdir()} == mtimes
     assert cli.main(["demo", "--steps", "60", "--seeds", "0", "--out", str(out)]) == 1
     assert "--overwrite" in capsys.readouterr().err
+
+
+def test_demo_can_skip_the_combinations_without_a_learned_optimizer(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["demo", "--steps", "20", "--seeds", "1", "--learned", "none",
+            "--without-learned", "skip", "--out", str(out)]
+    assert cli.main(args) == 0
+    text = capsys.readouterr().out
+    assert "HUB and LGL2O are skipped" in text and "No learned optimizer was used" in text
+    labels = sorted(r["optimizer"]["label"] for r in records.read_all([out / "records"]))
+    assert labels == ["adam@0.001", "adamax@0.002"]
+
+
+def test_console_entry_point_help():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "hubopt.bench.cli", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "meta-train" in proc.stdout and "demo" in proc.stdout

@@ -19,9 +19,10 @@ Numerics. φ is given an explicit derivative (`jax.custom_jvp`): autodiff of
 the formula would form 1/t², which overflows float32 for t < 1e-19 (inf/NaN
 gradients), and the usual `where(t > 0, ..., 0)` alone still leaks NaN into
 the gradient at 0. For t below the smallest normal number of the dtype
-(`finfo.tiny`, 1.2e-38 in float32; t = 0 included) 1/t is not representable,
-so there f is taken as 0 (its true value is below 2.1·t, i.e. < 2.5e-38) and
-φ' as 0. At x = 0 the gradient is 0 (sign(0) = 0); everywhere it is finite.
+(`finfo.tiny`, 1.2e-38 in float32; t = 0 included) t is subnormal and 1/t
+overflows or nearly so, so there f is taken as 0 (its true value is below
+2.1·t, i.e. < 2.5e-38) and φ' as 0. At x = 0 the gradient is 0
+(sign(0) = 0); everywhere it is finite.
 
 Initialization (this module's choice; the paper does not state one):
 x₀ ~ Uniform[−1, 1]^d, so ‖x₀‖₁ ≈ d/2 and f(x₀) ≈ 3.5e3 for d = 1000.
