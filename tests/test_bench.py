@@ -416,3 +416,31 @@ def test_console_entry_point_help():
     proc = subprocess.run([sys.executable, "-m", "hubopt.bench.cli", "--help"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "meta-train" in proc.stdout and "demo" in proc.stdout
+
+
+SHARED_VELO = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "velo"
+
+
+@pytest.mark.skipif(not (SHARED_VELO / "small" / "params").is_file(),
+                    reason=f"VeLO test checkpoint not found at {SHARED_VELO} (../shared/velo)")
+def test_demo_uses_velo_when_its_checkpoint_is_cached(tmp_path, monkeypatch, capsys):
+    # A cache holding the small random-theta test checkpoint (VeLO's format, not its
+    # trained weights): only the code path and the labelling are checked here.
+    import hashlib
+    import shutil
+
+    cache = tmp_path / "cache" / "velo"
+    cache.mkdir(parents=True)
+    shutil.copy(SHARED_VELO / "small" / "params", cache / "params")
+    sha = hashlib.sha256((cache / "params").read_bytes()).hexdigest()
+    (cache / "params.sha256").write_text(sha + "\n")
+    monkeypatch.setenv("HUBOPT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "demo"
+    assert cli.main(["demo", "--steps", "8", "--seeds", "0", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "Learned optimizer used: VeLO" in text and "WARNING" not in text
+    recs = {r["optimizer"]["label"]: r for r in records.read_all([out / "records"])}
+    assert set(recs) == {"adam@0.001", "adamax@0.002", "velo", "lgl2o(adam@0.001 | velo)",
+                         "hub(adam@0.001 | velo)"}
+    slot = recs["hub(adam@0.001 | velo)"]["optimizer"]["learned"]
+    assert slot["kind"] == "velo" and slot["is_learned"] and slot["sha256"] == sha

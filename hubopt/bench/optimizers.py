@@ -231,7 +231,23 @@ def build(spec: dict, num_steps: int) -> Built:
             tx = blend(hand, learned, spec["lam"])
     else:
         raise OptimizerSpecError(f"unknown optimizer {name!r}; known: {', '.join(NAMES)}")
-    return Built(tx=tx, label=label(spec), spec=spec, learned=learned_slot(spec))
+    slot = learned_slot(spec)
+    if slot is not None and slot["kind"] == "velo":
+        slot.update(_velo_provenance())
+    return Built(tx=tx, label=label(spec), spec=spec, learned=slot)
+
+
+def _velo_provenance() -> dict:
+    """The cached VeLO checkpoint's path and recorded SHA-256, for the record."""
+    try:
+        from hubopt.learned.velo_fetch import velo_cache_path
+
+        path = velo_cache_path()
+        sha_file = path.with_name(path.name + ".sha256")
+        sha = sha_file.read_text().split()[0] if sha_file.is_file() else None
+        return {"checkpoint": str(path), "sha256": sha}
+    except Exception as e:  # provenance is best effort; the build itself succeeded
+        return {"checkpoint": None, "sha256": None, "provenance_error": str(e)}
 
 
 def hyperparameters(spec: dict) -> dict[str, Any]:
