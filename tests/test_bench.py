@@ -444,3 +444,29 @@ def test_demo_uses_velo_when_its_checkpoint_is_cached(tmp_path, monkeypatch, cap
                          "hub(adam@0.001 | velo)"}
     slot = recs["hub(adam@0.001 | velo)"]["optimizer"]["learned"]
     assert slot["kind"] == "velo" and slot["is_learned"] and slot["sha256"] == sha
+
+
+def test_runner_draws_a_batch_per_step_for_stochastic_tasks(tmp_path):
+    import jax.numpy as jnp
+
+    from hubopt.tasks import Task
+
+    w_true = jnp.arange(3.0)
+
+    def batch(key, step):
+        x = jax.random.normal(key, (8, 3))
+        return x, x @ w_true
+
+    def loss(params, b):
+        x, y = b
+        return jnp.mean((x @ params["w"] - y) ** 2)
+
+    task = Task("synthetic_linreg", lambda k: {"w": jnp.zeros(3)}, loss, 30, batch=batch,
+                eval_fn=lambda p: jnp.sum((p["w"] - w_true) ** 2))
+    rec = records.read(runner.train_and_record(task, {"name": "adam", "learning_rate": 0.1},
+                                               seed=5, out_dir=tmp_path, log=lambda *_: None))
+    _, data_key = jax.random.split(jax.random.key(5))
+    expected = [float(loss({"w": jnp.zeros(3)}, batch(jax.random.fold_in(data_key, 0), 0)))]
+    assert rec["num_steps"] == 30 and rec["curve"]["loss"][0] == pytest.approx(expected[0])
+    assert rec["eval"]["loss"][0] == pytest.approx(float(jnp.sum(w_true**2)))  # eval_fn used
+    assert rec["eval"]["loss"][-1] < rec["eval"]["loss"][0]

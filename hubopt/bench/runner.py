@@ -131,7 +131,9 @@ def train(task: Task, built: optimizers.Built, *, num_steps: int, seed: int,
         params, opt_state = carry
         batch = task.batch(jax.random.fold_in(data_key, step), step) if task.stochastic else None
         value, grads = jax.value_and_grad(task.loss)(params, batch)
-        value_fn = functools.partial(task.loss, batch=batch)
+        def value_fn(p):  # the loss on this step's batch (what LGL2O compares)
+            return task.loss(p, batch)
+
         updates, opt_state = members.call_member(
             "optimizer", tx, grads, opt_state, params, {"value": value, "value_fn": value_fn}
         )
@@ -170,10 +172,8 @@ def train(task: Task, built: optimizers.Built, *, num_steps: int, seed: int,
 
     all_steps = np.concatenate([np.arange(num_steps), eval_steps])
     all_losses = np.concatenate([values, eval_losses])
-    finite = np.where(np.isnan(all_losses), np.inf, all_losses)
-    best = int(np.argmin(finite))
-    best_loss = float(all_losses[best]) if np.isfinite(finite[best]) or not np.all(
-        np.isnan(all_losses)) else float("nan")
+    best = int(np.argmin(np.where(np.isnan(all_losses), np.inf, all_losses)))
+    best_loss = float(all_losses[best])  # NaN only if every loss is NaN
     return {
         "num_steps": num_steps,
         "curve": _subsample(values, max_points),
