@@ -28,9 +28,14 @@ pytestmark = pytest.mark.skipif(
 
 
 def _tree(z, prefix):
-    g = lambda leaf: z[prefix + leaf]  # noqa: E731
-    return {"conv": {"w": g("conv/w")}, "dense": {"b": g("dense/b"), "w": g("dense/w")},
-            "row": g("row"), "scalar": g("scalar"), "sq": g("sq")}
+    g = lambda leaf: jnp.asarray(z[prefix + leaf])  # noqa: E731
+    return {
+        "conv": {"w": g("conv/w")},
+        "dense": {"b": g("dense/b"), "w": g("dense/w")},
+        "row": g("row"),
+        "scalar": g("scalar"),
+        "sq": g("sq"),
+    }
 
 
 def _leaves(tree):
@@ -40,20 +45,31 @@ def _leaves(tree):
 def _golden_state(z, prefix) -> VeloState:
     """The reference State (decay axis last) in hubopt's layout (decay axis first)."""
     first = lambda t: jax.tree_util.tree_map(lambda x: np.moveaxis(x, -1, 0), t)  # noqa: E731
-    buf = vm.LossBuffer(z[prefix + "loss_buffer/means"], z[prefix + "loss_buffer/running_min"],
-                        z[prefix + "loss_buffer/iteration"], z[prefix + "loss_buffer/decays"])
-    return VeloState(
+    buf = vm.LossBuffer(
+        z[prefix + "loss_buffer/means"],
+        z[prefix + "loss_buffer/running_min"],
+        z[prefix + "loss_buffer/iteration"],
+        z[prefix + "loss_buffer/decays"],
+    )
+    state = VeloState(
         iteration=z[prefix + "iteration"],
         num_steps=z[prefix + "num_steps"],
-        mom=first(_tree(z, prefix + "mom_rolling/m/")),
+        mom=tuple(
+            jax.tree_util.tree_map(lambda x, a=a: x[..., a], _tree(z, prefix + "mom_rolling/m/"))
+            for a in range(3)
+        ),
         rms=jax.tree_util.tree_map(lambda x: x[..., 0], _tree(z, prefix + "rms_rolling/rms/")),
         fac_row=first(_tree(z, prefix + "fac_rolling/v_row/")),
         fac_col=first(_tree(z, prefix + "fac_rolling/v_col/")),
         fac_diag=first(_tree(z, prefix + "fac_rolling/v_diag/")),
         lstm_hidden=z[prefix + "lstm_hidden_state/hidden"],
         lstm_cell=z[prefix + "lstm_hidden_state/cell"],
-        loss_buffer=buf, accum_grads=(), accum_loss=np.float32(0), accum_count=np.int32(0),
+        loss_buffer=buf,
+        accum_grads=(),
+        accum_loss=np.float32(0),
+        accum_count=np.int32(0),
     )
+    return jax.tree_util.tree_map(jnp.asarray, state)  # jax arrays: one jit cache entry
 
 
 def _rel(a, b):
@@ -64,10 +80,15 @@ def _rel(a, b):
     return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-30))
 
 
+def _accumulators(state: VeloState):
+    """(name, per-tensor tree) of every accumulator: 3 momenta, rms, factored R/C/D."""
+    out = [(f"mom[{i}]", m) for i, m in enumerate(state.mom)]
+    return out + [(f, getattr(state, f)) for f in ("rms", "fac_row", "fac_col", "fac_diag")]
+
+
 def _check_state(mine: VeloState, ref: VeloState, where: str):
-    for field in ("mom", "rms", "fac_row", "fac_col", "fac_diag"):  # §7: 1e-6 relative
-        for leaf, a, b in zip(LEAVES, _leaves(getattr(mine, field)),
-                              _leaves(getattr(ref, field)), strict=True):
+    for (field, mt), (_, rt) in zip(_accumulators(mine), _accumulators(ref), strict=True):
+        for leaf, a, b in zip(LEAVES, _leaves(mt), _leaves(rt), strict=True):  # §7: 1e-6 rel
             assert _rel(a, b) <= 1e-6, f"{where}: {field}/{leaf} rel err {_rel(a, b):.2e}"
     for field in ("means", "running_min"):
         a, b = getattr(mine.loss_buffer, field), getattr(ref.loss_buffer, field)
@@ -103,8 +124,10 @@ def golden(request):
 def test_theta_file_matches_npz(golden):
     name, z, theta_path, _ = golden
     theta = load_velo_theta(theta_path)
-    flat = {"/".join(str(getattr(k, "key", k)) for k in path): v
-            for path, v in jax.tree_util.tree_flatten_with_path(theta)[0]}
+    flat = {
+        "/".join(str(getattr(k, "key", k)) for k in path): v
+        for path, v in jax.tree_util.tree_flatten_with_path(theta)[0]
+    }
     assert len(flat) == 33  # 14 w0__i + b0 w1 b1 w2 b2, 2 LSTM init, 6 linears x (w, b)
     for key, value in flat.items():
         np.testing.assert_array_equal(value, z["theta/" + key], err_msg=key)
@@ -115,9 +138,9 @@ def test_init_state(golden):
     tx = velo(NUM_STEPS, theta=theta_path)
     state = tx.init(_tree(z, "init_state/params/"))
     ref = _golden_state(z, "init_state/")
-    for field in ("mom", "rms", "fac_row", "fac_col", "fac_diag"):
-        for leaf, a, b in zip(LEAVES, _leaves(getattr(state, field)),
-                              _leaves(getattr(ref, field)), strict=True):
+    assert len(state.mom) == 3
+    for (field, mt), (_, rt) in zip(_accumulators(state), _accumulators(ref), strict=True):
+        for leaf, a, b in zip(LEAVES, _leaves(mt), _leaves(rt), strict=True):
             assert a.shape == b.shape, f"{field}/{leaf}: {a.shape} vs {b.shape}"
             assert not np.any(a)
     np.testing.assert_array_equal(state.lstm_hidden, ref.lstm_hidden)  # tiled lstm_init_state
@@ -134,8 +157,9 @@ def test_step_from_golden_state(golden, step):
     name, z, _, apply = golden
     pre = f"step_{step:02d}/"
     state = _golden_state(z, "init_state/" if step == 0 else f"step_{step - 1:02d}/state/")
-    new_params, new_state, dbg = apply(state, _tree(z, pre + "params_in/"),
-                                       _tree(z, pre + "grads/"), z[pre + "loss"])
+    new_params, new_state, dbg = apply(
+        state, _tree(z, pre + "params_in/"), _tree(z, pre + "grads/"), jnp.asarray(z[pre + "loss"])
+    )
     where = f"{name} {pre}"
     for i, leaf in enumerate(LEAVES):
         dref = z[pre + "debug/step/" + leaf]
@@ -152,19 +176,29 @@ def test_step_from_golden_state(golden, step):
     assert float(dbg["fraction_trained"]) == float(z[pre + "debug/fraction_trained"])
 
 
-def test_chained_from_init_through_optax_api(golden):
-    """init -> 8 updates via velo().update, feeding our own params forward."""
-    name, z, theta_path, _ = golden
+def test_chained_from_init(golden):
+    """init -> 8 updates, feeding our own params forward.
+
+    The small set runs through the public optax API (``velo().update``); the
+    full set reuses the compiled `velo_apply` of the other tests (one compile).
+    """
+    name, z, theta_path, apply = golden
     tx = velo(NUM_STEPS, theta=theta_path)
-    # jax arrays throughout: numpy inputs would be a second jit cache entry.
-    params = jax.tree_util.tree_map(jnp.asarray, _tree(z, "init_state/params/"))
+    params = _tree(z, "init_state/params/")
     state = tx.init(params)
     update = jax.jit(tx.update)
     for step in range(8):
         pre = f"step_{step:02d}/"
-        updates, state = update(_tree(z, pre + "grads/"), state, params, value=z[pre + "loss"])
-        params = jax.tree_util.tree_map(lambda p, u: p + u, params, updates)
+        grads, loss = _tree(z, pre + "grads/"), jnp.asarray(z[pre + "loss"])
+        if name == "small":
+            updates, state = update(grads, state, params, value=loss)
+            params = jax.tree_util.tree_map(lambda p, u: p + u, params, updates)
+        else:
+            params, state, _ = apply(state, params, grads, loss)
         where = f"{name} chained {pre}"
         _check_params(params, z, pre, where)
         _check_state(state, _golden_state(z, pre + "state/"), where)
-    assert update._cache_size() == 1  # one compile for all 8 steps
+    if name == "small":
+        assert update._cache_size() == 1  # one compile for all 8 steps
+    else:
+        assert apply._cache_size() == 1  # the same executable as the golden-state steps

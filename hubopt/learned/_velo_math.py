@@ -110,22 +110,32 @@ def _clip_log_abs(x):
     return jnp.clip(jnp.log(1e-8 + jnp.abs(x * 10.0)), -5.0, 5.0) * 0.5
 
 
-def lstm_features(p, m, v, fraction, loss_feat) -> jax.Array:
-    """The 30 per-tensor LSTM inputs from the OLD p, m (3,)+S and v (S).
+def lstm_features(p, mom, v, fraction, loss_feat) -> jax.Array:
+    """The 30 per-tensor LSTM inputs from the OLD p, momenta (3 arrays) and v.
 
     QUIRK (3): the LSTM sees the momenta and second moment of the previous
     step; the current gradient does not enter (only the loss does, via φ).
     """
-    axes = tuple(range(1, m.ndim))  # the S axes of (3,)+S; empty for a scalar (QUIRK 10)
+    # For a scalar the means run over no axis at all (QUIRK 10).
     s = lax.rsqrt(jnp.maximum(1e-9, jnp.mean(jnp.square(p))))
-    ms = m * s
-    vs = v * s
-    mean_m = jnp.mean(ms, axis=axes, keepdims=True)  # (3,1,..)
-    var_m = jnp.mean(jnp.square(ms - mean_m), axis=axes)  # (3,)
-    mean_v = jnp.mean(vs)
+    # The reference scales m and v by s first; the scale is pulled out of the
+    # means here (mean(s·x) = s·mean(x)) so no scaled copy is materialised.
+    # Variances in one pass, shifted by the first element c to avoid cancellation:
+    # mean((x − μ)²) = E[(x − c)²] − (E[x − c])²; exact (0) for constant tensors.
+    def shifted_moments(x):
+        c = x.reshape(-1)[0]
+        return c, jnp.mean(x - c), jnp.mean(jnp.square(x - c))
+
+    mom_stats = [shifted_moments(m) for m in mom]
+    mu_m = jnp.stack([c + d for c, d, _ in mom_stats])
+    var_m = jnp.stack([jnp.maximum(q - d * d, 0.0) for _, d, q in mom_stats])
+    c_v, d_v, q_v = shifted_moments(v)
+    mean_v = c_v + d_v
     # QUIRK (1) var_rms bug: the second moment is centred on the MOMENTUM means,
     # giving 3 values instead of 1 (so the LSTM input is 30 wide, not 28).
-    var_v = jnp.mean(jnp.square(vs[None] - mean_m), axis=axes)
+    e = mu_m - c_v  # mean((v − μ_a)²) = E[(v − c)²] − 2·e·E[v − c] + e²
+    var_v = jnp.maximum(q_v - 2.0 * e * d_v + e * e, 0.0)
+    var_m, var_v, mean_v = var_m * (s * s), var_v * (s * s), mean_v * s
     # rank counts only dims of size > 1 (unlike the factored test, QUIRK 8).
     rank = int(sum(d > 1 for d in p.shape))
     one_hot = jnp.asarray(np.eye(6, dtype=np.float32)[min(rank, 5), :5])  # zeros for rank >= 5
@@ -133,13 +143,20 @@ def lstm_features(p, m, v, fraction, loss_feat) -> jax.Array:
     # Alphabetical by the reference's names: fraction_left, loss_features,
     # mean_rms, rank, var_m, var_rms.
     return jnp.concatenate(
-        [frac, loss_feat, _clip_log_abs(mean_v)[None], one_hot,
-         _clip_log_abs(var_m), _clip_log_abs(var_v)]
+        [
+            frac,
+            loss_feat,
+            _clip_log_abs(mean_v)[None],
+            one_hot,
+            _clip_log_abs(var_m),
+            _clip_log_abs(var_v),
+        ]
     )
 
 
 def lstm_step(rnn, X, hidden, cell):
     """Per-tensor LSTM over the batch of n tensors: (controls (n,K), lr_mult (n,), h, c)."""
+
     # QUIRK (2) dead layer: the reference also evaluates relu(X·W[linear] + b)
     # and overwrites the result; rnn_params/linear is never used here.
     def linear(name, x):
@@ -174,7 +191,7 @@ def _decay(values, ndim):
 class TensorAccum(NamedTuple):
     """Per-tensor accumulators, decay axis first."""
 
-    mom: jax.Array  # (3,)+S
+    mom: tuple  # 3 arrays of shape S, one per decay (0.9, 0.99, 0.999)
     rms: jax.Array  # S
     row: jax.Array  # (3,)+S without d0, or (3, 0)
     col: jax.Array  # (3,)+S without d1, or (3, 0)
@@ -192,38 +209,42 @@ def init_accum(shape) -> TensorAccum:
         row = jnp.zeros((3,) + tuple(s for i, s in enumerate(shape) if i != d0), F32)
         col = jnp.zeros((3,) + tuple(s for i, s in enumerate(shape) if i != d1), F32)
         diag = empty
-    return TensorAccum(jnp.zeros((3,) + shape, F32), jnp.zeros(shape, F32), row, col, diag)
+    mom = tuple(jnp.zeros(shape, F32) for _ in MOM_DECAYS)
+    return TensorAccum(mom, jnp.zeros(shape, F32), row, col, diag)
 
 
-def update_accum(acc: TensorAccum, g) -> tuple[TensorAccum, jax.Array, jax.Array]:
-    """New accumulators and the factored factors (ρ·κ broadcast, or D^-½ for rank <= 1).
-
-    Returns (acc, fac_rsqrt, fac_pow) where fac_rsqrt multiplies ĝ into the
-    factored-normalised gradient F (group 7) and fac_pow multiplies m into
-    group 13; both are (3,)+S (or broadcastable to it).
-    """
+def update_accum(acc: TensorAccum, g) -> TensorAccum:
+    """m ← β m + (1−β) ĝ, v ← .999 v + .001 ĝ², and the factored EMAs of q = ĝ² + 1e-30."""
     nd = g.ndim
-    bm = _decay(MOM_DECAYS, nd)
-    bf = _decay(FAC_DECAYS, nd - 1) if factored_dims(g.shape) else _decay(FAC_DECAYS, nd)
-    mom = bm * acc.mom + (1.0 - bm) * g[None]  # no bias correction (QUIRK 13)
+    dims = factored_dims(g.shape)
+    bf = _decay(FAC_DECAYS, nd if dims is None else nd - 1)
+    # No bias correction (QUIRK 13). Decays and 1 - decay are float32 constants.
+    mom = tuple(b * m + (np.float32(1.0) - b) * g for b, m in zip(MOM_DECAYS, acc.mom, strict=True))
     rms = RMS_DECAY * acc.rms + (np.float32(1.0) - RMS_DECAY) * (g * g)
     q = g * g + FAC_EPS
-    dims = factored_dims(g.shape)
     if dims is None:
         diag = bf * acc.diag + (1.0 - bf) * q[None]
-        f_rsqrt = lax.rsqrt(jnp.maximum(diag + 1e-9, 1e-9))
-        # QUIRK (9): group 13 uses D^(-1/2) as a float pow with no epsilon.
-        f_pow = jnp.power(diag, -0.5)
-        return TensorAccum(mom, rms, acc.row, acc.col, diag), f_rsqrt, f_pow
+        return TensorAccum(mom, rms, acc.row, acc.col, diag)
     d1, d0 = dims
     row = bf * acc.row + (1.0 - bf) * jnp.mean(q, axis=d0)[None]
     col = bf * acc.col + (1.0 - bf) * jnp.mean(q, axis=d1)[None]
+    return TensorAccum(mom, rms, row, col, acc.diag)
+
+
+def factored_factors(row, col, dims):
+    """ρ = rsqrt(max(R/(mean_{d1}(R) + 1e-9), 1e-9)) and κ = rsqrt(max(C, 1e-9)), (3,)+shape."""
+    d1, d0 = dims
     rd1 = d1 - 1 if d1 > d0 else d1  # position of axis d1 inside R
     row_mean = jnp.mean(row, axis=1 + rd1, keepdims=True)
     rho = lax.rsqrt(jnp.maximum(row / (row_mean + 1e-9), 1e-9))
     kappa = lax.rsqrt(jnp.maximum(col, 1e-9))
-    fac = jnp.expand_dims(rho, 1 + d0) * jnp.expand_dims(kappa, 1 + d1)
-    return TensorAccum(mom, rms, row, col, acc.diag), fac, fac
+    return rho, kappa
+
+
+def diag_factors(diag):
+    """For rank <= 1: F's factor rsqrt(max(D + 1e-9, 1e-9)) and group 13's D^(-1/2)."""
+    # QUIRK (9): group 13 uses D^(-1/2) as a float pow with no epsilon.
+    return lax.rsqrt(jnp.maximum(diag + 1e-9, 1e-9)), jnp.power(diag, -0.5)
 
 
 # --------------------------------------------------------------------------- per-parameter MLP
@@ -231,7 +252,7 @@ def update_accum(acc: TensorAccum, g) -> tuple[TensorAccum, jax.Array, jax.Array
 
 def mlp_groups(p, g, acc: TensorAccum, f_rsqrt, f_pow) -> list[jax.Array]:
     """The 14 un-normalised input groups, each (c_i,)+S (S already rank >= 1)."""
-    m, v = acc.mom, acc.rms
+    m, v = jnp.stack(acc.mom), acc.rms
     z = lax.rsqrt(v + 1e-6)
     dims = factored_dims(p.shape)
     if dims is None:
@@ -241,9 +262,20 @@ def mlp_groups(p, g, acc: TensorAccum, f_rsqrt, f_pow) -> list[jax.Array]:
         rowb = jnp.broadcast_to(jnp.expand_dims(acc.row, 1 + d0), m.shape)
         colb = jnp.broadcast_to(jnp.expand_dims(acc.col, 1 + d1), m.shape)
     return [
-        g[None], jnp.clip(g, -0.1, 0.1)[None], p[None], m, v[None], m * z[None], z[None],
-        g[None] * f_rsqrt, (g * z)[None], rowb, colb,
-        lax.rsqrt(rowb + 1e-8), lax.rsqrt(colb + 1e-8), m * f_pow,
+        g[None],
+        jnp.clip(g, -0.1, 0.1)[None],
+        p[None],
+        m,
+        v[None],
+        m * z[None],
+        z[None],
+        g[None] * f_rsqrt,
+        (g * z)[None],
+        rowb,
+        colb,
+        lax.rsqrt(rowb + 1e-8),
+        lax.rsqrt(colb + 1e-8),
+        m * f_pow,
     ]
 
 
@@ -265,6 +297,113 @@ def mlp_step(w: dict, lr_mult, p, groups) -> tuple[jax.Array, dict]:
     a2 = jax.nn.relu(jnp.tensordot(w["w1"], a1, axes=((0,), (0,))) + w["b1"].reshape(bshape))
     o = jnp.tensordot(w["w2"][:, :2], a2, axes=((0,), (0,))) + w["b2"][:2].reshape(bshape)
     direction, exp_arg = o[0], o[1] * EXP_MULT  # output channel 2 is unused (QUIRK 14)
+    # QUIRK (11): the step is proportional to the tensor's RMS (+1e-9, not max).
+    scale = jnp.sqrt(jnp.mean(jnp.square(p)) + 1e-9)
+    # QUIRK (15): the magnitude acts only through exp(0.001·μ).
+    step = lr_mult * ((direction * (scale * jnp.exp(exp_arg))) * STEP_MULT)
+    return step, {"exp_arg": exp_arg}
+
+
+def mlp_step_factored(w: dict, lr_mult, p, g, acc: TensorAccum, dims) -> tuple[jax.Array, dict]:
+    """`mlp_step` for a factored tensor (rank >= 2), without materialising the 30 inputs.
+
+    The same math, reorganised for speed (VELO_SPEC §4.7-4.8):
+    * the per-channel normalisation scale s_c is folded into the first-layer
+      weights, x̃_c·w_c = x_c·(s_c·w_c);
+    * groups 9-12 depend only on R (or C): their normalisers are means over R
+      (each entry of R appears equally often in the broadcast), and their
+      first-layer contribution is computed on R's shape and broadcast;
+    * everything per element (18 channels, the 30→4→4→3 MLP, the step) is
+      plain element-wise code that XLA fuses into one loop.
+    """
+    d1, d0 = dims
+    n = p.size
+    rho, kappa = factored_factors(acc.row, acc.col, dims)
+    m = list(acc.mom)
+    v = acc.rms
+
+    # Normalisers s_c = rsqrt(1e-5 + mean(x_c²)) of the 18 per-element channels.
+    # The sums are written so that they share no sub-expression with the MLP
+    # pass below (e.g. z² as 1/(v + 1e-6), clip(g)² as min(g², 0.01)); XLA
+    # would otherwise materialise the shared values as full-size arrays.
+    g2 = g * g
+    inv_v = 1.0 / (v + 1e-6)  # z²
+    # Σ_S x²·ρ_a²·κ_a² for F (x = g) and group 13 (x = m_a) as contractions.
+    letters = "bcdefghijklmnopqrstuvwxyz"[: p.ndim]
+    s_r = letters.replace(letters[d0], "")
+    s_c = letters.replace(letters[d1], "")
+    rho2, kappa2 = jnp.square(rho), jnp.square(kappa)
+    fac_sum = lambda x2, a: jnp.einsum(f"{letters},{s_r},{s_c}->", x2, rho2[a], kappa2[a])  # noqa: E731
+    sums = {
+        (0, 0): jnp.sum(g2),
+        (1, 0): jnp.sum(jnp.minimum(g2, 0.01)),
+        (2, 0): jnp.sum(jnp.square(p)),
+        (4, 0): jnp.sum(jnp.square(v)),
+        (6, 0): jnp.sum(inv_v),
+        (8, 0): jnp.sum(g2 * inv_v),
+    }
+    for a in range(3):
+        m2 = jnp.square(m[a])
+        sums[(3, a)] = jnp.sum(m2)
+        sums[(5, a)] = jnp.sum(m2 * inv_v)
+        sums[(7, a)] = fac_sum(g2, a)  # F = ĝ·ρ·κ
+        sums[(13, a)] = fac_sum(m2, a)
+    # Folded first-layer weights: w'_c = s_c · w0__i[c]  (4 values each).
+    wf = {
+        (i, c): lax.rsqrt(1e-5 + total * (1.0 / n)) * w[f"w0__{i}"][c]
+        for (i, c), total in sums.items()
+    }
+
+    def broadcast_term(stat, gi, gj, axis):
+        """Σ_a stat_a·w'_{gi,a} + rsqrt(stat_a + 1e-8)·w'_{gj,a}, on stat's shape, 4 outputs."""
+        r = lax.rsqrt(stat + 1e-8)
+        red = tuple(range(1, stat.ndim))
+        s_x = lax.rsqrt(1e-5 + jnp.mean(jnp.square(stat), axis=red))  # (3,)
+        s_r = lax.rsqrt(1e-5 + jnp.mean(jnp.square(r), axis=red))
+        wx = w[f"w0__{gi}"] * s_x[:, None]  # (3, 4)
+        wr = w[f"w0__{gj}"] * s_r[:, None]
+        out = jnp.tensordot(wx, stat, axes=((0,), (0,))) + jnp.tensordot(wr, r, axes=((0,), (0,)))
+        return jnp.expand_dims(out, 1 + axis)  # (4,)+S with a 1 at the broadcast axis
+
+    # Groups 9/11 are R (and its rsqrt) broadcast along d0; 10/12 are C along d1.
+    t_row = broadcast_term(acc.row, 9, 11, d0)
+    t_col = broadcast_term(acc.col, 10, 12, d1)
+
+    # The per-element pass: channel values, the 30→4→4→3 MLP and the step.
+    z = lax.rsqrt(v + 1e-6)
+    fac = [jnp.expand_dims(rho[a], d0) * jnp.expand_dims(kappa[a], d1) for a in range(3)]
+    chans = {
+        (0, 0): g,
+        (1, 0): jnp.clip(g, -0.1, 0.1),
+        (2, 0): p,
+        (4, 0): v,
+        (6, 0): z,
+        (8, 0): g * z,
+    }
+    for a in range(3):
+        chans[(3, a)] = m[a]
+        chans[(5, a)] = m[a] * z
+        chans[(7, a)] = g * fac[a]  # F, the factored-normalised gradient
+        chans[(13, a)] = m[a] * fac[a]
+    a1 = []
+    for j in range(4):
+        h = (w["b0"][j] + t_row[j]) + t_col[j]
+        for key in sorted(chans):  # groups in order, as the reference adds them
+            h = h + chans[key] * wf[key][j]
+        a1.append(jax.nn.relu(h))
+    a2 = []
+    for k in range(4):
+        h = w["b1"][k] + a1[0] * w["w1"][0, k]
+        for j in range(1, 4):
+            h = h + a1[j] * w["w1"][j, k]
+        a2.append(jax.nn.relu(h))
+    out = []
+    for o in range(2):  # output channel 2 is unused (QUIRK 14)
+        h = w["b2"][o] + a2[0] * w["w2"][0, o]
+        for k in range(1, 4):
+            h = h + a2[k] * w["w2"][k, o]
+        out.append(h)
+    direction, exp_arg = out[0], out[1] * EXP_MULT
     # QUIRK (11): the step is proportional to the tensor's RMS (+1e-9, not max).
     scale = jnp.sqrt(jnp.mean(jnp.square(p)) + 1e-9)
     # QUIRK (15): the magnitude acts only through exp(0.001·μ).

@@ -51,7 +51,8 @@ class VeloState(NamedTuple):
     """State of `velo`. Per-tensor trees have the params' structure.
 
     Layout differs from the reference by putting the decay axis first:
-    ``mom`` is (3,)+S (reference S+(3,)), ``rms`` is S (reference S+(1,)),
+    ``mom`` is a tuple of 3 params-like trees, one per decay (0.9, 0.99, 0.999)
+    (reference: S+(3,) per tensor), ``rms`` is S (reference S+(1,)),
     ``fac_row``/``fac_col`` are (3,)+S minus axis d0/d1 for tensors of rank >= 2
     and (3, 0) otherwise, ``fac_diag`` is (3,)+S for rank <= 1 and (3, 0)
     otherwise. ``accum_*`` are used only with gradient accumulation
@@ -92,9 +93,14 @@ def init_velo_theta(key, lstm_hidden_size: int = 512, param_inits: int = 256) ->
     ff_shapes = {f"w0__{i}": ((K, c, 4), N_LSTM_FEATURES) for i, c in enumerate(GROUP_WIDTHS)}
     ff_shapes["w1"] = ((K, 4, 4), 4)
     ff_shapes["w2"] = ((K, 4, 3), 4)
-    rnn_shapes = {"linear": (N_LSTM_FEATURES, H), "linear_1": (N_LSTM_FEATURES, H),
-                  "linear_2": (N_LSTM_FEATURES, H), "rnn/linear": (2 * H, 4 * H),
-                  "rnn_to_controls": (H, K), "step_size": (H, 1)}
+    rnn_shapes = {
+        "linear": (N_LSTM_FEATURES, H),
+        "linear_1": (N_LSTM_FEATURES, H),
+        "linear_2": (N_LSTM_FEATURES, H),
+        "rnn/linear": (2 * H, 4 * H),
+        "rnn_to_controls": (H, K),
+        "step_size": (H, 1),
+    }
     weights = [(shape, fan_in) for shape, fan_in in ff_shapes.values()]
     weights += [(shape, shape[0]) for shape in rnn_shapes.values()]
     total = sum(math.prod(shape) for shape, _ in weights)
@@ -102,7 +108,7 @@ def init_velo_theta(key, lstm_hidden_size: int = 512, param_inits: int = 256) ->
     parts, start = [], 0
     for shape, fan_in in weights:
         n = math.prod(shape)
-        parts.append((draw[start:start + n] / np.float32(math.sqrt(fan_in))).reshape(shape))
+        parts.append((draw[start : start + n] / np.float32(math.sqrt(fan_in))).reshape(shape))
         start += n
     parts = iter(parts)
     zeros = lambda *shape: np.zeros(shape, np.float32)  # noqa: E731
@@ -149,7 +155,10 @@ def init_inner(params, num_steps: int, theta) -> tuple:
     n = len(leaves)
     hidden = jnp.tile(jnp.asarray(theta["lstm_init_state"]["hidden"]), (n, 1))
     cell = jnp.tile(jnp.asarray(theta["lstm_init_state"]["cell"]), (n, 1))
-    trees = [treedef.unflatten([getattr(a, f) for a in accs]) for f in vm.TensorAccum._fields]
+    mom = tuple(treedef.unflatten([a.mom[i] for a in accs]) for i in range(len(vm.MOM_DECAYS)))
+    trees = [mom] + [
+        treedef.unflatten([getattr(a, f) for a in accs]) for f in vm.TensorAccum._fields[1:]
+    ]
     return trees, hidden, cell, vm.loss_buffer_init(num_steps)
 
 
@@ -160,13 +169,16 @@ def velo_apply(theta, state: VeloState, params, grads, loss):
     """
     p_leaves, treedef = jax.tree_util.tree_flatten(params)
     g_leaves = treedef.flatten_up_to(grads)
-    fields = [treedef.flatten_up_to(getattr(state, f))
-              for f in ("mom", "rms", "fac_row", "fac_col", "fac_diag")]
-    accs = [vm.TensorAccum(*a) for a in zip(*fields, strict=True)]
+    moms = list(zip(*[treedef.flatten_up_to(m) for m in state.mom], strict=True))
+    fields = [
+        treedef.flatten_up_to(getattr(state, f)) for f in ("rms", "fac_row", "fac_col", "fac_diag")
+    ]
+    accs = [vm.TensorAccum(m, *a) for m, *a in zip(moms, *fields, strict=True)]
     p_leaves = [jnp.asarray(p) for p in p_leaves]
     p32 = [p.astype(jnp.float32) for p in p_leaves]
-    g32 = [jnp.clip(jnp.asarray(g).astype(jnp.float32), -vm.GRAD_CLIP, vm.GRAD_CLIP)
-           for g in g_leaves]
+    g32 = [
+        jnp.clip(jnp.asarray(g).astype(jnp.float32), -vm.GRAD_CLIP, vm.GRAD_CLIP) for g in g_leaves
+    ]
     loss = jnp.asarray(loss, jnp.float32)
 
     buf = vm.loss_buffer_update(state.loss_buffer, loss)
@@ -174,36 +186,53 @@ def velo_apply(theta, state: VeloState, params, grads, loss):
     # A true division by the traced horizon, as the reference (a division by a
     # compile-time constant may become a multiplication and differ in the last ulp).
     fraction = state.iteration.astype(jnp.float32) / state.num_steps.astype(jnp.float32)
-    X = jnp.stack([vm.lstm_features(p, a.mom, a.rms, fraction, phi)
-                   for p, a in zip(p32, accs, strict=True)])
+    X = jnp.stack(
+        [vm.lstm_features(p, a.mom, a.rms, fraction, phi) for p, a in zip(p32, accs, strict=True)]
+    )
     controls, lr_mult, hidden, cell = vm.lstm_step(
-        theta["rnn_params"], X, state.lstm_hidden, state.lstm_cell)
+        theta["rnn_params"], X, state.lstm_hidden, state.lstm_cell
+    )
 
     ff = theta["ff_mod_stack"]["~"]
     new_p, new_accs, steps, exp_args = [], [], [], []
     for t, (p, g, a) in enumerate(zip(p32, g32, accs, strict=True)):
-        a, f_rsqrt, f_pow = vm.update_accum(a, g)
+        a = vm.update_accum(a, g)
         new_accs.append(a)
         w = vm.mix_mlp_weights(ff, controls[t])
-        if p.ndim == 0:  # QUIRK (10): the MLP treats a scalar as shape (1,)
-            r = lambda x: x.reshape(x.shape + (1,))  # noqa: E731
-            pm, gm = p.reshape(1), g.reshape(1)
-            am = vm.TensorAccum(r(a.mom), a.rms.reshape(1), a.row, a.col, r(a.diag))
-            groups = vm.mlp_groups(pm, gm, am, r(f_rsqrt), r(f_pow))
-        else:
+        dims = vm.factored_dims(p.shape)
+        if dims is not None:
             pm = p
-            groups = vm.mlp_groups(p, g, a, f_rsqrt, f_pow)
-        step, aux = vm.mlp_step(w, lr_mult[t], pm, groups)
+            step, aux = vm.mlp_step_factored(w, lr_mult[t], p, g, a, dims)
+        else:
+            if p.ndim == 0:  # QUIRK (10): the MLP treats a scalar as shape (1,)
+                r = lambda x: x.reshape(x.shape + (1,))  # noqa: E731
+                pm, g, a = (
+                    p.reshape(1),
+                    g.reshape(1),
+                    vm.TensorAccum(
+                        tuple(m.reshape(1) for m in a.mom),
+                        a.rms.reshape(1),
+                        a.row,
+                        a.col,
+                        r(a.diag),
+                    ),
+                )
+            else:
+                pm = p
+            f_rsqrt, f_pow = vm.diag_factors(a.diag)
+            groups = vm.mlp_groups(pm, g, a, f_rsqrt, f_pow)
+            step, aux = vm.mlp_step(w, lr_mult[t], pm, groups)
         steps.append(step)
         exp_args.append(aux["exp_arg"])
         new_p.append((pm - step).reshape(p.shape))
 
     new_params = treedef.unflatten(
-        [q.astype(p.dtype) for q, p in zip(new_p, p_leaves, strict=True)])
+        [q.astype(p.dtype) for q, p in zip(new_p, p_leaves, strict=True)]
+    )
     unflat = lambda xs: treedef.unflatten(list(xs))  # noqa: E731
     new_state = state._replace(
         iteration=state.iteration + 1,
-        mom=unflat(a.mom for a in new_accs),
+        mom=tuple(unflat(a.mom[i] for a in new_accs) for i in range(3)),
         rms=unflat(a.rms for a in new_accs),
         fac_row=unflat(a.row for a in new_accs),
         fac_col=unflat(a.col for a in new_accs),
@@ -212,8 +241,15 @@ def velo_apply(theta, state: VeloState, params, grads, loss):
         lstm_cell=cell,
         loss_buffer=buf,
     )
-    debug = {"loss_features": phi, "fraction_trained": fraction, "lstm_input": X,
-             "controls": controls, "lr_mult": lr_mult, "step": steps, "exp_arg": exp_args}
+    debug = {
+        "loss_features": phi,
+        "fraction_trained": fraction,
+        "lstm_input": X,
+        "controls": controls,
+        "lr_mult": lr_mult,
+        "step": steps,
+        "exp_arg": exp_args,
+    }
     return new_params, new_state, debug
 
 
@@ -234,9 +270,11 @@ def velo(
     """
     if isinstance(num_steps, bool) or not isinstance(num_steps, int | np.integer) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
-    if isinstance(max_training_steps, bool) or not isinstance(
-        max_training_steps, int | np.integer
-    ) or max_training_steps < 1:
+    if (
+        isinstance(max_training_steps, bool)
+        or not isinstance(max_training_steps, int | np.integer)
+        or max_training_steps < 1
+    ):
         raise ValueError(f"max_training_steps must be a positive int, got {max_training_steps!r}")
     weight_decay = float(weight_decay)
     if not weight_decay >= 0.0:
@@ -249,44 +287,63 @@ def velo(
 
     def init_fn(params):
         trees, hidden, cell, buf = init_inner(params, inner_steps, theta_j)
-        accum = (jax.tree_util.tree_map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params)
-                 if n_accum > 1 else ())
-        return VeloState(jnp.zeros((), jnp.int32), jnp.asarray(inner_steps, jnp.int32),
-                         *trees, hidden, cell, buf,
-                         accum, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32))
+        accum = (
+            jax.tree_util.tree_map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params)
+            if n_accum > 1
+            else ()
+        )
+        return VeloState(
+            jnp.zeros((), jnp.int32),
+            jnp.asarray(inner_steps, jnp.int32),
+            *trees,
+            hidden,
+            cell,
+            buf,
+            accum,
+            jnp.zeros((), jnp.float32),
+            jnp.zeros((), jnp.int32),
+        )
 
     def update_fn(updates, state, params=None, *, value=None, **extra):
         del extra  # other extra args (value_fn, ...) are accepted and ignored
         if params is None:
-            raise TypeError("velo.update needs the current params: update(grads, state, params, "
-                            "value=loss)")
+            raise TypeError(
+                "velo.update needs the current params: update(grads, state, params, value=loss)"
+            )
         if value is None:
-            raise TypeError("velo.update needs the loss: pass value=loss, as in "
-                            "update(grads, state, params, value=loss)")
+            raise TypeError(
+                "velo.update needs the loss: pass value=loss, as in "
+                "update(grads, state, params, value=loss)"
+            )
         loss = jnp.asarray(value, jnp.float32)
         if loss.shape != ():
             raise ValueError(f"value must be a scalar loss, got shape {loss.shape}")
         if weight_decay > 0.0:
             # learned_optimization's WeightDecayWrapper: the decay goes through VeLO.
-            l2 = [jnp.sum(jnp.square(jnp.asarray(p, jnp.float32))) * weight_decay
-                  for p in jax.tree_util.tree_leaves(params)]
+            l2 = [
+                jnp.sum(jnp.square(jnp.asarray(p, jnp.float32))) * weight_decay
+                for p in jax.tree_util.tree_leaves(params)
+            ]
             loss = loss + sum(l2)
             updates = jax.tree_util.tree_map(
                 lambda g, p: jnp.asarray(g) + weight_decay * jnp.asarray(p).astype(g.dtype),
-                updates, params)
+                updates,
+                params,
+            )
 
         def apply(state, grads, loss):
             new_params, new_state, _ = velo_apply(theta_j, state, params, grads, loss)
             deltas = jax.tree_util.tree_map(
-                lambda n, p: (n - jnp.asarray(p)).astype(jnp.asarray(p).dtype),
-                new_params, params)
+                lambda n, p: (n - jnp.asarray(p)).astype(jnp.asarray(p).dtype), new_params, params
+            )
             return deltas, new_state
 
         if n_accum == 1:
             return apply(state, updates, loss)
 
-        acc_g = jax.tree_util.tree_map(lambda a, g: a + jnp.asarray(g, jnp.float32),
-                                       state.accum_grads, updates)
+        acc_g = jax.tree_util.tree_map(
+            lambda a, g: a + jnp.asarray(g, jnp.float32), state.accum_grads, updates
+        )
         acc_l = state.accum_loss + loss
         count = state.accum_count + 1
 
@@ -295,11 +352,14 @@ def velo(
             deltas, s = apply(state, mean_g, acc_l / n_accum)
             return deltas, s._replace(
                 accum_grads=jax.tree_util.tree_map(jnp.zeros_like, acc_g),
-                accum_loss=jnp.zeros((), jnp.float32), accum_count=jnp.zeros((), jnp.int32))
+                accum_loss=jnp.zeros((), jnp.float32),
+                accum_count=jnp.zeros((), jnp.int32),
+            )
 
         def skip(_):
             zeros = jax.tree_util.tree_map(
-                lambda p: jnp.zeros(jnp.shape(p), jnp.asarray(p).dtype), params)
+                lambda p: jnp.zeros(jnp.shape(p), jnp.asarray(p).dtype), params
+            )
             return zeros, state._replace(accum_grads=acc_g, accum_loss=acc_l, accum_count=count)
 
         return jax.lax.cond(count >= n_accum, do_update, skip, None)

@@ -57,9 +57,14 @@ def expected_shapes(H: int, K: int) -> dict[str, tuple[int, ...]]:
     shapes[f"{ff}b2"] = (K, MLP_OUT)
     shapes["lstm_init_state/hidden"] = (1, H)
     shapes["lstm_init_state/cell"] = (1, H)
-    fan = {"linear": (N_LSTM_FEATURES, H), "linear_1": (N_LSTM_FEATURES, H),
-           "linear_2": (N_LSTM_FEATURES, H), "rnn/linear": (2 * H, 4 * H),
-           "rnn_to_controls": (H, K), "step_size": (H, 1)}
+    fan = {
+        "linear": (N_LSTM_FEATURES, H),
+        "linear_1": (N_LSTM_FEATURES, H),
+        "linear_2": (N_LSTM_FEATURES, H),
+        "rnn/linear": (2 * H, 4 * H),
+        "rnn_to_controls": (H, K),
+        "step_size": (H, 1),
+    }
     for name, (fan_in, fan_out) in fan.items():
         shapes[f"rnn_params/{name}/w"] = (fan_in, fan_out)
         shapes[f"rnn_params/{name}/b"] = (fan_out,)
@@ -123,9 +128,7 @@ def validate_velo_theta(theta: Mapping, *, source: str = "theta") -> tuple[dict,
         x = flat[path]
         got = _shape_of(x)
         if got != shape:
-            raise ValueError(
-                f"{source}: {path} has shape {got}, expected {shape} (H={H}, K={K})"
-            )
+            raise ValueError(f"{source}: {path} has shape {got}, expected {shape} (H={H}, K={K})")
         arr = np.asarray(x)
         if arr.dtype.kind != "f":
             raise ValueError(f"{source}: {path} has dtype {arr.dtype}, expected float32")

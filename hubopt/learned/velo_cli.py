@@ -23,14 +23,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "Offline: download the file elsewhere and pass --url file:///path/to/params."
         ),
     )
-    dl.add_argument("--cache-dir", default=None,
-                    help="cache folder (default: $HUBOPT_CACHE or ~/.cache/hubopt)")
-    dl.add_argument("--url", default=None,
-                    help=f"where to download from (default: {velo_fetch.VELO_URL})")
-    dl.add_argument("--timeout", type=float, default=velo_fetch.DEFAULT_TIMEOUT_S,
-                    help="seconds to wait on the network before giving up (default: %(default)s)")
-    dl.add_argument("--force", action="store_true",
-                    help="download again even if a verified copy is cached")
+    dl.add_argument(
+        "--cache-dir", default=None, help="cache folder (default: $HUBOPT_CACHE or ~/.cache/hubopt)"
+    )
+    dl.add_argument(
+        "--url", default=None, help=f"where to download from (default: {velo_fetch.VELO_URL})"
+    )
+    dl.add_argument(
+        "--timeout",
+        type=float,
+        default=velo_fetch.DEFAULT_TIMEOUT_S,
+        help="seconds to wait on the network before giving up (default: %(default)s)",
+    )
+    dl.add_argument(
+        "--force", action="store_true", help="download again even if a verified copy is cached"
+    )
     dl.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -40,7 +47,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         path = velo_fetch.fetch_velo(
-            args.cache_dir, args.url, timeout=args.timeout, force=args.force,
+            args.cache_dir,
+            args.url,
+            timeout=args.timeout,
+            force=args.force,
             progress=not args.no_progress,
         )
     except (velo_fetch.VeloDownloadError, ValueError) as e:

@@ -96,9 +96,7 @@ def _check_url(url: str) -> None:
         return
     if parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"):
         return  # local test servers only
-    raise ValueError(
-        f"url must be https:// (or http:// to localhost, or file://), got {url!r}"
-    )
+    raise ValueError(f"url must be https:// (or http:// to localhost, or file://), got {url!r}")
 
 
 def _offline_help(url: str, dest: Path, why: str) -> str:
@@ -143,10 +141,17 @@ def _download_to(url: str, tmp: Path, expected_size: int, timeout: float, progre
                 f"{url} announces {int(length):,} bytes, expected {expected_size:,}: "
                 "not the VeLO checkpoint"
             )
-        with open(tmp, "wb") as f, tqdm(
-            total=expected_size, unit="B", unit_scale=True, desc="VeLO params",
-            disable=not progress, leave=False,
-        ) as bar:
+        with (
+            open(tmp, "wb") as f,
+            tqdm(
+                total=expected_size,
+                unit="B",
+                unit_scale=True,
+                desc="VeLO params",
+                disable=not progress,
+                leave=False,
+            ) as bar,
+        ):
             while True:
                 block = resp.read(_CHUNK)
                 if not block:
@@ -201,18 +206,17 @@ def fetch_velo(
         try:
             digest = _download_to(url, tmp, int(expected_size), float(timeout), progress)
         except urllib.error.HTTPError as e:
-            raise VeloDownloadError(
-                _offline_help(url, dest, f"HTTP {e.code} {e.reason}")) from None
+            raise VeloDownloadError(_offline_help(url, dest, f"HTTP {e.code} {e.reason}")) from None
         except TimeoutError:
             raise VeloDownloadError(
-                _offline_help(url, dest, f"timed out (no data for {timeout} s)")) from None
+                _offline_help(url, dest, f"timed out (no data for {timeout} s)")
+            ) from None
         except urllib.error.URLError as e:
             raise VeloDownloadError(_offline_help(url, dest, str(e.reason))) from None
         except VeloDownloadError as e:
             raise VeloDownloadError(_offline_help(url, dest, str(e))) from None
         except (OSError, ValueError) as e:  # connection reset, IncompleteRead, ...
-            raise VeloDownloadError(
-                _offline_help(url, dest, f"{type(e).__name__}: {e}")) from None
+            raise VeloDownloadError(_offline_help(url, dest, f"{type(e).__name__}: {e}")) from None
         from hubopt.learned.velo_checkpoint import load_velo_theta
 
         try:
