@@ -58,8 +58,9 @@ def state_bytes(state) -> int:
 
 def git_hash() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -75,7 +76,8 @@ def main(argv=None) -> dict:
     params = mlp_params(key)
     n_params = sum(int(np.size(p)) for p in jax.tree_util.tree_leaves(params))
     grads = jax.tree_util.tree_map(
-        lambda p: 0.01 * jax.random.normal(jax.random.PRNGKey(1), p.shape, jnp.float32), params)
+        lambda p: 0.01 * jax.random.normal(jax.random.PRNGKey(1), p.shape, jnp.float32), params
+    )
     loss = jnp.float32(2.3)
     theta = init_velo_theta(jax.random.PRNGKey(2), 512, 256)
     contenders = {"velo": velo(1000, theta=theta), "adam": optax.adam(1e-3)}
@@ -91,8 +93,14 @@ def main(argv=None) -> dict:
         for _ in range(args.warmup):
             p, s = step(p, s, grads, loss)
         jax.block_until_ready((p, s))
-        run[name] = {"step": step, "p": p, "s": s, "times": [], "compile_s": compile_s,
-                     "state_bytes": state_bytes(state)}
+        run[name] = {
+            "step": step,
+            "p": p,
+            "s": s,
+            "times": [],
+            "compile_s": compile_s,
+            "state_bytes": state_bytes(state),
+        }
 
     for _ in range(args.steps):  # interleaved: one step of each per round
         for name in contenders:
@@ -126,9 +134,11 @@ def main(argv=None) -> dict:
 
     print(f"MLP {LAYERS}: {n_params:,} parameters, {args.steps} interleaved steps each")
     for name in run:
-        r = {k[len(name) + 1:]: v for k, v in record.items() if k.startswith(name + "_")}
-        print(f"  {name:5s} median {r['median_ms']:8.2f} ms   min {r['min_ms']:8.2f} ms   "
-              f"compile {r['compile_s']:.1f} s   state {r['state_bytes_per_param']:.2f} B/param")
+        r = {k[len(name) + 1 :]: v for k, v in record.items() if k.startswith(name + "_")}
+        print(
+            f"  {name:5s} median {r['median_ms']:8.2f} ms   min {r['min_ms']:8.2f} ms   "
+            f"compile {r['compile_s']:.1f} s   state {r['state_bytes_per_param']:.2f} B/param"
+        )
     print(f"  ratio velo/adam (median): {record['ratio_median']:.1f}x")
     if args.out:
         tmp = args.out + ".tmp"

@@ -66,8 +66,12 @@ def test_keys_sorted_at_every_level_and_ext1_little_endian(tmp_path):
         order.append([k for k, _ in pairs])
         return dict(pairs)
 
-    msgpack.unpackb(raw, object_pairs_hook=hook, ext_hook=lambda c, d: exts.append(
-        (c, msgpack.unpackb(d))) or c, raw=False)
+    msgpack.unpackb(
+        raw,
+        object_pairs_hook=hook,
+        ext_hook=lambda c, d: exts.append((c, msgpack.unpackb(d))) or c,
+        raw=False,
+    )
     assert ["x", "y"] in order and ["alpha", "zeta"] in order
     assert ["gen_id", "params", "step"] in order
     assert {c for c, _ in exts} == {1}
@@ -82,9 +86,14 @@ def test_accepts_ext3_int_and_array_steps_and_old_namedtuples(tmp_path):
         "gen_id": "x",
         "params": {
             "s": _ext(np.float32(2.0), code=3),
-            "state": {"name": "LSTMState", "fields": {"0": "hidden", "1": "cell"},
-                      "values": {"0": _ext(np.ones((1, 2), np.float32)),
-                                 "1": _ext(np.zeros((1, 2), np.float32))}},
+            "state": {
+                "name": "LSTMState",
+                "fields": {"0": "hidden", "1": "cell"},
+                "values": {
+                    "0": _ext(np.ones((1, 2), np.float32)),
+                    "1": _ext(np.zeros((1, 2), np.float32)),
+                },
+            },
         },
         "step": _ext(np.int32(5620)),
     }
@@ -120,10 +129,11 @@ def test_chunked_arrays_round_trip(tmp_path, monkeypatch):
         (_raw({"params": {}, "extra": 1}), "unexpected top-level keys"),
         (_raw({"params": {"a": msgpack.ExtType(9, b"xx")}}), "unknown msgpack ext type 9"),
         (_raw({"params": {"a": msgpack.ExtType(1, b"\xc1\xc1")}}), "corrupt array payload"),
-        (_raw({"params": {"a": msgpack.ExtType(1, _raw([[4], "float32", b"abc"]))}}),
-         "needs 16 bytes"),
-        (_raw({"params": {"a": msgpack.ExtType(1, _raw([[1], "object", b"12345678"]))}}),
-         "object"),
+        (
+            _raw({"params": {"a": msgpack.ExtType(1, _raw([[4], "float32", b"abc"]))}}),
+            "needs 16 bytes",
+        ),
+        (_raw({"params": {"a": msgpack.ExtType(1, _raw([[1], "object", b"12345678"]))}}), "object"),
         (_raw({"params": {}, "step": "five"}), "'step'"),
         (_raw({"params": {}}) + b"\x00", "trailing bytes"),
     ],
@@ -181,8 +191,9 @@ def test_load_reference_params_and_rewrite_byte_identical(tmp_path, name, H, K):
     assert all(v.dtype == np.float32 for v in _leaves(theta))
     ckpt = read_checkpoint(src)
     # The official writer's bytes: sorted keys, ext-1 arrays, a 0-d int32 step.
-    out = save_velo_theta(tmp_path / "params", theta, gen_id=ckpt["gen_id"],
-                          step=np.int32(ckpt["step"]))
+    out = save_velo_theta(
+        tmp_path / "params", theta, gen_id=ckpt["gen_id"], step=np.int32(ckpt["step"])
+    )
     assert out.read_bytes() == src.read_bytes()
     assert len(src.read_bytes()) == {"small": 52_636, "full": 9_282_566}[name]
 
@@ -199,8 +210,7 @@ def test_velo_theta_round_trip_and_shape_inference(tmp_path):
     save_velo_theta(tmp_path / "p", theta, gen_id="mine", step=3)
     back = load_velo_theta(tmp_path / "p")
     assert read_checkpoint(tmp_path / "p")["gen_id"] == "mine"
-    for a, b in zip(jax.tree_util.tree_leaves(theta), jax.tree_util.tree_leaves(back),
-                    strict=True):
+    for a, b in zip(jax.tree_util.tree_leaves(theta), jax.tree_util.tree_leaves(back), strict=True):
         np.testing.assert_array_equal(a, b)
     assert validate_velo_theta(back)[1:] == (16, 4)
     assert len(expected_shapes(512, 256)) == 33
@@ -246,19 +256,24 @@ def test_config_gin(tmp_path):
     folder = tmp_path / "ckpt"
     save_velo_theta(folder / "params", theta)
     gin = folder / "config.gin"
-    gin.write_text("# c\nHyperV2.lstm_hidden_size = 8\nHyperV2.param_inits = \\\n  2\n"
-                   "HyperV2.use_bugged_loss_features = False\nrun_train.lopt = @HyperV2()\n")
+    gin.write_text(
+        "# c\nHyperV2.lstm_hidden_size = 8\nHyperV2.param_inits = \\\n  2\n"
+        "HyperV2.use_bugged_loss_features = False\nrun_train.lopt = @HyperV2()\n"
+    )
     assert read_velo_config(gin) == {"lstm_hidden_size": 8, "param_inits": 2}
     load_velo_theta(folder / "params")
     gin.write_text("HyperV2.lstm_hidden_size = 16\nHyperV2.param_inits = 2\n")
     with pytest.raises(CheckpointError, match="lstm_hidden_size=16"):
         load_velo_theta(folder / "params")
-    gin.write_text("HyperV2.lstm_hidden_size = 8\nHyperV2.param_inits = 2\n"
-                   "HyperV2.exp_mult = 0.01\n")
+    gin.write_text(
+        "HyperV2.lstm_hidden_size = 8\nHyperV2.param_inits = 2\nHyperV2.exp_mult = 0.01\n"
+    )
     with pytest.raises(ValueError, match="unsupported binding HyperV2.exp_mult"):
         read_velo_config(gin)
-    gin.write_text("HyperV2.lstm_hidden_size = 8\nHyperV2.param_inits = 2\n"
-                   "HyperV2.use_bugged_loss_features = True\n")
+    gin.write_text(
+        "HyperV2.lstm_hidden_size = 8\nHyperV2.param_inits = 2\n"
+        "HyperV2.use_bugged_loss_features = True\n"
+    )
     with pytest.raises(ValueError, match="use_bugged_loss_features must be False"):
         read_velo_config(gin)
 
@@ -266,4 +281,6 @@ def test_config_gin(tmp_path):
 @needs_shared
 def test_reference_config_gin():
     assert read_velo_config(SHARED / "full" / "config.gin") == {
-        "lstm_hidden_size": 512, "param_inits": 256}
+        "lstm_hidden_size": 512,
+        "param_inits": 256,
+    }

@@ -11,24 +11,29 @@ from hubopt.learned import VeloState, init_velo_theta, velo
 from hubopt.learned.velo_checkpoint import save_velo_theta
 
 THETA = init_velo_theta(jax.random.PRNGKey(3), lstm_hidden_size=16, param_inits=4)
+THETA["lstm_init_state"]["hidden"] = np.linspace(-0.5, 0.5, 16, dtype=np.float32)[None]
+TX = velo(10, theta=THETA)
+# One compile shared by the tests below: the horizon is part of the state (traced),
+# so states from velo(n) for any n go through the same executable.
+UPDATE = jax.jit(TX.update)
 
 
 def _params():
     k1, k2 = jax.random.split(jax.random.PRNGKey(0))
-    return {"w": jax.random.normal(k1, (5, 3), jnp.float32),
-            "b": jax.random.normal(k2, (3,), jnp.float32) * 0.1}
+    return {
+        "w": jax.random.normal(k1, (5, 3), jnp.float32),
+        "b": jax.random.normal(k2, (3,), jnp.float32) * 0.1,
+    }
 
 
 def _grads(i):
     k1, k2 = jax.random.split(jax.random.PRNGKey(100 + i))
-    return {"w": jax.random.normal(k1, (5, 3), jnp.float32),
-            "b": jax.random.normal(k2, (3,), jnp.float32)}
+    return {"w": jax.random.normal(k1, (5, 3), jnp.float32), "b": jax.random.normal(k2, (3,))}
 
 
-def _run(tx, n, grads_fn=_grads, loss_fn=lambda i: 1.0 / (i + 1), params=None):
+def _run(n, tx=TX, update=UPDATE, grads_fn=_grads, loss_fn=lambda i: 1.0 / (i + 1), params=None):
     params = _params() if params is None else params
     state = tx.init(params)
-    update = jax.jit(tx.update)
     out = []
     for i in range(n):
         u, state = update(grads_fn(i), state, params, value=jnp.float32(loss_fn(i)))
@@ -38,17 +43,15 @@ def _run(tx, n, grads_fn=_grads, loss_fn=lambda i: 1.0 / (i + 1), params=None):
 
 
 def test_missing_params_or_value_raise_type_error():
-    tx = velo(10, theta=THETA)
     params = _params()
-    state = tx.init(params)
+    state = TX.init(params)
     assert isinstance(state, VeloState)
     with pytest.raises(TypeError, match="params"):
-        tx.update(_grads(0), state)
+        TX.update(_grads(0), state)
     with pytest.raises(TypeError, match="value=loss"):
-        tx.update(_grads(0), state, params)
-    # Unknown extra args are accepted (optax convention).
-    u, _ = jax.jit(tx.update)(_grads(0), state, params, value=1.0, value_fn=None, other=3)
-    assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(u))
+        TX.update(_grads(0), state, params)
+    with pytest.raises(ValueError, match="scalar"):
+        TX.update(_grads(0), state, params, value=jnp.ones(2))
 
 
 def test_bad_arguments():
@@ -66,11 +69,19 @@ def test_bad_arguments():
 
 def test_theta_path_and_tree_agree(tmp_path):
     save_velo_theta(tmp_path / "params", THETA)
-    a, _, _ = _run(velo(10, theta=THETA), 2)
-    b, _, _ = _run(velo(10, theta=str(tmp_path / "params")), 2)
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+    params = _params()
+    s_path = velo(10, theta=str(tmp_path / "params")).init(params)
+    s_tree = TX.init(params)
+    # The LSTM state starts from theta's lstm_init_state, tiled over the 2 tensors.
+    expected = np.tile(THETA["lstm_init_state"]["hidden"], (2, 1))
+    np.testing.assert_array_equal(s_path.lstm_hidden, expected)
+    np.testing.assert_array_equal(s_tree.lstm_hidden, expected)
+    u_path, _ = UPDATE(_grads(0), s_path, params, value=jnp.float32(1.0))
+    u_tree, _ = UPDATE(_grads(0), s_tree, params, value=jnp.float32(1.0))
+    leaves = zip(jax.tree_util.tree_leaves(u_path), jax.tree_util.tree_leaves(u_tree), strict=True)
+    for x, y in leaves:
         np.testing.assert_array_equal(x, y)
-    assert any(np.any(x) for x in jax.tree_util.tree_leaves(a))
+        assert np.any(x)
 
 
 def test_hub_with_adamax_under_jit_no_recompile():
@@ -80,7 +91,8 @@ def test_hub_with_adamax_under_jit_no_recompile():
 
     @jax.jit
     def step(params, state, grads, loss):
-        u, state = tx.update(grads, state, params, value=loss)
+        # Unknown extra args reach VeLO through hub and are accepted (optax convention).
+        u, state = tx.update(grads, state, params, value=loss, value_fn=None, other=3)
         return optax.apply_updates(params, u), state
 
     p1, s1 = step(params, state, _grads(0), jnp.float32(2.0))
@@ -96,26 +108,26 @@ def test_hub_with_adamax_under_jit_no_recompile():
 
 def test_updates_keep_param_dtype():
     params = jax.tree_util.tree_map(lambda p: p.astype(jnp.bfloat16), _params())
-    tx = velo(10, theta=THETA)
-    u, _ = jax.jit(tx.update)(_grads(0), tx.init(params), params, value=1.0)
+    u, _ = jax.jit(TX.update)(_grads(0), TX.init(params), params, value=1.0)
     assert all(x.dtype == jnp.bfloat16 for x in jax.tree_util.tree_leaves(u))
 
 
 def test_weight_decay_is_gradient_and_loss_l2():
     """velo(wd) == velo(0) fed g + wd·p and L + wd·Σp² (learned_optimization's wrapper)."""
     wd = 0.3
-    tx_wd, tx0 = velo(10, theta=THETA, weight_decay=wd), velo(10, theta=THETA)
+    tx_wd, tx0 = velo(10, theta=THETA, weight_decay=wd), TX
     params = _params()
     s_wd, s0 = tx_wd.init(params), tx0.init(params)
-    up_wd, up0 = jax.jit(tx_wd.update), jax.jit(tx0.update)
+    up_wd, up0 = jax.jit(tx_wd.update), UPDATE
     for i in range(3):
         g, loss = _grads(i), jnp.float32(2.0 - 0.1 * i)
         u_wd, s_wd = up_wd(g, s_wd, params, value=loss)
         g2 = jax.tree_util.tree_map(lambda g, p: g + wd * p, g, params)
         l2 = loss + sum(wd * jnp.sum(p**2) for p in jax.tree_util.tree_leaves(params))
         u0, s0 = up0(g2, s0, params, value=l2)
-        for a, b in zip(jax.tree_util.tree_leaves(u_wd), jax.tree_util.tree_leaves(u0),
-                        strict=True):
+        for a, b in zip(
+            jax.tree_util.tree_leaves(u_wd), jax.tree_util.tree_leaves(u0), strict=True
+        ):
             np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-7)  # fusion rounding
         params = optax.apply_updates(params, u_wd)
     np.testing.assert_allclose(s_wd.loss_buffer.means, s0.loss_buffer.means, rtol=1e-6)
@@ -129,21 +141,21 @@ def test_gradient_accumulation_matches_velo_on_means():
     acc = velo(10, theta=THETA, max_training_steps=4)
     ref = velo(3, theta=THETA)
     losses = [3.0, 2.0, 1.0, 0.5, 0.4, 0.3]
-    out, params_acc, state = _run(acc, 6, loss_fn=lambda i: losses[i])
+    out, params_acc, state = _run(6, acc, jax.jit(acc.update), loss_fn=lambda i: losses[i])
     assert int(state.num_steps) == 3 and int(state.iteration) == 2
     for i in (0, 1, 3, 4):
         assert all(not np.any(x) for x in jax.tree_util.tree_leaves(out[i]))
     # Reference: plain VeLO with horizon 3 on the means of each group of 3.
     params = _params()
     s = ref.init(params)
-    ref_update = jax.jit(ref.update)
+    assert int(s.num_steps) == 3
     for k in range(2):
-        g = jax.tree_util.tree_map(lambda *xs: sum(xs) / 3,
-                                   *[_grads(3 * k + j) for j in range(3)])
-        loss = jnp.float32(sum(losses[3 * k: 3 * k + 3]) / 3)
-        u, s = ref_update(g, s, params, value=loss)
-        for a, b in zip(jax.tree_util.tree_leaves(out[3 * k + 2]), jax.tree_util.tree_leaves(u),
-                        strict=True):
+        g = jax.tree_util.tree_map(lambda *xs: sum(xs) / 3, *[_grads(3 * k + j) for j in range(3)])
+        loss = jnp.float32(sum(losses[3 * k : 3 * k + 3]) / 3)
+        u, s = UPDATE(g, s, params, value=loss)  # VeLO with horizon 3 (in the state)
+        for a, b in zip(
+            jax.tree_util.tree_leaves(out[3 * k + 2]), jax.tree_util.tree_leaves(u), strict=True
+        ):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
         params = optax.apply_updates(params, u)
     assert any(np.any(x) for x in jax.tree_util.tree_leaves(out[2]))
@@ -158,12 +170,11 @@ def test_no_accumulation_at_or_below_max():
 def test_tensors_are_coupled_through_the_lstm_max_pool():
     """VELO_SPEC §9 (12): adding a tensor changes the other tensors' updates, so VeLO must
     see the whole parameter tree (do not split it with optax.masked/partition)."""
-    tx = velo(10, theta=THETA)
     extra = {"w": jnp.ones((7,), jnp.float32) * 3.0}
-    alone, _, _ = _run(tx, 2)
+    alone, _, _ = _run(2)
     params = {**_params(), "z_extra": extra["w"]}
     grads = lambda i: {**_grads(i), "z_extra": jnp.full((7,), 5.0, jnp.float32)}  # noqa: E731
-    together, _, _ = _run(tx, 2, grads_fn=grads, params=params)
+    together, _, _ = _run(2, update=jax.jit(TX.update), grads_fn=grads, params=params)
     assert not np.allclose(alone[1]["w"], together[1]["w"])
 
 
@@ -177,7 +188,8 @@ def test_init_velo_theta_distribution():
     w0 = theta["ff_mod_stack"]["~"]["w0__0"]
     np.testing.assert_allclose(w0.std(), 0.8796 / np.sqrt(30), rtol=0.1)  # fan_in 30
     assert not np.any(theta["lstm_init_state"]["hidden"]) and not np.any(
-        theta["rnn_params"]["linear"]["b"])
+        theta["rnn_params"]["linear"]["b"]
+    )
     assert not np.array_equal(w0[0], w0[1])  # the K copies differ
     with pytest.raises(ValueError):
         init_velo_theta(jax.random.PRNGKey(0), 0, 4)

@@ -117,8 +117,9 @@ def test_failed_redownload_keeps_good_file(tmp_path, server, payload):
     path = fetch_velo(tmp_path, f"{base}/good", expected_size=len(payload), progress=False)
     for route in ("/truncated", "/missing", "/garbage"):
         with pytest.raises(VeloDownloadError):
-            fetch_velo(tmp_path, base + route, expected_size=len(payload), force=True,
-                       progress=False)
+            fetch_velo(
+                tmp_path, base + route, expected_size=len(payload), force=True, progress=False
+            )
         assert path.read_bytes() == payload
         assert _files(tmp_path) == ["params", "params.sha256"]
         verify_cached(path)
@@ -128,8 +129,9 @@ def test_stalled_connection_times_out_quickly(tmp_path, server, payload):
     base, _ = server
     t0 = time.perf_counter()
     with pytest.raises(VeloDownloadError, match="timed out") as e:
-        fetch_velo(tmp_path, f"{base}/stall", expected_size=len(payload), timeout=0.5,
-                   progress=False)
+        fetch_velo(
+            tmp_path, f"{base}/stall", expected_size=len(payload), timeout=0.5, progress=False
+        )
     assert time.perf_counter() - t0 < 5
     assert _files(tmp_path) == []
     assert "hubopt velo download --url file://" in str(e.value)  # manual steps offered
@@ -140,8 +142,13 @@ def test_unreachable_server_gives_manual_steps(tmp_path, payload):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(VeloDownloadError) as e:
-        fetch_velo(tmp_path, f"http://127.0.0.1:{port}/params", expected_size=len(payload),
-                   timeout=2, progress=False)
+        fetch_velo(
+            tmp_path,
+            f"http://127.0.0.1:{port}/params",
+            expected_size=len(payload),
+            timeout=2,
+            progress=False,
+        )
     msg = str(e.value)
     assert "curl -fL -o params" in msg and velo_fetch.VELO_URL in msg and "9,282,564" in msg
 
@@ -196,12 +203,19 @@ def _cli(argv):
 def test_cli_download(tmp_path, server, payload, monkeypatch, capsys):
     base, _ = server
     monkeypatch.setattr(velo_fetch, "VELO_SIZE", len(payload))  # serve a small file
-    rc = _cli(["download", "--cache-dir", str(tmp_path), "--url", f"{base}/good",
-               "--no-progress"])
+    rc = _cli(["download", "--cache-dir", str(tmp_path), "--url", f"{base}/good", "--no-progress"])
     out = capsys.readouterr().out
     assert rc == 0 and str(velo_cache_path(tmp_path)) in out
     assert hashlib.sha256(payload).hexdigest() in out
-    rc = _cli(["download", "--cache-dir", str(tmp_path / "x"), "--url", f"{base}/missing",
-               "--no-progress"])
+    rc = _cli(
+        [
+            "download",
+            "--cache-dir",
+            str(tmp_path / "x"),
+            "--url",
+            f"{base}/missing",
+            "--no-progress",
+        ]
+    )
     assert rc == 1 and "HTTP 404" in capsys.readouterr().err
     assert _cli([]) == 2
