@@ -22,7 +22,10 @@ and, to isolate HUB's own cost from VeLO's run-to-run noise, a cheap pair:
 Two timings per contender, each one jitted function:
 
     update   tx.update(grads, state, params, value=loss) alone, with fixed
-             grads and params and the state fed back (the optimizer's own cost)
+             grads and params and the state fed back (the optimizer's own cost);
+             also HUB's own work alone on fixed member updates: "mix" (σ and
+             the eq. 5 mixture) and "mix+diag" (hubopt's mixing with its
+             diagnostics, as `hub` runs it)
     step     value_and_grad(loss) + tx.update + apply_updates (a full train step)
 
 Protocol: compile, warm up, then `--rounds` interleaved rounds; in each round
@@ -53,6 +56,7 @@ import numpy as np
 import optax
 
 import hubopt
+from hubopt._src import hub as hub_src
 from hubopt._src import members
 from hubopt.baselines import hand_optimizer
 from hubopt.bench.runner import metadata
@@ -175,6 +179,33 @@ def main(argv=None) -> int:
 
     grad_fn = jax.jit(jax.value_and_grad(loss_fn))
 
+    # HUB's own work measured directly, on fixed member updates (no subtraction of
+    # noisy totals): "mix" = σ = softmax(|g|) per tensor and the eq. 5 mixture;
+    # "mix+diag" = hubopt's per-tensor mixing as HUB runs it, diagnostics included.
+    u_hand = jax.tree_util.tree_map(lambda g: -1e-3 * jnp.sign(g), grads)
+    u_learned = jax.tree_util.tree_map(lambda g: -1e-3 * g, grads)
+
+    def mix_only(g_tree, uh_tree, ul_tree):
+        def leaf(g, uh, ul):
+            sigma = hub_src.layer_softmax(g)
+            return sigma * uh + (1.0 - sigma) * ul
+        return jax.tree_util.tree_map(leaf, g_tree, uh_tree, ul_tree)
+
+    def mix_diag(g_tree, uh_tree, ul_tree):
+        return jax.tree_util.tree_map(
+            lambda g, uh, ul: hub_src._mix_leaf(g, uh, ul, "default", None),
+            g_tree, uh_tree, ul_tree)
+
+    mix_fns = {"mix": jax.jit(mix_only), "mix+diag": jax.jit(mix_diag)}
+    for f in mix_fns.values():
+        jax.block_until_ready(f(grads, u_hand, u_learned))
+
+    def run_mix(name, iters):
+        out = None
+        for _ in range(iters):
+            out = mix_fns[name](grads, u_hand, u_learned)
+        jax.block_until_ready(out)
+
     def run_grad(iters):  # the gradient alone: what a full step shares between members
         out = None
         for _ in range(iters):
@@ -182,7 +213,8 @@ def main(argv=None) -> int:
         jax.block_until_ready(out)
 
     names = list(contenders)
-    times = {"update": {n: [] for n in names}, "step": {n: [] for n in [*names, "grad"]}}
+    times = {"update": {n: [] for n in [*names, *mix_fns]},
+             "step": {n: [] for n in [*names, "grad"]}}
     for _ in range(2):  # warm-up rounds, not recorded
         run_grad(args.iters)
         for n in names:
@@ -198,6 +230,10 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         run_grad(args.iters)
         times["step"]["grad"].append((time.perf_counter() - t0) / args.iters)
+        for n in mix_fns:
+            t0 = time.perf_counter()
+            run_mix(n, args.iters)
+            times["update"][n].append((time.perf_counter() - t0) / args.iters)
 
     meta = metadata(" ".join(["python", *sys.argv]))
     print(f"HUB step time, MLP {'-'.join(map(str, SIZES))} ({n_params:,} params), batch {BATCH}")
@@ -233,6 +269,9 @@ def main(argv=None) -> int:
                 "hub_cheap_over_sum": t["hub_cheap"] / (t["hand"] + t["adamax"]),
                 "hub_cheap_own_ms": t["hub_cheap"] - t["hand"] - t["adamax"] + g,
             }
+            if kind == "update":
+                ratios["mix_diag_over_sum"] = t["mix+diag"] / (t["hand"] + t["learned"])
+                ratios["mix_diag_over_hand"] = t["mix+diag"] / t["hand"]
             res[stat.replace("_ms", "_ratios")] = ratios
             own = "t(hub)-t(hand)-t(learned)" + ("+t(grad)" if shared else "")
             print(f"  by {stat[:-3]:<6s}: t(hub)/t(hand) = {ratios['hub_over_hand']:.2f}   "
@@ -242,6 +281,10 @@ def main(argv=None) -> int:
                   f" cheap pair: t(hub(adam|adamax))/(t(adam)+t(adamax)) = "
                   f"{ratios['hub_cheap_over_sum']:.3f}, own cost {ratios['hub_cheap_own_ms']:+.3f}"
                   " ms")
+            if kind == "update":
+                print(f"           HUB's own work timed directly: t(mix+diag)/(t(hand)+t(learned))"
+                      f" = {ratios['mix_diag_over_sum']:.3f}, t(mix+diag)/t(hand) = "
+                      f"{ratios['mix_diag_over_hand']:.2f}")
         results[kind] = res
     print("\ncompile+first call (s): " + ", ".join(f"{n} {t_compile[n]:.1f}" for n in names))
     if args.json:
