@@ -235,7 +235,8 @@ def report(paths, out_dir, *, report_command: str | None = None) -> dict[str, Pa
 
 def add_arguments(parser) -> None:
     parser.add_argument("records", nargs="+", help="record files or folders of records")
-    parser.add_argument("--out", default="report", help="output folder (default: report)")
+    parser.add_argument("--out", default="runs/report",
+                        help="output folder (default: runs/report)")
 
 
 def run(args) -> int:
