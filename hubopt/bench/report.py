@@ -195,7 +195,7 @@ def plot(recs: list[dict], path, *, report_command: str | None = None) -> Path:
                                 color=line.get_color(), alpha=0.2, lw=0)
         ax.set_yscale("log" if all_positive else "symlog")
         ax.set_xlabel("step")
-        ax.set_ylabel("training loss")
+        ax.set_ylabel("training loss (median over seeds; band: min to max)")
         ax.set_title(task)
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=8)
