@@ -1,0 +1,413 @@
+"""Quality of hubopt's learned optimizer on held-out tasks (issue 4's protocol).
+
+Contenders, each on every task for `--steps` steps and `--seeds` seeds (seeds
+vmapped in one compiled program):
+
+    adam_1e-3       Adam at lr 1e-3
+    adam_tuned      Adam at the best lr of a grid (best mean final training loss)
+    lopt_init       MLPLOpt at its initial θ (= its anchor, "relative Adam")
+    lopt            MLPLOpt at the θ under test (bundled "small" or --theta FILE)
+    hub_default     hubopt.hub(Adam 1e-3, lopt)
+    hub_inverted    hubopt.hub(Adam 1e-3, lopt, mode="inverted")
+    hub_clipped     hubopt.hub(Adam 1e-3, lopt, clip=(0.1, 0.9))
+
+Tasks: `task_distribution.HELDOUT_IN_DISTRIBUTION` (other widths and
+instances than training), `HELDOUT_OUT_OF_DISTRIBUTION` (deeper/wider MLPs,
+other activations, a CNN, a badly scaled init) and a fine-tuning task (an MLP
+pretrained on digits 0–4 with Adam, fine-tuned with a new head on digits 5–9).
+
+Measured per run: final training loss (full training set), held-out loss and
+accuracy, and divergence (non-finite, or final training loss above the initial).
+One JSON record per (task, contender) in `--out`; `--table DIR` prints the
+Markdown table and the goal checks from the records alone.
+
+    python benchmarks/lopt_quality.py --out bench_out/lopt_quality
+    python benchmarks/lopt_quality.py --table bench_out/lopt_quality
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+import hubopt  # noqa: E402
+from hubopt.learned.checkpoint import read_checkpoint  # noqa: E402
+from hubopt.learned.lopt import MLPLOpt  # noqa: E402
+from hubopt.learned.meta import task_distribution as td  # noqa: E402
+
+ADAM_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+HUB_CLIP = (0.1, 0.9)
+
+
+# ------------------------------------------------------------ fine-tuning task
+
+
+@functools.lru_cache(maxsize=1)
+def _pretrained_backbone():
+    """MLP 64-64-64 pretrained with Adam(1e-3) for 500 steps on digits 0–4 (seed 0)."""
+    d = td.load_digits_split()
+    m = d["y_tr"] < 5
+    x, y = jnp.asarray(d["x_tr"][m]), jnp.asarray(d["y_tr"][m])
+    params = td.mlp_init(jax.random.PRNGKey(0), (64, 64, 64, 5), 1.0)
+    opt = optax.adam(1e-3)
+
+    @jax.jit
+    def run(params):
+        def body(c, t):
+            p, s = c
+            idx = jax.random.randint(jax.random.PRNGKey(t), (64,), 0, x.shape[0])
+            g = jax.grad(lambda q: td.softmax_xent(td.mlp_apply(q, x[idx], "relu"), y[idx]))(p)
+            u, s = opt.update(g, s, p)
+            return (optax.apply_updates(p, u), s), None
+
+        (p, _), _ = jax.lax.scan(body, (params, opt.init(params)), jnp.arange(500))
+        return p
+
+    with jax.ensure_compile_time_eval():  # concrete even when first asked for inside a trace
+        p = jax.device_get(run(params))
+    return {k: v for k, v in p.items() if k != "layer2"}
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneDigits(td.MetaTask):
+    """Digits 5–9 (relabelled 0–4) from a backbone pretrained on 0–4; a new head."""
+
+    def base_data(self):
+        _pretrained_backbone()  # pretrain now, outside any trace
+        d = td.load_digits_split()
+        tr, te = d["y_tr"] >= 5, d["y_te"] >= 5
+        return {
+            "x_tr": d["x_tr"][tr],
+            "y_tr": d["y_tr"][tr] - 5,
+            "x_te": d["x_te"][te],
+            "y_te": d["y_te"][te] - 5,
+        }
+
+    def init(self, key):
+        head = td.mlp_init(key, (64, 5), 1.0)["layer0"]
+        return {**jax.tree_util.tree_map(jnp.asarray, _pretrained_backbone()), "layer2": head}
+
+
+FINETUNE = FinetuneDigits(
+    name="digits59_finetune_mlp64x64relu",
+    dataset="digits",
+    hidden=(64, 64),
+    activation="relu",
+    batch_size=64,
+)
+
+
+def all_tasks() -> dict[str, tuple[td.MetaTask, str]]:
+    out = {t.name: (t, "in_distribution") for t in td.HELDOUT_IN_DISTRIBUTION}
+    out.update({t.name: (t, "out_of_distribution") for t in td.HELDOUT_OUT_OF_DISTRIBUTION})
+    out[FINETUNE.name] = (FINETUNE, "fine_tuning")
+    return out
+
+
+# ------------------------------------------------------------------ running
+
+
+def _train(task, make_opt, steps: int, keys, data):
+    """Vmapped over keys: final full-train loss, held-out loss/accuracy, initial loss."""
+
+    def one(key):
+        params = task.init(jax.random.fold_in(key, 0))
+        opt = make_opt()
+        state = opt.init(params)
+        loss0 = task.train_loss(params, data)
+
+        def body(c, t):
+            p, s = c
+            batch = task.batch(data, jax.random.fold_in(key, 1000 + t))
+            v, g = jax.value_and_grad(task.loss)(p, batch)
+            u, s = opt.update(g, s, p, value=v)
+            return (optax.apply_updates(p, u), s), v
+
+        (p, _), curve = jax.lax.scan(body, (params, state), jnp.arange(steps))
+        acc = task.accuracy(p, data) if task.classification else jnp.float32(jnp.nan)
+        return {
+            "train_loss": task.train_loss(p, data),
+            "eval_loss": task.eval_loss(p, data),
+            "accuracy": acc,
+            "initial_loss": loss0,
+            "curve": curve[:: max(1, steps // 20)],
+        }
+
+    return jax.vmap(one)(keys)
+
+
+def _contenders(theta, theta0, lopt: MLPLOpt, steps: int):
+    """name -> (factory of a zero-arg optimizer maker taking traced args, traced args)."""
+    adam = lambda lr: optax.with_extra_args_support(optax.adam(lr))  # noqa: E731
+    hub = lambda th, **kw: hubopt.hub(  # noqa: E731
+        adam(1e-3), lopt.optimizer(th, steps), **kw
+    )
+    return {
+        "lopt_init": (lambda th: lambda: lopt.optimizer(th, steps), theta0),
+        "lopt": (lambda th: lambda: lopt.optimizer(th, steps), theta),
+        "hub_default": (lambda th: lambda: hub(th), theta),
+        "hub_inverted": (lambda th: lambda: hub(th, mode="inverted"), theta),
+        "hub_clipped": (lambda th: lambda: hub(th, clip=HUB_CLIP), theta),
+        "adam_grid": (lambda lr: lambda: adam(lr), None),
+    }
+
+
+def _compiled(task, factory, steps: int, cname: str):
+    """The jitted run of one contender: (θ or learning rates, keys, data) -> results."""
+
+    def run(arg, keys, data):
+        return _train(task, factory(arg), steps, keys, data)
+
+    if cname == "adam_grid":  # vmapped over the learning-rate grid
+        return jax.jit(jax.vmap(run, in_axes=(0, None, None)))
+    return jax.jit(run)
+
+
+def _git_hash() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _to_list(x):
+    return np.asarray(x).tolist()
+
+
+def run_benchmark(args) -> None:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.theta == "bundled":
+        from hubopt.learned.pretrained import load
+
+        lopt, theta = load("small")
+    else:
+        lopt = MLPLOpt(hidden_sizes=tuple(int(h) for h in args.hidden.split(",")))
+        theta = jax.tree_util.tree_map(
+            lambda a: jnp.asarray(a, jnp.float32), read_checkpoint(args.theta)["params"]
+        )
+    theta0 = lopt.init(jax.random.PRNGKey(0))
+    tasks = all_tasks()
+    names = args.tasks.split(",") if args.tasks else list(tasks)
+    meta = {
+        "command": " ".join([sys.executable.split("/")[-1], *sys.argv]),
+        "git_hash": _git_hash(),
+        "theta": args.theta,
+        "steps": args.steps,
+        "seeds": args.seeds,
+        "versions": {
+            "python": platform.python_version(),
+            "jax": jax.__version__,
+            "optax": optax.__version__,
+        },
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+    }
+    keys = jax.random.split(jax.random.PRNGKey(1234), args.seeds)
+    contenders = _contenders(theta, theta0, lopt, args.steps)
+    only = set(args.contenders.split(",")) if args.contenders else None
+    for name in names:
+        task, kind = tasks[name]
+        data = jax.tree_util.tree_map(
+            jnp.asarray, task.instance_data(jax.random.PRNGKey(99), task.base_data())
+        )
+        for cname, (factory, targ) in contenders.items():
+            if only and cname not in only:
+                continue
+            path = out / f"{name}__{cname}.json"
+            if path.exists() and not args.overwrite:
+                print(f"skip {path.name} (exists)")
+                continue
+            t0 = time.time()
+            if cname == "adam_grid":
+                targ = jnp.asarray(ADAM_GRID, jnp.float32)
+            res = jax.block_until_ready(
+                _compiled(task, factory, args.steps, cname)(targ, keys, data)
+            )
+            rec = {
+                **meta,
+                "task": name,
+                "kind": kind,
+                "contender": cname,
+                "wall_s": round(time.time() - t0, 1),
+                **{k: _to_list(v) for k, v in res.items()},
+            }
+            if cname == "adam_grid":
+                rec["learning_rates"] = list(ADAM_GRID)
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(rec) + "\n")
+            os.replace(tmp, path)
+            print(
+                f"{name:40s} {cname:13s} {rec['wall_s']:6.1f}s "
+                f"train={np.nanmean(np.asarray(rec['train_loss'], float), axis=-1)}"
+            )
+
+
+# ------------------------------------------------------------------- scoring
+
+
+def _diverged(rec_train, rec_init) -> np.ndarray:
+    tr, l0 = np.asarray(rec_train, float), np.asarray(rec_init, float)
+    return ~np.isfinite(tr) | (tr > l0)
+
+
+def summarize(records: list[dict]) -> dict[str, dict[str, dict]]:
+    """{task: {contender: {train, eval, acc, diverged, lr?}}} (means over seeds);
+    expands adam_grid into adam_1e-3 and adam_tuned (best mean final train loss)."""
+    by_task: dict[str, dict[str, dict]] = {}
+    for r in records:
+        row = by_task.setdefault(r["task"], {"_kind": r["kind"]})
+        if r["contender"] == "adam_grid":
+            tr = np.asarray(r["train_loss"], float)  # (lrs, seeds)
+            means = np.where(np.isfinite(tr).all(1), tr.mean(1), np.inf)
+            lrs = r["learning_rates"]
+            for label, i in (("adam_1e-3", lrs.index(1e-3)), ("adam_tuned", int(np.argmin(means)))):
+                row[label] = _cell(r, i) | {"lr": lrs[i]}
+        else:
+            row[r["contender"]] = _cell(r, None)
+    return by_task
+
+
+def _cell(r, i):
+    pick = (
+        (lambda k: np.asarray(r[k], float)[i])
+        if i is not None
+        else (lambda k: np.asarray(r[k], float))
+    )
+    tr, ev, acc, l0 = pick("train_loss"), pick("eval_loss"), pick("accuracy"), pick("initial_loss")
+    return {
+        "train": float(np.mean(tr)),
+        "eval": float(np.mean(ev)),
+        "acc": float(np.mean(acc)),
+        "diverged": int(_diverged(tr, l0).sum()),
+        "train_seeds": tr.tolist(),
+    }
+
+
+COLUMNS = (
+    "adam_1e-3",
+    "adam_tuned",
+    "lopt_init",
+    "lopt",
+    "hub_default",
+    "hub_inverted",
+    "hub_clipped",
+)
+
+
+def table(records_dir: str) -> str:
+    records = [json.loads(p.read_text()) for p in sorted(Path(records_dir).glob("*.json"))]
+    if not records:
+        raise SystemExit(f"no records in {records_dir}")
+    s = summarize(records)
+    m = records[0]
+    lines = [
+        f"Command: `{m['command']}` (git {m['git_hash'][:10]}, θ = {m['theta']}, "
+        f"{m['steps']} steps, {m['seeds']} seeds; {m['machine']}; jax {m['versions']['jax']}).",
+        "",
+        "Final training loss (mean over seeds; `*` = a seed diverged) / held-out accuracy "
+        "(digits) or held-out loss (regression):",
+        "",
+        "| task | kind | " + " | ".join(COLUMNS) + " |",
+        "|---|---|" + "---|" * len(COLUMNS),
+    ]
+    for task, row in s.items():
+        cells = []
+        for c in COLUMNS:
+            if c not in row:
+                cells.append("–")
+                continue
+            x = row[c]
+            second = f"{100 * x['acc']:.1f}%" if np.isfinite(x["acc"]) else f"{x['eval']:.3g}"
+            lr = f" (lr {x['lr']:g})" if c == "adam_tuned" else ""
+            cells.append(f"{x['train']:.3g}{'*' if x['diverged'] else ''} / {second}{lr}")
+        lines.append(f"| {task} | {row['_kind']} | " + " | ".join(cells) + " |")
+    lines += ["", *goal_checks(s)]
+    return "\n".join(lines)
+
+
+def goal_checks(s) -> list[str]:
+    out = []
+    ind = {t: r for t, r in s.items() if r["_kind"] == "in_distribution"}
+    have = [r for r in ind.values() if all(c in r for c in ("lopt", "adam_1e-3", "adam_tuned"))]
+    if have:
+        beats = sum(r["lopt"]["train"] < r["adam_1e-3"]["train"] for r in have)
+        ratios = [r["lopt"]["train"] / r["adam_tuned"]["train"] for r in have]
+        gm = math.exp(float(np.mean(np.log(ratios))))
+        acc_gap = [
+            100 * (r["adam_1e-3"]["acc"] - r["lopt"]["acc"])
+            for r in have
+            if np.isfinite(r["lopt"]["acc"])
+        ]
+        div = sum(r["lopt"]["diverged"] for r in have)
+        out += [
+            f"- in distribution: lopt's final training loss < Adam(1e-3)'s on {beats}/{len(have)} "
+            "tasks (goal ≥ 80%)",
+            f"- in distribution: geometric mean of lopt / tuned-Adam final training loss = "
+            f"{gm:.2f} (goal ≤ 1.5)",
+            f"- in distribution: held-out accuracy, Adam(1e-3) minus lopt, worst = "
+            f"{max(acc_gap) if acc_gap else float('nan'):.1f} points (goal ≤ 1)",
+            f"- in distribution: diverged lopt runs = {div}",
+        ]
+    hub_bad = []
+    for t, r in s.items():
+        if "lopt" not in r or "adam_1e-3" not in r:
+            continue
+        worse_parent = max(r["lopt"]["train"], r["adam_1e-3"]["train"])
+        for c in ("hub_default", "hub_inverted", "hub_clipped"):
+            if c in r and not r[c]["train"] <= worse_parent:
+                hub_bad.append(f"{c} on {t}")
+    out.append(
+        "- HUB(Adam, lopt) never worse than the worse parent (final training loss): "
+        + ("holds" if not hub_bad else "fails for " + ", ".join(hub_bad))
+    )
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", default="bench_out/lopt_quality")
+    p.add_argument(
+        "--theta",
+        default="bundled",
+        help="'bundled' or a theta.msgpack written by hubopt meta-train",
+    )
+    p.add_argument("--hidden", default="32", help="MLPLOpt hidden sizes for --theta FILE")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--tasks", default="", help="comma-separated task names (default: all)")
+    p.add_argument("--contenders", default="", help="comma-separated subset (default: all)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--table", metavar="DIR", help="print the table from records and exit")
+    args = p.parse_args(argv)
+    if args.table:
+        print(table(args.table))
+        return 0
+    run_benchmark(args)
+    print(table(args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

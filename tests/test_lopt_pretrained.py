@@ -1,0 +1,49 @@
+"""The bundled learned optimizer: loads offline, has its provenance, clear errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import hubopt
+from hubopt.learned import pretrained as pre
+from hubopt.learned.lopt import MLPLOpt
+
+needs_bundle = pytest.mark.skipif("small" not in pre.available(), reason="no bundled 'small'")
+
+
+def test_unknown_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="no bundled learned optimizer named 'nope'"):
+        pre.pretrained("nope", num_steps=10)
+    with pytest.raises(ValueError, match="num_steps"):
+        pre.pretrained("small", num_steps=0)
+
+
+@needs_bundle
+def test_bundled_small_loads_and_trains_inside_hub():
+    prov = pre.provenance("small")
+    for field in ("command", "seed", "git_hash", "wall_s", "meta_loss", "lopt"):
+        assert field in prov, field
+    lopt, theta = pre.load("small")
+    assert isinstance(lopt, MLPLOpt)
+    # meta-training moved it away from the initial θ
+    theta0 = lopt.init(jax.random.PRNGKey(0))
+    assert not np.allclose(np.asarray(theta["layer1"]["w"]), np.asarray(theta0["layer1"]["w"]))
+
+    params = {"w": jnp.full((3, 2), 0.5, jnp.float32), "b": jnp.zeros((2,), jnp.float32)}
+    x = jnp.asarray([[1.0, 2.0, -1.0], [0.5, -0.3, 0.2]], jnp.float32)
+
+    def loss(p):
+        return jnp.mean((x @ p["w"] + p["b"][None, :] - 1.0) ** 2)
+
+    for tx in (
+        pre.pretrained("small", num_steps=50),
+        hubopt.hub(optax.adam(1e-3), pre.pretrained("small", num_steps=50)),
+    ):
+        p, s = params, tx.init(params)
+        for _ in range(50):
+            v, g = jax.value_and_grad(loss)(p)
+            u, s = tx.update(g, s, p, value=v)
+            p = optax.apply_updates(p, u)
+        assert float(loss(p)) < 0.5 * float(loss(params))
