@@ -130,12 +130,49 @@ def make_fns(tx, params, x, y):
     return jax.jit(update), jax.jit(step), tx.init(params)
 
 
+def markdown(results, learned_desc, n_params, args, meta) -> str:
+    """The figures as Markdown tables (what BENCHMARKS.md shows)."""
+    names = {"hand": "hand: Adam(1e-3)", "learned": f"learned: {learned_desc}",
+             "hub": "HUB(hand, learned)", "adamax": "Adamax(2e-3)",
+             "hub_cheap": "HUB(Adam, Adamax)", "grad": "value_and_grad alone",
+             "mix": "HUB's σ + mixing alone", "mix+diag": "HUB's σ + mixing + diagnostics alone"}
+    out = [f"MLP {'-'.join(map(str, SIZES))} ({n_params:,} parameters), batch {BATCH}; "
+           f"{args.rounds} interleaved rounds × {args.iters} calls; ms per call.", ""]
+    for kind, title in (("update", "Optimizer update alone"),
+                        ("step", "Full train step (value_and_grad + update + apply)")):
+        res = results[kind]
+        out += [f"**{title}**", "", "| contender | median ms | min ms | IQR ms |",
+                "|---|---:|---:|---:|"]
+        for n in res["median_ms"]:
+            out.append(f"| {names[n]} | {res['median_ms'][n]:.2f} | {res['min_ms'][n]:.2f} | "
+                       f"{res['iqr_ms'][n]:.2f} |")
+        out += ["", "| ratio | by median | by min |", "|---|---:|---:|"]
+        rm, rn = res["median_ratios"], res["min_ratios"]
+        labels = [("hub_over_hand", "t(HUB) / t(hand)"),
+                  ("hub_over_learned", "t(HUB) / t(learned)"),
+                  ("hub_over_sum", "**t(HUB) / (t(hand) + t(learned))**"),
+                  ("hub_cheap_over_sum", "t(HUB(Adam, Adamax)) / (t(Adam) + t(Adamax))"),
+                  ("hub_own_ms", "HUB's own cost by difference, ms" + (
+                      " (+ t(grad), shared)" if kind == "step" else "")),
+                  ("hub_cheap_own_ms", "same with the cheap pair, ms")]
+        if kind == "update":
+            labels += [
+                ("mix_diag_over_sum", "t(σ + mixing + diagnostics) / (t(hand) + t(learned))"),
+                ("mix_diag_over_hand", "t(σ + mixing + diagnostics) / t(hand)"),
+            ]
+        for key, text in labels:
+            out.append(f"| {text} | {rm[key]:.3f} | {rn[key]:.3f} |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--iters", type=int, default=20, help="calls per contender per round")
     ap.add_argument("--learned", choices=("auto", "velo", "lopt"), default="auto")
     ap.add_argument("--json", help="also write the figures (and metadata) to this JSON file")
+    ap.add_argument("--markdown", help="also write the tables for BENCHMARKS.md to this file")
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.iters < 1:
         ap.error("--rounds and --iters must be >= 1")
@@ -287,6 +324,12 @@ def main(argv=None) -> int:
                       f"{ratios['mix_diag_over_hand']:.2f}")
         results[kind] = res
     print("\ncompile+first call (s): " + ", ".join(f"{n} {t_compile[n]:.1f}" for n in names))
+    if args.markdown:
+        text = markdown(results, learned_desc, n_params, args, meta)
+        with open(args.markdown + ".tmp", "w") as f:
+            f.write(text)
+        os.replace(args.markdown + ".tmp", args.markdown)
+        print(f"wrote {args.markdown}")
     if args.json:
         out = {"results": results, "raw_s": times, "learned": learned_desc,
                "n_params": n_params, "rounds": args.rounds, "iters": args.iters,
