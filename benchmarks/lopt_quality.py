@@ -51,7 +51,7 @@ from hubopt.learned.checkpoint import read_checkpoint  # noqa: E402
 from hubopt.learned.lopt import MLPLOpt  # noqa: E402
 from hubopt.learned.meta import task_distribution as td  # noqa: E402
 
-ADAM_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+ADAM_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 HUB_CLIP = (0.1, 0.9)
 
 

@@ -64,3 +64,44 @@ def test_config_validation():
         MetaTrainConfig(tasks=("nope_task",))
     with pytest.raises(ValueError, match="tasks_per_step"):
         MetaTrainConfig(**{**TINY, "tasks_per_step": 3})
+
+
+def test_cli_and_export_bundle(tmp_path):
+    from hubopt.bench.cli import main
+    from hubopt.learned.meta.export import export_bundle
+
+    run = tmp_path / "run"
+    flags = [
+        "--tasks",
+        ",".join(TINY["tasks"]),
+        "--num-pairs",
+        "4",
+        "--trunc-len",
+        "5",
+        "--horizons",
+        "10,20",
+        "--hidden",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--sigma",
+        "0.05",
+        "--meta-lr",
+        "0.01",
+        "--outer-steps",
+        "2",
+        "--quiet",
+    ]
+    assert main(["meta-train", "--out", str(run), *flags]) == 0
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["outer_steps_done"] == 2 and info["sessions"][0]["command"].startswith(
+        "hubopt meta-train --out"
+    )
+    assert main(["meta-train", "--out", str(run), "--no-resume", *flags]) == 2
+    prov = export_bundle(run, tmp_path / "weights" / "tiny")
+    assert "--outer-steps 2" in prov["command"] and "--hidden 4" in prov["command"]
+    assert prov["seed"] == 0 and prov["wall_s"] > 0 and prov["lopt"]["hidden_sizes"] == [4]
+    back = read_checkpoint(tmp_path / "weights" / "tiny.msgpack")
+    ref = read_checkpoint(run / "theta.msgpack")
+    np.testing.assert_array_equal(_flat(back["params"]), _flat(ref["params"]))
+    assert (tmp_path / "weights" / "tiny.provenance.json").exists()

@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     info = json.loads(info_path.read_text()) if info_path.exists() else {"sessions": []}
     info["sessions"].append(
         {
-            "command": "hubopt meta-train " + shlex.join(sys.argv[2:] if len(sys.argv) > 2 else []),
+            "command": getattr(args, "command_line", None) or shlex.join(["hubopt", *sys.argv[1:]]),
             "git_hash": _git_hash(),
             "wall_s": round(wall, 1),
             "reached_step": result.step,
