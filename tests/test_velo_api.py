@@ -224,3 +224,60 @@ def test_fused_factored_path_matches_reference_layout(shape):
     fused, ref = both(p, g, acc)
     assert fused.shape == shape and np.any(ref)
     np.testing.assert_allclose(fused, ref, rtol=2e-5, atol=2e-5 * float(np.max(np.abs(ref))))
+
+
+def _lstm_features_numpy(p, mom, v, fraction, loss_feat):
+    """VELO_SPEC §4.3 in float64 NumPy, straight from the text."""
+    p, v = np.asarray(p, np.float64), np.asarray(v, np.float64)
+    m = np.stack([np.asarray(x, np.float64) for x in mom], axis=-1)  # S+(3,)
+    axes = tuple(range(p.ndim))
+    s = 1 / np.sqrt(max(1e-9, np.mean(p**2)))
+    ms, vs = m * s, v * s
+    mean_m = ms.mean(axis=axes) if axes else ms
+    var_m = ((ms - mean_m) ** 2).mean(axis=axes) if axes else np.zeros(3)
+    var_v = ((vs[..., None] - mean_m) ** 2).mean(axis=axes) if axes else (vs - mean_m) ** 2
+    lam = lambda x: 0.5 * np.clip(np.log(1e-8 + np.abs(10 * x)), -5, 5)  # noqa: E731
+    rank = sum(d > 1 for d in p.shape)
+    one_hot = np.eye(6)[min(rank, 5), :5]
+    taus = np.array([0.03, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9, 1.0, 1.1])
+    return np.concatenate(
+        [
+            np.tanh(10 * (fraction - taus)),
+            loss_feat,
+            [lam(np.mean(vs))],
+            one_hot,
+            lam(var_m),
+            lam(var_v),
+        ]
+    )
+
+
+@pytest.mark.parametrize("case", ["random", "offset", "constant", "scalar", "zero_p"])
+def test_lstm_features_against_numpy(case):
+    """The per-tensor LSTM inputs vs a float64 NumPy transcription, incl. hard cases."""
+    from hubopt.learned import _velo_math as vm
+
+    rng = np.random.default_rng(7)
+    shape = () if case == "scalar" else (40, 30)
+    p = rng.normal(size=shape).astype(np.float32) * (0.0 if case == "zero_p" else 0.05)
+    mom = [rng.normal(size=shape).astype(np.float32) * 0.01 for _ in range(3)]
+    v = np.abs(rng.normal(size=shape)).astype(np.float32) * 1e-4
+    if case == "offset":  # means 5e4 x the spread, features not clipped: a naive
+        p = p * 2e-3  # E[x²] − E[x]² would be off by ~1 in var' = s²·var ≈ 1e-2
+        mom = [x * 1e-3 + 0.5 for x in mom]
+        v = v * 1e-3 + 3e-4
+    if case == "constant":
+        mom = [np.full(shape, 0.02 * (a + 1), np.float32) for a in range(3)]
+        v = np.full(shape, 1e-3, np.float32)
+    loss_feat = rng.uniform(-1, 1, 9).astype(np.float32)
+    got = jax.jit(vm.lstm_features)(p, mom, v, jnp.float32(0.37), loss_feat)
+    want = _lstm_features_numpy(p, mom, v, 0.37, loss_feat)
+    assert got.shape == (30,)
+    # Offset case: float32 XLA means carry ~1e-7 relative error, which the centred
+    # variance turns into ~5e-4 relative (the reference has the same); a one-pass
+    # formula would be off by ~1e-2 here.
+    np.testing.assert_allclose(got, want, atol=1e-3 if case == "offset" else 2e-5)
+    if case == "offset":
+        assert np.all(np.abs(want[24:27]) < 2.4)  # var_m features inside the clip range
+    if case == "constant":
+        np.testing.assert_array_equal(got[24:27], -2.5)  # var_m exactly 0

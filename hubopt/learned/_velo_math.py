@@ -1,9 +1,15 @@
 r"""The math of one VeLO update (learned_optimization ``HyperV2``, VELO_SPEC §4).
 
-Layout: hubopt keeps the decay/channel axis FIRST, ``(c,) + S``, where the
-reference keeps it last (``S + (c,)``); element-wise loops then run over the
-contiguous parameter axis. The second moment is stored as ``S`` (reference:
-``S + (1,)``).
+Layout: the three momenta are three arrays of the parameter's shape S
+(reference: one ``S + (3,)`` array), the second moment is ``S`` (reference
+``S + (1,)``) and the factored accumulators put the decay axis first,
+``(3,) + shape`` (reference: last); element-wise loops then run over the
+contiguous parameter axis.
+
+Speed: for factored tensors (rank >= 2, nearly all parameters) the 30 MLP
+inputs are never materialised; see `mlp_step_factored`. `mlp_groups` +
+`mlp_step` are the straightforward form (used for rank <= 1 tensors, and in
+the tests as the reference for the fused form).
 
 One update, for tensors p with raw gradients g and loss L:
 
@@ -72,7 +78,11 @@ class LossBuffer(NamedTuple):
 
 
 def loss_buffer_init(num_steps: int) -> LossBuffer:
-    """Half-lives logspace(1, log10 N, 10); decays exp(-1/h) (float32 throughout)."""
+    """Half-lives logspace(1, log10 N, 10); decays exp(-1/h) (float32 throughout).
+
+    QUIRK (5): VeLO runs with use_bugged_loss_features=False, so the half-lives
+    follow the horizon N; the class default (True) would use N = 10.
+    """
     halflife = jnp.logspace(1.0, jnp.log10(jnp.float32(num_steps)), N_LOSS_SLOTS, dtype=F32)
     decays = jnp.exp(-1.0 / halflife)
     return LossBuffer(
@@ -120,21 +130,15 @@ def lstm_features(p, mom, v, fraction, loss_feat) -> jax.Array:
     s = lax.rsqrt(jnp.maximum(1e-9, jnp.mean(jnp.square(p))))
     # The reference scales m and v by s first; the scale is pulled out of the
     # means here (mean(s·x) = s·mean(x)) so no scaled copy is materialised.
-    # Variances in one pass, shifted by the first element c to avoid cancellation:
-    # mean((x − μ)²) = E[(x − c)²] − (E[x − c])²; exact (0) for constant tensors.
-    def shifted_moments(x):
-        c = x.reshape(-1)[0]
-        return c, jnp.mean(x - c), jnp.mean(jnp.square(x - c))
-
-    mom_stats = [shifted_moments(m) for m in mom]
-    mu_m = jnp.stack([c + d for c, d, _ in mom_stats])
-    var_m = jnp.stack([jnp.maximum(q - d * d, 0.0) for _, d, q in mom_stats])
-    c_v, d_v, q_v = shifted_moments(v)
-    mean_v = c_v + d_v
+    # Two-pass centred variances, as the reference (a one-pass E[x²] − E[x]²,
+    # even shifted, loses accuracy when the means dwarf the spread).
+    mu_m = [jnp.mean(m) for m in mom]
+    var_m = jnp.stack([jnp.mean(jnp.square(m - mu)) for m, mu in zip(mom, mu_m, strict=True)])
+    mean_v = jnp.mean(v)
     # QUIRK (1) var_rms bug: the second moment is centred on the MOMENTUM means,
     # giving 3 values instead of 1 (so the LSTM input is 30 wide, not 28).
-    e = mu_m - c_v  # mean((v − μ_a)²) = E[(v − c)²] − 2·e·E[v − c] + e²
-    var_v = jnp.maximum(q_v - 2.0 * e * d_v + e * e, 0.0)
+    var_v = jnp.stack([jnp.mean(jnp.square(v - mu)) for mu in mu_m])
+    mu_m = jnp.stack(mu_m)
     var_m, var_v, mean_v = var_m * (s * s), var_v * (s * s), mean_v * s
     # rank counts only dims of size > 1 (unlike the factored test, QUIRK 8).
     rank = int(sum(d > 1 for d in p.shape))

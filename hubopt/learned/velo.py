@@ -189,6 +189,7 @@ def velo_apply(theta, state: VeloState, params, grads, loss):
     X = jnp.stack(
         [vm.lstm_features(p, a.mom, a.rms, fraction, phi) for p, a in zip(p32, accs, strict=True)]
     )
+    # QUIRK (5): the new LSTM state is carried forward (use_bugged_next_lstm_state=False).
     controls, lr_mult, hidden, cell = vm.lstm_step(
         theta["rnn_params"], X, state.lstm_hidden, state.lstm_cell
     )
