@@ -1,4 +1,7 @@
-r"""VeLO (Metz et al. 2022) as an optax transform, bit-for-bit the released ``HyperV2``.
+r"""VeLO (Metz et al. 2022) as an optax transform, reproducing the released ``HyperV2``.
+
+The reference's golden updates (VELO_SPEC §7) are reproduced within the spec's
+tolerances (most state leaves bit-exactly) on CPU with the same JAX version.
 
     tx = velo(num_steps, theta=...)          # theta: path, loaded tree, or None
     updates, state = tx.update(grads, state, params, value=loss)
