@@ -250,6 +250,7 @@ def run_benchmark(args) -> None:
                 "task": name,
                 "kind": kind,
                 "contender": cname,
+                "theta": args.theta if cname not in ("adam_grid", "lopt_init") else "not used",
                 "wall_s": round(time.time() - t0, 1),
                 **{k: _to_list(v) for k, v in res.items()},
             }
@@ -321,10 +322,13 @@ def table(records_dir: str) -> str:
     if not records:
         raise SystemExit(f"no records in {records_dir}")
     s = summarize(records)
+    cmds = sorted({(r["command"], r["git_hash"][:10], r["theta"]) for r in records})
     m = records[0]
     lines = [
-        f"Command: `{m['command']}` (git {m['git_hash'][:10]}, θ = {m['theta']}, "
-        f"{m['steps']} steps, {m['seeds']} seeds; {m['machine']}; jax {m['versions']['jax']}).",
+        f"{m['steps']} steps, {m['seeds']} seeds; {m['machine']}; jax {m['versions']['jax']}. "
+        "Records written by:",
+        "",
+        *(f"- `{c}` (git {g}, θ = {t})" for c, g, t in cmds),
         "",
         "Final training loss (mean over seeds; `*` = a seed diverged) / held-out accuracy "
         "(digits) or held-out loss (regression):",
