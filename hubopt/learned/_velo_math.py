@@ -37,6 +37,9 @@ import numpy as np
 from jax import lax
 
 F32 = jnp.float32
+# Full float32 contractions on every backend (GPUs default to TF32, TPUs to bf16
+# passes); on CPU this changes nothing.
+HIGHEST = lax.Precision.HIGHEST
 
 GRAD_CLIP = 1000.0
 MOM_DECAYS = np.asarray([0.9, 0.99, 0.999], np.float32)
@@ -164,7 +167,7 @@ def lstm_step(rnn, X, hidden, cell):
     # QUIRK (2) dead layer: the reference also evaluates relu(X·W[linear] + b)
     # and overwrites the result; rnn_params/linear is never used here.
     def linear(name, x):
-        return x @ rnn[name]["w"] + rnn[name]["b"][None, :]
+        return jnp.matmul(x, rnn[name]["w"], precision=HIGHEST) + rnn[name]["b"][None, :]
 
     mix = jax.nn.relu(linear("linear_1", X))
     # The max-pool over tensors is the only coupling between tensors (QUIRK 12).
@@ -182,7 +185,10 @@ def lstm_step(rnn, X, hidden, cell):
 def mix_mlp_weights(ff: dict, controls_t) -> dict:
     """W_t = 100 · mean_k(W[k] · Cn[t,k]) for every per-parameter MLP weight."""
     K = controls_t.shape[0]
-    return {name: MIX_SCALE * (jnp.tensordot(controls_t, w, axes=1) / K) for name, w in ff.items()}
+    return {
+        name: MIX_SCALE * (jnp.tensordot(controls_t, w, axes=1, precision=HIGHEST) / K)
+        for name, w in ff.items()
+    }
 
 
 # --------------------------------------------------------------------------- accumulators
@@ -294,12 +300,16 @@ def mlp_step(w: dict, lr_mult, p, groups) -> tuple[jax.Array, dict]:
     for i, x in enumerate(groups):
         scale = lax.rsqrt(1e-5 + jnp.mean(jnp.square(x), axis=axes))  # (c_i,)
         wi = w[f"w0__{i}"] * scale[:, None]  # (c_i, 4)
-        term = jnp.tensordot(wi, x, axes=((0,), (0,)))  # (4,)+S
+        term = jnp.tensordot(wi, x, axes=((0,), (0,)), precision=HIGHEST)  # (4,)+S
         a1 = term if a1 is None else a1 + term
     bshape = (-1,) + (1,) * p.ndim
     a1 = jax.nn.relu(a1 + w["b0"].reshape(bshape))
-    a2 = jax.nn.relu(jnp.tensordot(w["w1"], a1, axes=((0,), (0,))) + w["b1"].reshape(bshape))
-    o = jnp.tensordot(w["w2"][:, :2], a2, axes=((0,), (0,))) + w["b2"][:2].reshape(bshape)
+    a2 = jax.nn.relu(
+        jnp.tensordot(w["w1"], a1, axes=((0,), (0,)), precision=HIGHEST) + w["b1"].reshape(bshape)
+    )
+    o = jnp.tensordot(w["w2"][:, :2], a2, axes=((0,), (0,)), precision=HIGHEST) + w["b2"][
+        :2
+    ].reshape(bshape)
     direction, exp_arg = o[0], o[1] * EXP_MULT  # output channel 2 is unused (QUIRK 14)
     # QUIRK (11): the step is proportional to the tensor's RMS (+1e-9, not max).
     scale = jnp.sqrt(jnp.mean(jnp.square(p)) + 1e-9)
@@ -337,7 +347,10 @@ def mlp_step_factored(w: dict, lr_mult, p, g, acc: TensorAccum, dims) -> tuple[j
     s_r = letters.replace(letters[d0], "")
     s_c = letters.replace(letters[d1], "")
     rho2, kappa2 = jnp.square(rho), jnp.square(kappa)
-    fac_sum = lambda x2, a: jnp.einsum(f"{letters},{s_r},{s_c}->", x2, rho2[a], kappa2[a])  # noqa: E731
+
+    def fac_sum(x2, a):
+        return jnp.einsum(f"{letters},{s_r},{s_c}->", x2, rho2[a], kappa2[a], precision=HIGHEST)
+
     sums = {
         (0, 0): jnp.sum(g2),
         (1, 0): jnp.sum(jnp.minimum(g2, 0.01)),
@@ -366,7 +379,9 @@ def mlp_step_factored(w: dict, lr_mult, p, g, acc: TensorAccum, dims) -> tuple[j
         s_r = lax.rsqrt(1e-5 + jnp.mean(jnp.square(r), axis=red))
         wx = w[f"w0__{gi}"] * s_x[:, None]  # (3, 4)
         wr = w[f"w0__{gj}"] * s_r[:, None]
-        out = jnp.tensordot(wx, stat, axes=((0,), (0,))) + jnp.tensordot(wr, r, axes=((0,), (0,)))
+        out = jnp.tensordot(wx, stat, axes=((0,), (0,)), precision=HIGHEST) + jnp.tensordot(
+            wr, r, axes=((0,), (0,)), precision=HIGHEST
+        )
         return jnp.expand_dims(out, 1 + axis)  # (4,)+S with a 1 at the broadcast axis
 
     # Groups 9/11 are R (and its rsqrt) broadcast along d0; 10/12 are C along d1.
