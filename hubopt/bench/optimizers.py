@@ -298,7 +298,7 @@ def _velo_status() -> tuple[bool, str]:
         _velo_fn()
     except Exception as e:
         return False, f"VeLO checkpoint cached at {path} but hubopt.learned.velo fails: {e}"
-    return True, f"VeLO with the cached official checkpoint ({path})"
+    return True, f"VeLO, with the checkpoint cached by `hubopt velo download` at {path}"
 
 
 def _pretrained_status(size: str) -> tuple[bool, str]:
