@@ -6,7 +6,7 @@ exactly what ran, and `build(spec, num_steps)` makes the optax transform:
     {"name": "adam", "learning_rate": 1e-3}            # also "adamax", "adamw", with the
                                                        # keyword args of
                                                        # hubopt.baselines.hand_optimizer
-    {"name": "velo"}                                   # VeLO, cached official checkpoint
+    {"name": "velo"}                                   # VeLO, from `hubopt velo download`
     {"name": "pretrained", "size": "small"}            # hubopt's bundled learned optimizer
     {"name": "hub",   "hand": H, "learned": L, "mode": "default", "clip": None}
     {"name": "lgl2o", "hand": H, "learned": L}
