@@ -387,6 +387,8 @@ def test_demo_end_to_end(tmp_path, capsys):
         assert "WARNING" in text and "NOT learned" in text and "STAND-IN" in text
     else:
         assert "Learned optimizer used:" in text
+    # every |g_i| is equal on this task, so σ = 1/d = 0.001 for d = 1000
+    assert "σ min/mean/max = 0.001/0.001/0.001" in text
     for name in ("table.md", "table.csv", "loss_curves.png"):
         assert (out / name).stat().st_size > 0
     assert "| best loss |" in (out / "table.md").read_text()

@@ -57,6 +57,23 @@ def specs(hand: str, learned: dict | None, without_learned: str = "stand-in") ->
     return out
 
 
+def hub_diagnostics(paths) -> list[str]:
+    """One line per HUB record on disk: σ at the last step and the hand share of the update."""
+    lines = []
+    for path in paths:
+        rec = records.read(path)
+        stats = rec["diagnostics"].get("hub")
+        if not stats:
+            continue
+        for leaf, st in stats.items():
+            lines.append(
+                f"HUB diagnostics, {rec['optimizer']['label']} seed {rec['seed']}, tensor "
+                f"{leaf!r} at the last step: σ min/mean/max = {st['sigma_min']:.3g}/"
+                f"{st['sigma_mean']:.3g}/{st['sigma_max']:.3g}, hand share of the update = "
+                f"{st['hand_share']:.3g}")
+    return lines
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     parser.add_argument("--steps", type=runner._cli_positive_int, default=DEFAULT_STEPS,
@@ -109,6 +126,8 @@ def run(args) -> int:
     print()
     for f in files.values():
         print(f"wrote {f}")
+    for line in hub_diagnostics(paths):
+        print(line)
     if choice.available:
         print(f"Learned optimizer used: {choice.reason}")
     else:
