@@ -472,3 +472,4 @@ def test_runner_draws_a_batch_per_step_for_stochastic_tasks(tmp_path):
     assert rec["num_steps"] == 30 and rec["curve"]["loss"][0] == pytest.approx(expected[0])
     assert rec["eval"]["loss"][0] == pytest.approx(float(jnp.sum(w_true**2)))  # eval_fn used
     assert rec["eval"]["loss"][-1] < rec["eval"]["loss"][0]
+    assert rec["best_loss"] == min(rec["eval"]["loss"])  # evaluations only when stochastic

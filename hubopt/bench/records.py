@@ -15,7 +15,8 @@ reports are made from records on disk only:
                    loss at `step` (of the params before that step's update) and its
                    mean over the steps since the previous point (subsampled)
     eval           {"step": [...], "loss": [...]}: untimed evaluation losses
-    best_loss, best_step, final_loss   best over every step and every evaluation;
+    best_loss, best_step, final_loss   best over every step and evaluation of a
+                   deterministic task, over the evaluations of a stochastic one;
                    final = evaluation of the params after the last step
     timing         {"step_time_s": median seconds per step over timed chunks,
                     "compile_time_s", "wall_time_s": whole run incl. compile and eval}

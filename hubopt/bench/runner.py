@@ -131,6 +131,7 @@ def train(task: Task, built: optimizers.Built, *, num_steps: int, seed: int,
         params, opt_state = carry
         batch = task.batch(jax.random.fold_in(data_key, step), step) if task.stochastic else None
         value, grads = jax.value_and_grad(task.loss)(params, batch)
+
         def value_fn(p):  # the loss on this step's batch (what LGL2O compares)
             return task.loss(p, batch)
 
@@ -170,8 +171,13 @@ def train(task: Task, built: optimizers.Built, *, num_steps: int, seed: int,
         eval_losses.append(float(eval_fn(carry[0])))
     values = np.concatenate(values)
 
-    all_steps = np.concatenate([np.arange(num_steps), eval_steps])
-    all_losses = np.concatenate([values, eval_losses])
+    # best: over every step and evaluation of a deterministic task (all exact losses);
+    # over the evaluations only for a stochastic one (minibatch losses are noisy)
+    if task.stochastic:
+        all_steps, all_losses = np.asarray(eval_steps), np.asarray(eval_losses)
+    else:
+        all_steps = np.concatenate([np.arange(num_steps), eval_steps])
+        all_losses = np.concatenate([values, eval_losses])
     best = int(np.argmin(np.where(np.isnan(all_losses), np.inf, all_losses)))
     best_loss = float(all_losses[best])  # NaN only if every loss is NaN
     return {
