@@ -240,9 +240,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    command = "hubopt report " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["report"] else None
+    command = getattr(args, "command_line", None) or "hubopt report"
     try:
-        files = report(args.records, args.out, report_command=command or "hubopt report")
+        files = report(args.records, args.out, report_command=command)
     except records.RecordError as e:
         print(f"hubopt report: error: {e}", file=sys.stderr)
         return 1
