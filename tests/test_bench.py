@@ -473,3 +473,13 @@ def test_runner_draws_a_batch_per_step_for_stochastic_tasks(tmp_path):
     assert rec["eval"]["loss"][0] == pytest.approx(float(jnp.sum(w_true**2)))  # eval_fn used
     assert rec["eval"]["loss"][-1] < rec["eval"]["loss"][0]
     assert rec["best_loss"] == min(rec["eval"]["loss"])  # evaluations only when stochastic
+
+
+def test_cli_report(adam_record, tmp_path, capsys):
+    path, _ = adam_record
+    out = tmp_path / "rep"
+    assert cli.main(["report", str(path), "--out", str(out)]) == 0
+    assert f"by: hubopt report {path} --out {out}" in (out / "table.md").read_text()
+    assert "adam@0.01" in capsys.readouterr().out
+    assert cli.main(["report", str(tmp_path / "nothing-here")]) == 1
+    assert "no such file or folder" in capsys.readouterr().err
