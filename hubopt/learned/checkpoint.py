@@ -66,9 +66,7 @@ def _decode_array(code: int, data: bytes) -> np.ndarray:
     shape, name, buf = payload
     if isinstance(name, bytes):
         name = name.decode("ascii", "replace")
-    if not isinstance(shape, list | tuple) or not all(
-        isinstance(d, int) and d >= 0 for d in shape
-    ):
+    if not isinstance(shape, list | tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise CheckpointError(f"array payload has a bad shape {shape!r}")
     if not isinstance(buf, bytes):
         raise CheckpointError("array payload data is not msgpack bin")
@@ -114,8 +112,7 @@ def _normalise(node: Any, where: str) -> Any:
         # flax < 2022 namedtuple encoding: {"fields": {"0": name, ...}, "values": {"0": v}}.
         try:
             node = {
-                node["fields"][str(i)]: node["values"][str(i)]
-                for i in range(len(node["fields"]))
+                node["fields"][str(i)]: node["values"][str(i)] for i in range(len(node["fields"]))
             }
         except KeyError as e:
             raise CheckpointError(f"bad old-style namedtuple map at {where}: {e}") from None
@@ -231,8 +228,10 @@ def encode_checkpoint(params: Mapping, *, gen_id: str = "", step=0) -> bytes:
         raise TypeError(f"params must be a nested dict of arrays, got {type(params).__name__}")
     if not isinstance(gen_id, str):
         raise TypeError(f"gen_id must be a str, got {type(gen_id).__name__}")
-    if isinstance(step, np.ndarray | np.generic) or hasattr(step, "__jax_array__") or (
-        type(step).__module__.startswith("jax")
+    if (
+        isinstance(step, np.ndarray | np.generic)
+        or hasattr(step, "__jax_array__")
+        or (type(step).__module__.startswith("jax"))
     ):
         step_arr = np.asarray(step)
         if step_arr.shape != () or step_arr.dtype.kind not in "iu":
@@ -246,9 +245,7 @@ def encode_checkpoint(params: Mapping, *, gen_id: str = "", step=0) -> bytes:
     return msgpack.packb(tree, use_bin_type=True)
 
 
-def write_checkpoint(
-    path: str | os.PathLike, params: Mapping, *, gen_id: str = "", step=0
-) -> Path:
+def write_checkpoint(path: str | os.PathLike, params: Mapping, *, gen_id: str = "", step=0) -> Path:
     """Writes ``params`` (a nested dict of arrays) as a flax-msgpack checkpoint, atomically.
 
     ``step`` is written as a plain msgpack int, or as a 0-d ext-1 array when it is
