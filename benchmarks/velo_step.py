@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hubopt.learned.velo import init_velo_theta, velo
+from hubopt.learned.velo_transform import init_velo_theta, velo
 
 LAYERS = (784, 1024, 256, 10)
 

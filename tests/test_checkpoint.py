@@ -8,7 +8,7 @@ import pytest
 
 from hubopt.learned import checkpoint as ck
 from hubopt.learned.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
-from hubopt.learned.velo import init_velo_theta
+from hubopt.learned.velo_transform import init_velo_theta
 from hubopt.learned.velo_checkpoint import (
     expected_shapes,
     load_velo_theta,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from hubopt.learned import _velo_math as vm
-from hubopt.learned.velo import VeloState, velo, velo_apply
+from hubopt.learned.velo_transform import VeloState, velo, velo_apply
 from hubopt.learned.velo_checkpoint import load_velo_theta
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "velo"

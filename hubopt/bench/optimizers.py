@@ -151,7 +151,7 @@ def _build_hand(spec: dict, num_steps: int):
 
 
 def _velo_fn():
-    from hubopt.learned.velo import velo
+    from hubopt.learned.velo_transform import velo
 
     return velo
 

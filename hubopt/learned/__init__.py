@@ -7,9 +7,9 @@ from importlib import import_module
 
 _EXPORTS = {
     # VeLO (issue 3)
-    "velo": "hubopt.learned.velo",
-    "VeloState": "hubopt.learned.velo",
-    "init_velo_theta": "hubopt.learned.velo",
+    "velo": "hubopt.learned.velo_transform",
+    "VeloState": "hubopt.learned.velo_transform",
+    "init_velo_theta": "hubopt.learned.velo_transform",
     "load_velo_theta": "hubopt.learned.velo_checkpoint",
     "save_velo_theta": "hubopt.learned.velo_checkpoint",
     "read_checkpoint": "hubopt.learned.checkpoint",

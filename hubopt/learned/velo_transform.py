@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
-import types
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -369,19 +367,3 @@ def velo(
         return jax.lax.cond(count >= n_accum, do_update, skip, None)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-class _CallableModule(types.ModuleType):
-    """``hubopt.learned.velo`` names both this module and the function `velo`.
-
-    Once the submodule is imported, Python binds the package attribute
-    ``hubopt.learned.velo`` to the module, which shadows the lazily exported
-    function. Making the module callable keeps ``hubopt.learned.velo(...)`` and
-    ``from hubopt.learned import velo; velo(...)`` working in every import order.
-    """
-
-    def __call__(self, *args, **kwargs):
-        return velo(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
