@@ -119,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
         executor = RayExecutor(config, num_workers=args.ray_workers)
     limit = None if args.time_limit_min is None else 60.0 * args.time_limit_min
+    git_hash = _git_hash()  # the code this session runs (HEAD may move while it runs)
     t0 = time.time()
     try:
         result = meta_train(
@@ -134,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     info["sessions"].append(
         {
             "command": getattr(args, "command_line", None) or shlex.join(["hubopt", *sys.argv[1:]]),
-            "git_hash": _git_hash(),
+            "git_hash": git_hash,
             "wall_s": round(wall, 1),
             "reached_step": result.step,
         }
