@@ -49,7 +49,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--clip-norm", type=float, default=d.clip_norm)
     a("--trunc-len", type=int, default=d.trunc_len)
     a("--horizons", type=_tuple_of(int), default=d.horizons)
-    a("--eval-weight", type=float, default=d.eval_weight)
+    a(
+        "--eval-weight",
+        type=float,
+        default=d.eval_weight,
+        help="weight of the held-out log loss after each truncation",
+    )
+    a(
+        "--train-floor",
+        type=float,
+        default=d.train_floor,
+        help="no reward for log training loss below log(first loss) minus this",
+    )
     a("--hidden", type=_tuple_of(int), default=d.hidden, help="hidden widths of the MLP")
     a(
         "--hub",
@@ -100,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             trunc_len=args.trunc_len,
             horizons=args.horizons,
             eval_weight=args.eval_weight,
+            train_floor=args.train_floor,
             hidden=args.hidden,
             hub=args.hub,
             hub_mode=args.hub_mode,

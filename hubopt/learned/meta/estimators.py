@@ -20,16 +20,18 @@ so that every task contributes a gradient of comparable size whatever its loss
 scale or how noisy it is (like ES fitness normalisation).
 
 The truncation loss of one inner run (a `MetaTask` trained by the learned
-optimizer, optionally inside HUB with a hand-designed partner) is
+optimizer, optionally inside HUB with a hand-designed partner) mixes training
+and held-out loss:
 
-    L = 1/K Σ_{t in truncation} ℓ(log loss_t)  +  w · (T/K) · ℓ(log eval_loss)·[run ends here]
+    L = 1/K Σ_{t in truncation} ℓ(log loss_t)  +  w · ℓ(log eval_loss at the truncation's end)
 
-(T the run's horizon: the held-out term at the end of a run weighs as much as
-all of its training-loss terms together, for w = 1), where
-ℓ(x) = min(x, log loss₀ + margin), and a non-finite x counts as the cap: a
-diverging inner run costs a large finite penalty, never a NaN. A particle
-whose parameters became non-finite, or whose run is over, restarts from a new
-initialisation (new task instance, new horizon) and its ξ is zeroed.
+where ℓ clamps into [log loss₀ − floor, log loss₀ + margin] (loss₀ the run's
+first loss) and a non-finite value counts as the upper end: a diverging inner
+run costs a large finite penalty, never a NaN, and driving the training loss
+below a thousandth of its start earns nothing, so memorising the training set
+does not pay for a worse held-out loss. A particle whose parameters became
+non-finite, or whose run is over, restarts from a new initialisation (new task
+instance, new horizon) and its ξ is zeroed.
 """
 
 from __future__ import annotations
@@ -133,8 +135,10 @@ class Unroll:
       lopt: the learned optimizer architecture.
       trunc_len: K, inner steps per truncation.
       horizons: lengths of inner runs to draw from (multiples of K).
-      eval_weight: w, weight of the held-out log loss at the end of a run (times T/K).
+      eval_weight: w, weight of the held-out log loss after every truncation.
       margin: the cap is log loss₀ + margin (a diverging run pays it every step).
+      floor: no reward below log loss₀ − floor (6.9: a thousandth of the first
+        loss), so that memorising the training set is not worth overfitting.
       hub_hand: None for the plain learned optimizer, or a constant-rate
         preset name of `hubopt.baselines` ("adam", "adamax", "adamw"): the
         learned optimizer is trained inside `hubopt.hub(hand, learned)`.
@@ -147,6 +151,7 @@ class Unroll:
     horizons: tuple[int, ...] = (200, 500, 1000)
     eval_weight: float = 1.0
     margin: float = 2.0
+    floor: float = 6.9
     hub_hand: str | None = None
     hub_mode: str = "default"
 
@@ -200,7 +205,9 @@ class Unroll:
         )
 
     def _safe_log(self, loss, cap):
-        x = jnp.log(jnp.maximum(loss, 1e-8))
+        """log loss clamped into [cap − margin − floor, cap]; non-finite -> cap."""
+        x = jnp.log(jnp.maximum(loss, 1e-30))
+        x = jnp.maximum(x, cap - self.margin - self.floor)
         return jnp.where(jnp.isfinite(x), jnp.minimum(x, cap), cap)
 
     def run_side(self, theta, params, opt_state, st: PairState, base):
@@ -218,12 +225,8 @@ class Unroll:
 
         steps = st.step + jnp.arange(self.trunc_len, dtype=jnp.int32)
         (params, opt_state), logs_K = jax.lax.scan(body, (params, opt_state), steps)
-        ends = st.step + self.trunc_len >= st.horizon
         ev = self._safe_log(self.task.eval_loss(params, data), cap)
-        # weighted by the run's number of truncations: the held-out term counts as
-        # much as the whole run's training-loss terms together
-        n_trunc = st.horizon.astype(jnp.float32) / self.trunc_len
-        loss = jnp.mean(logs_K) + jnp.where(ends, self.eval_weight * n_trunc * ev, 0.0)
+        loss = jnp.mean(logs_K) + self.eval_weight * ev
         finite = jnp.all(
             jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(params)])
         )

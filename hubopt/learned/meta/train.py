@@ -63,6 +63,7 @@ class MetaTrainConfig:
     trunc_len: int = 50
     horizons: tuple[int, ...] = (200, 500, 1000)
     eval_weight: float = 1.0
+    train_floor: float = 6.9
     hidden: tuple[int, ...] = (32,)
     hub: str | None = None
     hub_mode: str = "default"
@@ -108,6 +109,7 @@ class MetaTrainConfig:
                 trunc_len=self.trunc_len,
                 horizons=self.horizons,
                 eval_weight=self.eval_weight,
+                floor=self.train_floor,
                 hub_hand=self.hub,
                 hub_mode=self.hub_mode,
             )
