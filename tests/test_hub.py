@@ -185,16 +185,16 @@ def test_huge_gradients_give_finite_updates():
 # --- diagnostics --------------------------------------------------------------
 
 
-def test_stats_match_numpy():
+@pytest.mark.parametrize("mode, clip", [("inverted", (0.01, 0.5)), ("default", None)])
+def test_stats_match_numpy(mode, clip):
     params, grads = make_tree()
-    clip = (0.01, 0.5)
-    tx = hubopt.hub(neg_grad(), value_times_params(), clip=clip, mode="inverted")
+    tx = hubopt.hub(neg_grad(), value_times_params(), clip=clip, mode=mode)
     _, state = run_hub(tx, params, grads, value=0.7)
     stats = hubopt.hub_stats(state)
     assert set(stats) == {"conv/w", "dense/b", "dense/w", "scalar"}
     g, p = np.asarray(grads["dense"]["w"]), np.asarray(params["dense"]["w"])
-    sigma = np.clip(np_softmax_abs(g), *clip)
-    w = 1 - sigma
+    sigma = np_softmax_abs(g) if clip is None else np.clip(np_softmax_abs(g), *clip)
+    w = 1 - sigma if mode == "inverted" else sigma
     hand, learned = np.abs(w * g).sum(), np.abs((1 - w) * 0.7 * p).sum()
     got = stats["dense/w"]
     np.testing.assert_allclose(got["sigma_min"], sigma.min(), rtol=1e-5)

@@ -117,23 +117,37 @@ def _resolve_modes(mode: str, blocks, tree) -> list[str]:
 
 
 def _mix_leaf(g, u_hand, u_learned, mode: str, clip):
-    """Mixed update of one tensor and its four diagnostics."""
+    """Mixed update of one tensor and its four diagnostics.
+
+    The σ statistics come in closed form from the softmax's own reductions
+    (max σ = 1/Z, min σ = exp(min|g| − max|g|)/Z, mean σ = 1/n), so that σ is
+    never reduced again; only a clamped σ needs its mean summed.
+    """
     out_dtype = jnp.asarray(g).dtype
-    sigma = layer_softmax(g)
-    if clip is not None:
+    a = jnp.abs(jnp.asarray(g).astype(jnp.float32))
+    if a.size == 0:
+        nan = jnp.float32(jnp.nan)
+        return jnp.zeros(a.shape, out_dtype), (nan, nan, nan, nan)
+    a_max = jnp.max(a)
+    z = jnp.sum(jnp.exp(a - a_max))
+    sigma = jnp.exp(a - a_max) / z
+    sigma_min, sigma_max = jnp.exp(jnp.min(a) - a_max) / z, 1.0 / z
+    if clip is None:
+        sigma_mean = jnp.float32(1.0 / a.size)
+    else:
         sigma = jnp.clip(sigma, clip[0], clip[1])
+        sigma_min, sigma_max = (jnp.clip(s, clip[0], clip[1]) for s in (sigma_min, sigma_max))
+        sigma_mean = jnp.mean(sigma)
     w_hand = sigma if mode == "default" else 1.0 - sigma
     hand_part = w_hand * jnp.asarray(u_hand).astype(jnp.float32)
     learned_part = (1.0 - w_hand) * jnp.asarray(u_learned).astype(jnp.float32)
     update = (hand_part + learned_part).astype(out_dtype)
-    if sigma.size == 0:
-        nan = jnp.float32(jnp.nan)
-        return update, (nan, nan, nan, nan)
     hand_l1 = jnp.sum(jnp.abs(hand_part))
     total_l1 = hand_l1 + jnp.sum(jnp.abs(learned_part))
+    mean_w_hand = sigma_mean if mode == "default" else 1.0 - sigma_mean
     share = jnp.where(total_l1 > 0, hand_l1 / jnp.where(total_l1 > 0, total_l1, 1.0),
-                      jnp.mean(w_hand))
-    return update, (jnp.min(sigma), jnp.mean(sigma), jnp.max(sigma), share)
+                      mean_w_hand)
+    return update, (sigma_min, sigma_mean, sigma_max, share)
 
 
 def _empty_stats(params) -> HubLeafStats:
