@@ -42,18 +42,21 @@ def test_lgl2o_applies_the_lower_loss_candidate(learned_lr, learned_should_win):
     loss_hand = float(np.sum((np.asarray(u_hand) - TARGET) ** 2))
     loss_learned = float(np.sum((np.asarray(u_learned) - TARGET) ** 2))
     assert (loss_learned < loss_hand) == learned_should_win
-    np.testing.assert_allclose(updates["x"], u_learned if learned_should_win else u_hand,
-                               rtol=1e-6)
+    np.testing.assert_allclose(updates["x"], u_learned if learned_should_win else u_hand, rtol=1e-6)
     assert member_count(state.members.hand) == 1 and member_count(state.members.learned) == 1
-    assert lgl2o_stats(state) == {"steps": 1, "learned_win_fraction": float(learned_should_win),
-                                  "last_learned_won": learned_should_win}
+    assert lgl2o_stats(state) == {
+        "steps": 1,
+        "learned_win_fraction": float(learned_should_win),
+        "last_learned_won": learned_should_win,
+    }
 
 
 def test_lgl2o_never_takes_a_nan_candidate_and_ties_go_to_hand():
     params = {"x": jnp.zeros(2)}
     grads = jax.grad(parabola)(params)
-    nan_learned = optax.stateless(lambda u, p: jax.tree_util.tree_map(
-        lambda x: jnp.full_like(x, jnp.nan), u))
+    nan_learned = optax.stateless(
+        lambda u, p: jax.tree_util.tree_map(lambda x: jnp.full_like(x, jnp.nan), u)
+    )
     tx = lgl2o(optax.sgd(0.1), nan_learned)
     updates, state = tx.update(grads, tx.init(params), params, value_fn=parabola)
     assert np.all(np.isfinite(updates["x"]))
@@ -83,7 +86,7 @@ def test_lgl2o_win_fraction_over_a_jitted_run():
     stats = lgl2o_stats(state)
     assert stats["steps"] == 8
     assert stats["learned_win_fraction"] == 1.0
-    np.testing.assert_allclose(float(parabola(params)), 5 * 0.2 ** 16, rtol=1e-2)
+    np.testing.assert_allclose(float(parabola(params)), 5 * 0.2**16, rtol=1e-2)
 
 
 def test_lgl2o_errors():
@@ -110,7 +113,9 @@ def test_blend_is_the_fixed_convex_combination(lam):
     grads = jax.tree_util.tree_map(lambda p: 2 * p + 1, params)
     tx = blend(optax.sgd(0.1), optax.sgd(0.7), lam)
     updates, _ = tx.update(grads, tx.init(params), params)
-    for u, g in zip(jax.tree_util.tree_leaves(updates), jax.tree_util.tree_leaves(grads)):
+    for u, g in zip(
+        jax.tree_util.tree_leaves(updates), jax.tree_util.tree_leaves(grads), strict=True
+    ):
         np.testing.assert_allclose(u, -(lam * 0.1 + (1 - lam) * 0.7) * np.asarray(g), rtol=1e-6)
 
 
@@ -125,7 +130,8 @@ def test_blend_equals_hub_when_sigma_is_clamped_to_a_constant():
     params = {"x": jnp.linspace(-1.0, 1.0, 6)}
     grads = {"x": jnp.linspace(2.0, -3.0, 6)}
     a, _ = blend(optax.sgd(0.1), optax.adam(0.1), 0.25).update(
-        grads, blend(optax.sgd(0.1), optax.adam(0.1), 0.25).init(params), params)
+        grads, blend(optax.sgd(0.1), optax.adam(0.1), 0.25).init(params), params
+    )
     tx = hubopt.hub(optax.sgd(0.1), optax.adam(0.1), clip=(0.25, 0.25))
     b, _ = tx.update(grads, tx.init(params), params)
     np.testing.assert_allclose(a["x"], b["x"], rtol=1e-6)
@@ -138,8 +144,11 @@ def test_warmup_cosine_schedule_matches_formula():
     lr, total, warm = 1e-2, 100, 10
     sched = learning_rate_schedule(lr, "warmup_cosine", total_steps=total, warmup_steps=warm)
     for t in [0, 5, 10, 40, 99]:
-        want = lr * t / warm if t < warm else lr * 0.5 * (
-            1 + math.cos(math.pi * (t - warm) / (total - warm)))
+        want = (
+            lr * t / warm
+            if t < warm
+            else lr * 0.5 * (1 + math.cos(math.pi * (t - warm) / (total - warm)))
+        )
         np.testing.assert_allclose(float(sched(t)), want, rtol=1e-5, atol=1e-9)
 
 
@@ -154,15 +163,19 @@ def test_hand_optimizer_matches_optax(name):
     params = {"x": jnp.array([1.0, -2.0, 3.0])}
     grads = {"x": jnp.array([0.1, 0.2, -0.3])}
     ours = hand_optimizer(name, 1e-2)
-    ref = {"adam": optax.adam(1e-2), "adamax": optax.adamax(1e-2),
-           "adamw": optax.adamw(1e-2, weight_decay=1e-4)}[name]
+    ref = {
+        "adam": optax.adam(1e-2),
+        "adamax": optax.adamax(1e-2),
+        "adamw": optax.adamw(1e-2, weight_decay=1e-4),
+    }[name]
     a, _ = ours.update(grads, ours.init(params), params, value=1.0)
     b, _ = ref.update(grads, ref.init(params), params)
     np.testing.assert_allclose(a["x"], b["x"], rtol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["adam", "adamax", "adamw", "adam_warmup_cosine",
-                                  "adamw_warmup_cosine", "adamax_step"])
+@pytest.mark.parametrize(
+    "name", ["adam", "adamax", "adamw", "adam_warmup_cosine", "adamw_warmup_cosine", "adamax_step"]
+)
 def test_every_preset_descends_a_parabola(name):
     tx = make_preset(name, total_steps=300)
     params = {"x": jnp.zeros(2)}

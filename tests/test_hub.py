@@ -43,12 +43,15 @@ def make_tree(seed=0):
     rng = np.random.default_rng(seed)
     params = {
         "conv": {"w": rng.normal(size=(3, 3, 2, 4)).astype(np.float32)},
-        "dense": {"b": rng.normal(size=(5,)).astype(np.float32),
-                  "w": rng.normal(size=(8, 5)).astype(np.float32)},
+        "dense": {
+            "b": rng.normal(size=(5,)).astype(np.float32),
+            "w": rng.normal(size=(8, 5)).astype(np.float32),
+        },
         "scalar": np.float32(rng.normal()),
     }
-    grads = jax.tree_util.tree_map(lambda p: (3 * rng.normal(size=np.shape(p))).astype(np.float32),
-                                   params)
+    grads = jax.tree_util.tree_map(
+        lambda p: (3 * rng.normal(size=np.shape(p))).astype(np.float32), params
+    )
     return params, grads
 
 
@@ -95,8 +98,15 @@ def test_sigma_is_stable_for_huge_gradients():
 
 
 @settings(max_examples=40, deadline=None)
-@given(hnp.arrays(np.float32, hnp.array_shapes(max_dims=3, max_side=6),
-                  elements=st.floats(float(np.float32(-1e30)), float(np.float32(1e30)), width=32, allow_subnormal=False)))
+@given(
+    hnp.arrays(
+        np.float32,
+        hnp.array_shapes(max_dims=3, max_side=6),
+        elements=st.floats(
+            float(np.float32(-1e30)), float(np.float32(1e30)), width=32, allow_subnormal=False
+        ),
+    )
+)
 def test_sigma_is_a_distribution(g):
     sigma = np.asarray(layer_softmax(g), np.float64)
     assert sigma.shape == g.shape
@@ -114,20 +124,28 @@ def test_update_matches_numpy(mode, clip):
     tx = hubopt.hub(neg_grad(), value_times_params(), mode=mode, clip=clip)
     updates, _ = run_hub(tx, params, grads, value=0.7)
     expected = reference_update(params, grads, 0.7, lambda _: mode, clip)
-    for got, want in zip(jax.tree_util.tree_leaves(updates), jax.tree_util.tree_leaves(expected)):
+    for got, want in zip(
+        jax.tree_util.tree_leaves(updates), jax.tree_util.tree_leaves(expected), strict=True
+    ):
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
 
 
 def test_blocks_give_each_subtree_its_mode():
     params, grads = make_tree()
-    labels = {"conv": {"w": "inverted"}, "dense": {"b": "default", "w": "inverted"},
-              "scalar": "default"}
+    labels = {
+        "conv": {"w": "inverted"},
+        "dense": {"b": "default", "w": "inverted"},
+        "scalar": "default",
+    }
     tx = hubopt.hub(neg_grad(), value_times_params(), blocks=labels)
     updates, _ = run_hub(tx, params, grads)
     inverted = {"['conv']['w']", "['dense']['w']"}
-    expected = reference_update(params, grads, 0.7,
-                                lambda path: "inverted" if path in inverted else "default")
-    for got, want in zip(jax.tree_util.tree_leaves(updates), jax.tree_util.tree_leaves(expected)):
+    expected = reference_update(
+        params, grads, 0.7, lambda path: "inverted" if path in inverted else "default"
+    )
+    for got, want in zip(
+        jax.tree_util.tree_leaves(updates), jax.tree_util.tree_leaves(expected), strict=True
+    ):
         np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
     # The same labels from a callable.
     tx_fn = hubopt.hub(neg_grad(), value_times_params(), blocks=lambda p: labels)
@@ -145,19 +163,24 @@ def test_clip_zero_one_equals_default():
 def test_default_plus_inverted_is_hand_plus_learned():
     params, grads = make_tree()
     u_d, _ = run_hub(hubopt.hub(neg_grad(), value_times_params()), params, grads, 0.3)
-    u_i, _ = run_hub(hubopt.hub(neg_grad(), value_times_params(), mode="inverted"),
-                     params, grads, 0.3)
-    for d, i, p, g in zip(*(jax.tree_util.tree_leaves(t) for t in (u_d, u_i, params, grads))):
-        np.testing.assert_allclose(np.asarray(d) + np.asarray(i), -g - 0.3 * p,
-                                   rtol=1e-5, atol=1e-6)
+    u_i, _ = run_hub(
+        hubopt.hub(neg_grad(), value_times_params(), mode="inverted"), params, grads, 0.3
+    )
+    for d, i, p, g in zip(
+        *(jax.tree_util.tree_leaves(t) for t in (u_d, u_i, params, grads)), strict=True
+    ):
+        np.testing.assert_allclose(
+            np.asarray(d) + np.asarray(i), -g - 0.3 * p, rtol=1e-5, atol=1e-6
+        )
 
 
 def test_scalar_leaf_follows_hand_in_default_and_learned_in_inverted():
     params, grads = {"s": jnp.float32(2.0)}, {"s": jnp.float32(0.5)}
     u, _ = run_hub(hubopt.hub(neg_grad(), value_times_params()), params, grads, 1.0)
     assert float(u["s"]) == -0.5
-    u, _ = run_hub(hubopt.hub(neg_grad(), value_times_params(), mode="inverted"),
-                   params, grads, 1.0)
+    u, _ = run_hub(
+        hubopt.hub(neg_grad(), value_times_params(), mode="inverted"), params, grads, 1.0
+    )
     assert float(u["s"]) == -2.0
 
 
@@ -311,9 +334,14 @@ def test_missing_extra_arg_names_the_member_and_argument():
         tx.update(grads, state, params)
 
 
-@pytest.mark.parametrize("alias, hand", [(hubopt.hub_adam, optax.adam(1e-2)),
-                                         (hubopt.hub_adamax, optax.adamax(1e-2)),
-                                         (hubopt.hub_adamw, optax.adamw(1e-2, weight_decay=1e-4))])
+@pytest.mark.parametrize(
+    "alias, hand",
+    [
+        (hubopt.hub_adam, optax.adam(1e-2)),
+        (hubopt.hub_adamax, optax.adamax(1e-2)),
+        (hubopt.hub_adamw, optax.adamw(1e-2, weight_decay=1e-4)),
+    ],
+)
 def test_aliases_equal_hub_of_the_named_optimizer(alias, hand):
     params, grads = make_tree()
     a, _ = run_hub(alias(1e-2, value_times_params(), clip=(0.01, 0.5)), params, grads)

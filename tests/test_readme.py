@@ -14,8 +14,16 @@ def python_blocks(text: str) -> list[str]:
 
 def test_readme_has_an_example_of_each_variant():
     code = "\n".join(python_blocks(README.read_text()))
-    for needle in ['mode="inverted"', "clip=(", "blocks=", "hub_stats", "lgl2o(", "blend(",
-                   "hand_optimizer(", "preset("]:
+    for needle in [
+        'mode="inverted"',
+        "clip=(",
+        "blocks=",
+        "hub_stats",
+        "lgl2o(",
+        "blend(",
+        "hand_optimizer(",
+        "preset(",
+    ]:
         assert needle in code, f"README shows no runnable example with {needle}"
 
 

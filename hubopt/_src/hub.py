@@ -145,8 +145,7 @@ def _mix_leaf(g, u_hand, u_learned, mode: str, clip):
     hand_l1 = jnp.sum(jnp.abs(hand_part))
     total_l1 = hand_l1 + jnp.sum(jnp.abs(learned_part))
     mean_w_hand = sigma_mean if mode == "default" else 1.0 - sigma_mean
-    share = jnp.where(total_l1 > 0, hand_l1 / jnp.where(total_l1 > 0, total_l1, 1.0),
-                      mean_w_hand)
+    share = jnp.where(total_l1 > 0, hand_l1 / jnp.where(total_l1 > 0, total_l1, 1.0), mean_w_hand)
     return update, (sigma_min, sigma_mean, sigma_max, share)
 
 
@@ -208,7 +207,9 @@ def hub(
             u, s = _mix_leaf(g, uh, ul, m, clip)
             mixed.append(u)
             stats.append(s)
-        stat_trees = [jax.tree_util.tree_unflatten(tree_def, list(col)) for col in zip(*stats)]
+        stat_trees = [
+            jax.tree_util.tree_unflatten(tree_def, list(col)) for col in zip(*stats, strict=True)
+        ]
         if not stat_trees:  # an empty params tree
             stat_trees = [tree_def.unflatten([])] * 4
         new_state = HubState(
@@ -233,6 +234,6 @@ def hub_stats(state) -> dict[str, dict[str, float]]:
     paths = leaf_paths(stats.sigma_min)
     columns = [jax.tree_util.tree_leaves(field) for field in stats]
     return {
-        path: {name: float(col[i]) for name, col in zip(HubLeafStats._fields, columns)}
+        path: {name: float(col[i]) for name, col in zip(HubLeafStats._fields, columns, strict=True)}
         for i, path in enumerate(paths)
     }

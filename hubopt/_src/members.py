@@ -32,9 +32,7 @@ def _keyword_spec(update_fn) -> tuple[bool, frozenset[str], frozenset[str]]:
     var_kw = any(p.kind is p.VAR_KEYWORD for p in params)
     # The first three positional slots are (updates, state, params).
     named = frozenset(
-        p.name
-        for p in params[3:]
-        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+        p.name for p in params[3:] if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
     )
     required = frozenset(
         p.name for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty

@@ -68,9 +68,7 @@ def lgl2o(
         loss_hand = jnp.asarray(value_fn(optax.apply_updates(params, u_hand)), jnp.float32)
         loss_learned = jnp.asarray(value_fn(optax.apply_updates(params, u_learned)), jnp.float32)
         if loss_hand.shape != () or loss_learned.shape != ():
-            raise ValueError(
-                f"value_fn must return a scalar loss, got shape {loss_hand.shape}"
-            )
+            raise ValueError(f"value_fn must return a scalar loss, got shape {loss_hand.shape}")
         learned_won = jnp.isfinite(loss_learned) & (
             (loss_learned < loss_hand) | ~jnp.isfinite(loss_hand)
         )
