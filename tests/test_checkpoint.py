@@ -8,7 +8,6 @@ import pytest
 
 from hubopt.learned import checkpoint as ck
 from hubopt.learned.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
-from hubopt.learned.velo_transform import init_velo_theta
 from hubopt.learned.velo_checkpoint import (
     expected_shapes,
     load_velo_theta,
@@ -16,6 +15,7 @@ from hubopt.learned.velo_checkpoint import (
     save_velo_theta,
     validate_velo_theta,
 )
+from hubopt.learned.velo_transform import init_velo_theta
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "velo"
 needs_shared = pytest.mark.skipif(

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from hubopt.learned import velo_cli, velo_fetch
-from hubopt.learned.velo_transform import init_velo_theta, velo
 from hubopt.learned.velo_checkpoint import save_velo_theta
 from hubopt.learned.velo_fetch import VeloDownloadError, fetch_velo, velo_cache_path, verify_cached
+from hubopt.learned.velo_transform import init_velo_theta, velo
 
 
 @pytest.fixture(scope="module")
