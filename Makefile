@@ -23,6 +23,7 @@ demo: $(STAMP_RUN)
 	$(VENV)/bin/hubopt demo --out demo_out
 
 test: $(STAMP_DEV)
+	$(VENV)/bin/ruff check hubopt tests benchmarks
 	$(PY) -m pytest -q
 
 lint: $(STAMP_DEV)
