@@ -12,6 +12,7 @@ was made (command, seed, git hash, wall time, meta-loss summary) and the
 from __future__ import annotations
 
 import json
+import numbers
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -70,7 +71,8 @@ def pretrained(name: str = "small", *, num_steps: int) -> optax.GradientTransfor
 
     Its `update` needs params and the loss: `update(grads, state, params, value=loss)`.
     """
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+    if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or num_steps < 1:
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+    num_steps = int(num_steps)
     lopt, theta = load(name)
     return lopt.optimizer(theta, num_steps)
