@@ -32,9 +32,10 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from hubopt._src.atomic_write import write_atomic
 
 SCHEMA = "hubopt.run/1"
 
@@ -130,31 +131,13 @@ def write(record: dict, path: str | os.PathLike, *, overwrite: bool = False) -> 
     """
     path = Path(path)
     text = dumps(record)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # atomic, fails if path exists
-            except FileExistsError:
-                raise FileExistsError(
-                    f"record {path} already exists; refusing to overwrite it "
-                    "(pass overwrite=True / --overwrite, or write elsewhere)"
-                ) from None
-            except OSError:  # no hard links on this filesystem
-                if path.exists():
-                    raise FileExistsError(f"record {path} already exists") from None
-                os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        return write_atomic(path, text, overwrite=overwrite)
+    except FileExistsError:
+        raise FileExistsError(
+            f"record {path} already exists; refusing to overwrite it "
+            "(pass overwrite=True / --overwrite, or write elsewhere)"
+        ) from None
 
 
 def read(path: str | os.PathLike) -> dict:

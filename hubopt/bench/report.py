@@ -15,16 +15,15 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import statistics
 import sys
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from hubopt._src.atomic_write import write_atomic
 from hubopt.bench import records
 
 
@@ -152,18 +151,6 @@ def provenance(recs: list[dict], report_command: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def plot(recs: list[dict], path, *, report_command: str | None = None) -> Path:
     """Loss curves (median over seeds, min–max band), one panel per task, saved as PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -208,7 +195,7 @@ def plot(recs: list[dict], path, *, report_command: str | None = None) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=130)
     path = Path(path)
-    _atomic_write_bytes(path, buf.getvalue())
+    write_atomic(path, buf.getvalue())
     return path
 
 
@@ -224,8 +211,8 @@ def report(paths, out_dir, *, report_command: str | None = None) -> dict[str, Pa
     md += "\n```\n" + provenance(recs, report_command) + "\n```\n"
     files = {"table_md": out / "table.md", "table_csv": out / "table.csv",
              "figure": out / "loss_curves.png"}
-    _atomic_write_bytes(files["table_md"], md.encode())
-    _atomic_write_bytes(files["table_csv"], csv_table(rows).encode())
+    write_atomic(files["table_md"], md.encode())
+    write_atomic(files["table_csv"], csv_table(rows).encode())
     plot(recs, files["figure"], report_command=report_command)
     return files
 

@@ -19,13 +19,14 @@ existing good one.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import numpy as np
+
+from hubopt._src.atomic_write import write_atomic
 
 __all__ = ["CheckpointError", "read_checkpoint", "write_checkpoint"]
 
@@ -255,18 +256,5 @@ def write_checkpoint(path: str | os.PathLike, params: Mapping, *, gen_id: str = 
     """
     path = Path(path)
     data = encode_checkpoint(params, gen_id=gen_id, step=step)  # fail before touching disk
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomic(path, data)
     return path

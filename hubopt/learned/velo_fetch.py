@@ -23,6 +23,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from hubopt._src.atomic_write import write_atomic
+
 __all__ = [
     "VELO_SIZE",
     "VELO_URL",
@@ -109,19 +111,6 @@ def _offline_help(url: str, dest: Path, why: str) -> str:
         f"{'' if dest == velo_cache_path() else f' --cache-dir {dest.parent.parent}'}\n"
         f"The checkpoint goes to {dest}."
     )
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _download_to(url: str, tmp: Path, expected_size: int, timeout: float, progress: bool) -> str:
@@ -228,5 +217,5 @@ def fetch_velo(
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
-    _write_text_atomic(_sha_path(dest), f"{digest}  {dest.name}\n")
+    write_atomic(_sha_path(dest), f"{digest}  {dest.name}\n")
     return dest
