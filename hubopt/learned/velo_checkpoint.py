@@ -44,6 +44,18 @@ MLP_OUT = 3
 _RNN_LAYERS = ("linear", "linear_1", "linear_2", "rnn/linear", "rnn_to_controls", "step_size")
 
 
+def rnn_weight_shapes(H: int, K: int) -> dict[str, tuple[int, int]]:
+    """Weight shape (fan_in, fan_out) of each linear layer under ``rnn_params``."""
+    return {
+        "linear": (N_LSTM_FEATURES, H),
+        "linear_1": (N_LSTM_FEATURES, H),
+        "linear_2": (N_LSTM_FEATURES, H),
+        "rnn/linear": (2 * H, 4 * H),
+        "rnn_to_controls": (H, K),
+        "step_size": (H, 1),
+    }
+
+
 def expected_shapes(H: int, K: int) -> dict[str, tuple[int, ...]]:
     """Path ('/'-joined, with 'rnn/linear' kept whole) -> shape, for LSTM width H, K inits."""
     shapes: dict[str, tuple[int, ...]] = {}
@@ -57,15 +69,7 @@ def expected_shapes(H: int, K: int) -> dict[str, tuple[int, ...]]:
     shapes[f"{ff}b2"] = (K, MLP_OUT)
     shapes["lstm_init_state/hidden"] = (1, H)
     shapes["lstm_init_state/cell"] = (1, H)
-    fan = {
-        "linear": (N_LSTM_FEATURES, H),
-        "linear_1": (N_LSTM_FEATURES, H),
-        "linear_2": (N_LSTM_FEATURES, H),
-        "rnn/linear": (2 * H, 4 * H),
-        "rnn_to_controls": (H, K),
-        "step_size": (H, 1),
-    }
-    for name, (fan_in, fan_out) in fan.items():
+    for name, (fan_in, fan_out) in rnn_weight_shapes(H, K).items():
         shapes[f"rnn_params/{name}/w"] = (fan_in, fan_out)
         shapes[f"rnn_params/{name}/b"] = (fan_out,)
     return shapes

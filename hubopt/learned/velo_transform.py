@@ -42,6 +42,7 @@ from hubopt.learned.velo_checkpoint import (
     GROUP_WIDTHS,
     N_LSTM_FEATURES,
     load_velo_theta,
+    rnn_weight_shapes,
     validate_velo_theta,
 )
 
@@ -94,14 +95,7 @@ def init_velo_theta(key, lstm_hidden_size: int = 512, param_inits: int = 256) ->
     ff_shapes = {f"w0__{i}": ((K, c, 4), N_LSTM_FEATURES) for i, c in enumerate(GROUP_WIDTHS)}
     ff_shapes["w1"] = ((K, 4, 4), 4)
     ff_shapes["w2"] = ((K, 4, 3), 4)
-    rnn_shapes = {
-        "linear": (N_LSTM_FEATURES, H),
-        "linear_1": (N_LSTM_FEATURES, H),
-        "linear_2": (N_LSTM_FEATURES, H),
-        "rnn/linear": (2 * H, 4 * H),
-        "rnn_to_controls": (H, K),
-        "step_size": (H, 1),
-    }
+    rnn_shapes = rnn_weight_shapes(H, K)
     weights = [(shape, fan_in) for shape, fan_in in ff_shapes.values()]
     weights += [(shape, shape[0]) for shape in rnn_shapes.values()]
     total = sum(math.prod(shape) for shape, _ in weights)
