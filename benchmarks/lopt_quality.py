@@ -418,7 +418,8 @@ def main(argv=None) -> int:
         "--table",
         metavar="DIR",
         nargs="+",
-        help="print the table from the records in DIR... and exit",
+        help="print the table from the records in DIR... and exit (a later folder's record "
+        "replaces an earlier one for the same task and contender)",
     )
     args = p.parse_args(argv)
     if args.table:

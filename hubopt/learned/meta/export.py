@@ -60,7 +60,7 @@ def export_bundle(run_dir, dest_stem, *, notes: str = "") -> dict:
         "lopt": {"class": "hubopt.learned.lopt.MLPLOpt", "hidden_sizes": list(config.hidden)},
         "meta_loss": {
             "what": "mean over each outer step's tasks of the truncation meta-loss "
-            "(mean log training loss + held-out term at run ends); by tenths of training",
+            "(mean log training loss + held-out log loss term); by tenths of training",
             "by_tenth": [float(losses[i : i + n].mean()) for i in range(0, len(losses), n)][:10],
             "first_tenth": float(losses[:n].mean()),
             "last_tenth": float(losses[-n:].mean()),
