@@ -200,7 +200,7 @@ def run_benchmark(args) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.theta == "bundled":
-        from hubopt.learned.pretrained import load
+        from hubopt.learned.bundled import load
 
         lopt, theta = load("small")
     else:

@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import hubopt
-from hubopt.learned import pretrained as pre
+from hubopt.learned import bundled as pre
 from hubopt.learned.lopt import MLPLOpt
 from hubopt.learned.meta.task_distribution import MetaTask
 

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import hubopt
-from hubopt.learned import pretrained as pre
+from hubopt.learned import bundled as pre
 from hubopt.learned.lopt import MLPLOpt
 
 needs_bundle = pytest.mark.skipif("small" not in pre.available(), reason="no bundled 'small'")

@@ -282,14 +282,3 @@ def test_lstm_features_against_numpy(case):
     if case == "constant":
         np.testing.assert_array_equal(got[24:27], -2.5)  # var_m exactly 0
 
-
-def test_package_exports_are_the_functions_in_any_import_order():
-    import importlib
-
-    import hubopt.learned as learned
-    import hubopt.learned.velo_transform  # noqa: F401  (the submodule is loaded first)
-
-    importlib.reload(learned)
-    from hubopt.learned import velo as velo_export
-
-    assert callable(velo_export) and velo_export is hubopt.learned.velo_transform.velo

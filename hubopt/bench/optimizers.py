@@ -29,6 +29,8 @@ from typing import Any
 
 import optax
 
+from hubopt import learned as learned_optimizers
+
 HAND = ("adam", "adamax", "adamw")
 LEARNED = ("velo", "pretrained")
 COMBINED = ("hub", "lgl2o", "blend")
@@ -145,29 +147,12 @@ def _build_hand(spec: dict, num_steps: int):
     return hand_optimizer(spec["name"], **kwargs)
 
 
-# Imported from their modules, not as `from hubopt.learned import velo`: once the
-# submodule hubopt.learned.velo is loaded, the package attribute `velo` is that
-# module, not the function (same for `pretrained`).
-
-
-def _velo_fn():
-    from hubopt.learned.velo_transform import velo
-
-    return velo
-
-
-def _pretrained_fn():
-    from hubopt.learned.pretrained import pretrained
-
-    return pretrained
-
-
 def _build_learned(spec: dict, num_steps: int):
     name = spec["name"]
     if name == "velo":
-        return _velo_fn()(num_steps)
+        return learned_optimizers.velo(num_steps)
     if name == "pretrained":
-        return _pretrained_fn()(spec.get("size", "small"), num_steps=num_steps)
+        return learned_optimizers.pretrained(spec.get("size", "small"), num_steps=num_steps)
     raise OptimizerSpecError(f"{name!r} is not a learned optimizer; known: {LEARNED}")
 
 
@@ -295,7 +280,7 @@ def _velo_status() -> tuple[bool, str]:
     if not path.exists():
         return False, f"VeLO checkpoint not cached at {path}"
     try:
-        _velo_fn()
+        learned_optimizers.velo  # noqa: B018  (imports the VeLO module)
     except Exception as e:
         return False, f"VeLO checkpoint cached at {path} but hubopt.learned.velo fails: {e}"
     return True, f"VeLO, with the checkpoint cached by `hubopt velo download` at {path}"
@@ -303,7 +288,7 @@ def _velo_status() -> tuple[bool, str]:
 
 def _pretrained_status(size: str) -> tuple[bool, str]:
     try:
-        _pretrained_fn()(size, num_steps=10)
+        learned_optimizers.pretrained(size, num_steps=10)
     except Exception as e:  # absent until the bundled optimizer ships
         return False, f"bundled hubopt-{size} not available ({type(e).__name__}: {e})"
     return True, f"hubopt's bundled learned optimizer hubopt-{size}"

@@ -18,7 +18,7 @@ _EXPORTS = {
     "velo_cache_path": "hubopt.learned.velo_fetch",
     # hubopt's own learned optimizer (issue 4)
     "MLPLOpt": "hubopt.learned.lopt",
-    "pretrained": "hubopt.learned.pretrained",
+    "pretrained": "hubopt.learned.bundled",
 }
 
 __all__ = sorted(_EXPORTS)
