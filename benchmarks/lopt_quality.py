@@ -47,6 +47,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import hubopt  # noqa: E402
+from hubopt._src.atomic_write import write_atomic
 from hubopt.learned.checkpoint import read_checkpoint  # noqa: E402
 from hubopt.learned.lopt import MLPLOpt  # noqa: E402
 from hubopt.learned.meta import task_distribution as td  # noqa: E402
@@ -256,9 +257,7 @@ def run_benchmark(args) -> None:
             }
             if cname == "adam_grid":
                 rec["learning_rates"] = list(ADAM_GRID)
-            tmp = path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(rec) + "\n")
-            os.replace(tmp, path)
+            write_atomic(path, json.dumps(rec) + "\n")
             print(
                 f"{name:40s} {cname:13s} {rec['wall_s']:6.1f}s "
                 f"train={np.nanmean(np.asarray(rec['train_loss'], float), axis=-1)}"

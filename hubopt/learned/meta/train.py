@@ -26,7 +26,6 @@ import functools
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hubopt._src.atomic_write import write_atomic
 from hubopt.learned.checkpoint import read_checkpoint, write_checkpoint
 from hubopt.learned.lopt import MLPLOpt
 from hubopt.learned.meta import task_distribution as td
@@ -186,18 +186,6 @@ def _from_leaves_dict(template, d: dict) -> Any:
     return tdef.unflatten([jnp.asarray(d[f"{i:05d}"]) for i in range(len(leaves))])
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 GEN_ID = "hubopt_mlp_lopt"
 
 
@@ -260,7 +248,7 @@ def meta_train(
     else:
         executor.init(theta, k_particles)
         log = []
-    _write_text_atomic(cfg_path, json.dumps(config.to_json(), indent=1) + "\n")
+    write_atomic(cfg_path, json.dumps(config.to_json(), indent=1) + "\n")
 
     @jax.jit
     def apply(theta, opt_state, grads):
@@ -279,7 +267,7 @@ def meta_train(
         write_checkpoint(
             theta_path, jax.tree_util.tree_map(np.asarray, theta), gen_id=GEN_ID, step=step
         )
-        _write_text_atomic(log_path, "".join(json.dumps(r) + "\n" for r in log))
+        write_atomic(log_path, "".join(json.dumps(r) + "\n" for r in log))
 
     n_tasks = len(config.tasks)
     t0 = time.time()
