@@ -171,9 +171,9 @@ def run(args: argparse.Namespace) -> int:
             else None,
         }
     )
-    from hubopt.learned.meta.train import _write_text_atomic
+    from hubopt._src.atomic_write import write_atomic
 
-    _write_text_atomic(info_path, json.dumps(info, indent=1) + "\n")
+    write_atomic(info_path, json.dumps(info, indent=1) + "\n")
     print(
         f"meta-train: {result.step}/{config.outer_steps} outer steps in {wall:.0f}s; "
         f"theta in {out / 'theta.msgpack'}"

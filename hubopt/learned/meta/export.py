@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from hubopt._src.atomic_write import write_atomic
 from hubopt.learned.checkpoint import read_checkpoint, write_checkpoint
-from hubopt.learned.meta.train import GEN_ID, MetaTrainConfig, _write_text_atomic
+from hubopt.learned.meta.train import GEN_ID, MetaTrainConfig
 
 
 def reproduce_command(config: MetaTrainConfig, out: str = "runs/small") -> str:
@@ -69,7 +70,7 @@ def export_bundle(run_dir, dest_stem, *, notes: str = "") -> dict:
     }
     dest.parent.mkdir(parents=True, exist_ok=True)
     write_checkpoint(dest.with_suffix(".msgpack"), ck["params"], gen_id=GEN_ID, step=step)
-    _write_text_atomic(
+    write_atomic(
         dest.with_name(dest.name + ".provenance.json"), json.dumps(prov, indent=1) + "\n"
     )
     return prov
