@@ -34,7 +34,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,6 +47,7 @@ import optax  # noqa: E402
 
 import hubopt  # noqa: E402
 from hubopt._src.atomic_write import write_atomic
+from hubopt._src.git_state import git_commit
 from hubopt.learned.checkpoint import read_checkpoint  # noqa: E402
 from hubopt.learned.lopt import MLPLOpt  # noqa: E402
 from hubopt.learned.meta import task_distribution as td  # noqa: E402
@@ -180,19 +180,6 @@ def _compiled(task, factory, steps: int, cname: str):
     return jax.jit(run)
 
 
-def _git_hash() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            cwd=Path(__file__).parent,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def _to_list(x):
     return np.asarray(x).tolist()
 
@@ -214,7 +201,7 @@ def run_benchmark(args) -> None:
     names = args.tasks.split(",") if args.tasks else list(tasks)
     meta = {
         "command": " ".join([sys.executable.split("/")[-1], *sys.argv]),
-        "git_hash": _git_hash(),
+        "git_hash": git_commit(),
         "theta": args.theta,
         "steps": args.steps,
         "seeds": args.seeds,

@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import time
 
 import jax
@@ -27,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hubopt._src.git_state import git_commit
 from hubopt.learned.velo_transform import init_velo_theta, velo
 
 LAYERS = (784, 1024, 256, 10)
@@ -54,15 +54,6 @@ def make_step(tx):
 
 def state_bytes(state) -> int:
     return sum(int(np.asarray(x).nbytes) for x in jax.tree_util.tree_leaves(state))
-
-
-def git_hash() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main(argv=None) -> dict:
@@ -123,7 +114,7 @@ def main(argv=None) -> dict:
         "jax": jax.__version__,
         "optax": optax.__version__,
         "numpy": np.__version__,
-        "git": git_hash(),
+        "git": git_commit(short=True),
     }
     for name, r in run.items():
         record[f"{name}_median_ms"] = statistics.median(r["times"])

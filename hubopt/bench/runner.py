@@ -24,7 +24,6 @@ import math
 import os
 import platform
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ import numpy as np
 import optax
 
 from hubopt._src import members
+from hubopt._src.git_state import git_state
 from hubopt.bench import optimizers, records
 from hubopt.tasks import Task, get_task
 
@@ -59,19 +59,6 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _git_state() -> dict:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=root, capture_output=True, text=True, timeout=10,
-                               check=True).stdout.strip() != ""
-        return {"commit": head, "dirty": dirty}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-
-
 def metadata(command: str | None = None) -> dict:
     """Versions, machine, git state, UTC date and the command line, for a record."""
     device = jax.devices()[0]
@@ -89,7 +76,7 @@ def metadata(command: str | None = None) -> dict:
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "device": f"{device.platform}:{device.device_kind}",
-        "git": _git_state(),
+        "git": git_state(),
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": command if command is not None else " ".join([Path(sys.argv[0]).name,
                                                                  *sys.argv[1:]]),

@@ -15,12 +15,13 @@ import argparse
 import json
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from hubopt._src.git_state import git_commit
 
 
 def _tuple_of(cast):
@@ -83,16 +84,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--quiet", action="store_true", help="no progress bar")
 
 
-def _git_hash() -> str:
-    try:
-        here = Path(__file__).resolve().parent
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def run(args: argparse.Namespace) -> int:
     import jax
 
@@ -131,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
 
         executor = RayExecutor(config, num_workers=args.ray_workers)
     limit = None if args.time_limit_min is None else 60.0 * args.time_limit_min
-    git_hash = _git_hash()  # the code this session runs (HEAD may move while it runs)
+    git_hash = git_commit()  # the code this session runs (HEAD may move while it runs)
     t0 = time.time()
     try:
         result = meta_train(
