@@ -13,8 +13,10 @@ vmapped in one compiled program):
 
 Tasks: `task_distribution.HELDOUT_IN_DISTRIBUTION` (other widths and
 instances than training), `HELDOUT_OUT_OF_DISTRIBUTION` (deeper/wider MLPs,
-other activations, a CNN, a badly scaled init) and a fine-tuning task (an MLP
-pretrained on digits 0–4 with Adam, fine-tuned with a new head on digits 5–9).
+other activations, a CNN, a badly scaled init), `HELDOUT_OTHER_DATA` (an MLP
+and a CNN on an MNIST subset: a data set meta-training never saw; needs
+`hubopt[mnist]`) and a fine-tuning task (an MLP pretrained on digits 0–4 with
+Adam, fine-tuned with a new head on digits 5–9).
 
 Measured per run: final training loss (full training set), held-out loss and
 accuracy, and divergence (non-finite, or final training loss above the initial).
@@ -117,6 +119,7 @@ FINETUNE = FinetuneDigits(
 def all_tasks() -> dict[str, tuple[td.MetaTask, str]]:
     out = {t.name: (t, "in_distribution") for t in td.HELDOUT_IN_DISTRIBUTION}
     out.update({t.name: (t, "out_of_distribution") for t in td.HELDOUT_OUT_OF_DISTRIBUTION})
+    out.update({t.name: (t, "other_data_set") for t in td.HELDOUT_OTHER_DATA})
     out[FINETUNE.name] = (FINETUNE, "fine_tuning")
     return out
 

