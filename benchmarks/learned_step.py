@@ -1,15 +1,18 @@
-"""VeLO step time vs optax.adam, side by side, and VeLO's optimizer-state size.
+"""Learned optimizers' step time vs optax.adam, side by side, and their state size.
 
-    .venv/bin/python benchmarks/velo_step.py [--steps 100] [--out record.json]
+    .venv/bin/python benchmarks/learned_step.py [--steps 100] [--out record.json]
+        [--optimizers velo,small,hub_small,adam]
 
 Model: the 784-1024-256-10 MLP of VELO_SPEC §10 (1,068,810 parameters in 6
-tensors). VeLO uses the real architecture (H=512, K=256) with a random theta
-from `init_velo_theta` (timing does not depend on the values). For both
-optimizers one jitted function does the optimizer update and
-`optax.apply_updates`; both are compiled and warmed up, then timed in
-interleaved rounds (one step of each, alternately), every step ended with
-`block_until_ready`. Reported: median and min ms/step, the median ratio, and
-the optimizer-state bytes per parameter.
+tensors). Contenders: `velo` (the real architecture, H=512, K=256, with a
+random theta from `init_velo_theta`: timing does not depend on the values),
+`small` (hubopt's bundled learned optimizer), `hub_small`
+(`hubopt.hub(optax.adam(1e-3), small)`, diagnostics included) and `adam`
+(`optax.adam(1e-3)`, the reference of every ratio). For each, one jitted
+function does the optimizer update and `optax.apply_updates`; all are compiled
+and warmed up, then timed in interleaved rounds (one step of each in turn),
+every step ended with `block_until_ready`. Reported: median and min ms/step,
+the median ratio to Adam, and the optimizer-state bytes per parameter.
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import hubopt
 from hubopt._src.git_state import git_commit
+from hubopt.learned.bundled import pretrained
 from hubopt.learned.velo_transform import init_velo_theta, velo
 
 LAYERS = (784, 1024, 256, 10)
@@ -41,6 +46,14 @@ def mlp_params(key):
             "b": jnp.zeros((n_out,), jnp.float32),
         }
     return params
+
+
+CONTENDERS = {
+    "velo": lambda: velo(1000, theta=init_velo_theta(jax.random.PRNGKey(2), 512, 256)),
+    "small": lambda: pretrained("small", num_steps=1000),
+    "hub_small": lambda: hubopt.hub(optax.adam(1e-3), pretrained("small", num_steps=1000)),
+    "adam": lambda: optax.adam(1e-3),
+}
 
 
 def make_step(tx):
@@ -61,7 +74,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=100, help="timed steps per optimizer")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--out", default=None, help="write the record as JSON here")
+    ap.add_argument(
+        "--optimizers",
+        default=",".join(CONTENDERS),
+        help=f"comma-separated, from {','.join(CONTENDERS)} (adam is always timed)",
+    )
     args = ap.parse_args(argv)
+    names = [n for n in args.optimizers.split(",") if n]
+    unknown = sorted(set(names) - set(CONTENDERS))
+    if unknown:
+        ap.error(f"unknown optimizers {unknown}; known: {list(CONTENDERS)}")
+    if "adam" not in names:
+        names.append("adam")
 
     key = jax.random.PRNGKey(0)
     params = mlp_params(key)
@@ -70,8 +94,7 @@ def main(argv=None) -> dict:
         lambda p: 0.01 * jax.random.normal(jax.random.PRNGKey(1), p.shape, jnp.float32), params
     )
     loss = jnp.float32(2.3)
-    theta = init_velo_theta(jax.random.PRNGKey(2), 512, 256)
-    contenders = {"velo": velo(1000, theta=theta), "adam": optax.adam(1e-3)}
+    contenders = {name: CONTENDERS[name]() for name in names}
 
     run = {}
     for name, tx in contenders.items():
@@ -102,7 +125,7 @@ def main(argv=None) -> dict:
             r["times"].append(1e3 * (time.perf_counter() - t0))
 
     record = {
-        "benchmark": "velo_step",
+        "benchmark": "learned_step",
         "model": "mlp_784_1024_256_10",
         "n_params": n_params,
         "n_tensors": len(jax.tree_util.tree_leaves(params)),
@@ -121,16 +144,20 @@ def main(argv=None) -> dict:
         record[f"{name}_min_ms"] = min(r["times"])
         record[f"{name}_compile_s"] = r["compile_s"]
         record[f"{name}_state_bytes_per_param"] = r["state_bytes"] / n_params
-    record["ratio_median"] = record["velo_median_ms"] / record["adam_median_ms"]
+    for name in run:
+        if name != "adam":
+            record[f"{name}_ratio_median"] = record[f"{name}_median_ms"] / record["adam_median_ms"]
 
     print(f"MLP {LAYERS}: {n_params:,} parameters, {args.steps} interleaved steps each")
     for name in run:
         r = {k[len(name) + 1 :]: v for k, v in record.items() if k.startswith(name + "_")}
         print(
-            f"  {name:5s} median {r['median_ms']:8.2f} ms   min {r['min_ms']:8.2f} ms   "
+            f"  {name:9s} median {r['median_ms']:8.2f} ms   min {r['min_ms']:8.2f} ms   "
             f"compile {r['compile_s']:.1f} s   state {r['state_bytes_per_param']:.2f} B/param"
         )
-    print(f"  ratio velo/adam (median): {record['ratio_median']:.1f}x")
+    for name in run:
+        if name != "adam":
+            print(f"  ratio {name}/adam (median): {record[f'{name}_ratio_median']:.1f}x")
     if args.out:
         tmp = args.out + ".tmp"
         with open(tmp, "w") as f:
