@@ -389,6 +389,57 @@ def goal_checks(s) -> list[str]:
     return out
 
 
+def compare(dir_a: str, dir_b: str, contenders: tuple[str, ...]) -> str:
+    """Side by side: the same contenders run with two θ (records in two folders).
+
+    Per task and contender, final training loss / held-out loss of A and B, then
+    per contender how often B has the lower value (ties count for neither), in
+    distribution and over all tasks.
+    """
+    load = lambda d: summarize(  # noqa: E731
+        [json.loads(p.read_text()) for p in sorted(Path(d).glob("*.json"))]
+    )
+    sa, sb = load(dir_a), load(dir_b)
+    tasks = [t for t in sa if t in sb]
+    if not tasks:
+        raise SystemExit(f"no task has records in both {dir_a} and {dir_b}")
+    lines = [
+        f"A = `{dir_a}`, B = `{dir_b}`; cells: final training loss / held-out loss "
+        "(held-out accuracy), means over seeds.",
+        "",
+        "| task | kind | " + " | ".join(f"{c} A | {c} B" for c in contenders) + " |",
+        "|---|---|" + "---|---|" * len(contenders),
+    ]
+
+    def cell(x):
+        acc = f" ({100 * x['acc']:.1f}%)" if np.isfinite(x["acc"]) else ""
+        return f"{x['train']:.3g}{'*' if x['diverged'] else ''} / {x['eval']:.3g}{acc}"
+
+    wins = {c: {"all": [0, 0, 0], "in_distribution": [0, 0, 0]} for c in contenders}
+    for t in tasks:
+        cells = []
+        for c in contenders:
+            a, b = sa[t].get(c), sb[t].get(c)
+            cells += [cell(a) if a else "–", cell(b) if b else "–"]
+            if a and b:
+                for scope in ("all", sa[t]["_kind"]):
+                    if scope in wins[c]:
+                        w = wins[c][scope]
+                        w[0] += 1
+                        w[1] += b["train"] < a["train"]
+                        w[2] += b["eval"] < a["eval"]
+        lines.append(f"| {t} | {sa[t]['_kind']} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for c in contenders:
+        for scope, (n, tr, ev) in wins[c].items():
+            if n:
+                lines.append(
+                    f"- {c}, {scope.replace('_', ' ')} tasks: B has the lower final training "
+                    f"loss on {tr}/{n}, the lower held-out loss on {ev}/{n}"
+                )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", default="bench_out/lopt_quality")
@@ -410,7 +461,18 @@ def main(argv=None) -> int:
         help="print the table from the records in DIR... and exit (a later folder's record "
         "replaces an earlier one for the same task and contender)",
     )
+    p.add_argument(
+        "--compare",
+        metavar="DIR",
+        nargs=2,
+        help="print the contenders of --contenders (default: lopt and the HUB modes) "
+        "side by side from two record folders (two θ) and exit",
+    )
     args = p.parse_args(argv)
+    if args.compare:
+        chosen = tuple(args.contenders.split(",")) if args.contenders else COLUMNS[3:]
+        print(compare(*args.compare, chosen))
+        return 0
     if args.table:
         print(table(*args.table))
         return 0
