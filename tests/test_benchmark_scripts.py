@@ -1,0 +1,51 @@
+"""The benchmark scripts run end to end on a tiny setting (their numbers live in
+BENCHMARKS.md; here only that they run, write their records and read them back)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import learned_step  # noqa: E402
+import lopt_quality  # noqa: E402
+
+
+def test_lopt_quality_records_table_and_compare(tmp_path, capsys):
+    out = tmp_path / "rec"
+    task = "synreg_mlp48gelub32"
+    argv = ["--out", str(out), "--tasks", task, "--steps", "20", "--seeds", "1"]
+    assert lopt_quality.main([*argv, "--contenders", "adam_grid,lopt,hub_default"]) == 0
+    names = sorted(p.name for p in out.glob("*.json"))
+    assert names == [f"{task}__{c}.json" for c in ("adam_grid", "hub_default", "lopt")]
+    rec = json.loads((out / f"{task}__lopt.json").read_text())
+    assert rec["steps"] == 20 and len(rec["train_loss"]) == 1 and rec["theta"] == "bundled"
+    capsys.readouterr()
+    assert lopt_quality.main(["--table", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"| {task} | in_distribution |" in text and "geometric mean" in text
+    # the same records on both sides: every comparison is a tie, a win for neither
+    assert lopt_quality.main(["--compare", str(out), str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "lower final training loss on 0/1, the lower held-out loss on 0/1" in text
+    # an existing record is kept unless --overwrite
+    before = (out / f"{task}__lopt.json").read_text()
+    assert lopt_quality.main([*argv, "--contenders", "lopt"]) == 0
+    assert (out / f"{task}__lopt.json").read_text() == before
+    assert "skip" in capsys.readouterr().out
+
+
+def test_learned_step_times_every_contender(tmp_path):
+    rec = learned_step.main(
+        ["--steps", "2", "--warmup", "0", "--optimizers", "small", "--out", str(tmp_path / "r")]
+    )
+    assert rec["n_params"] == 1_068_810
+    assert rec["small_ratio_median"] > 0 and rec["adam_median_ms"] > 0
+    # state: 3 momenta + v̂ (16 B) + factored rows/cols; Adam: 2 floats (8 B)
+    assert 16.0 <= rec["small_state_bytes_per_param"] < 16.1
+    assert rec["adam_state_bytes_per_param"] == pytest.approx(8.0, abs=1e-4)
+    assert json.loads((tmp_path / "r").read_text())["benchmark"] == "learned_step"
+    with pytest.raises(SystemExit):
+        learned_step.main(["--optimizers", "sgd"])
