@@ -54,16 +54,16 @@ class MetaTrainConfig:
 
     tasks: tuple[str, ...] = tuple(t.name for t in td.TRAIN_TASKS)
     estimator: str = "pes"
-    outer_steps: int = 2000
+    outer_steps: int = 4000
     tasks_per_step: int = 2
-    num_pairs: int = 8
+    num_pairs: int = 16
     sigma: float = 0.02
     meta_lr: float = 2e-3
     clip_norm: float = 1.0
     trunc_len: int = 50
-    horizons: tuple[int, ...] = (200, 500, 1000)
+    horizons: tuple[int, ...] = (200, 500, 1000, 2000)
     eval_weight: float = 1.0
-    train_floor: float = 6.9
+    train_floor: float = 9.2
     hidden: tuple[int, ...] = (32,)
     hub: str | None = None
     hub_mode: str = "default"
