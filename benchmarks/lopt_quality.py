@@ -262,6 +262,17 @@ def _diverged(rec_train, rec_init) -> np.ndarray:
     return ~np.isfinite(tr) | (tr > l0)
 
 
+def read_records(folder) -> list[dict]:
+    """The run records (`<task>__<contender>.json`) in a folder; other JSON files
+    there (a θ's provenance, a meta-training config) are not records."""
+    out = []
+    for p in sorted(Path(folder).glob("*__*.json")):
+        r = json.loads(p.read_text())
+        if "task" in r and "contender" in r:
+            out.append(r)
+    return out
+
+
 def summarize(records: list[dict]) -> dict[str, dict[str, dict]]:
     """{task: {contender: {train, eval, acc, diverged, lr?}}} (means over seeds);
     expands adam_grid into adam_1e-3 and adam_tuned (best mean final train loss)."""
@@ -308,9 +319,7 @@ COLUMNS = (
 
 def table(*records_dirs: str) -> str:
     """The Markdown table and goal checks from the records in one or more folders."""
-    records = [
-        json.loads(p.read_text()) for d in records_dirs for p in sorted(Path(d).glob("*.json"))
-    ]
+    records = [r for d in records_dirs for r in read_records(d)]
     if not records:
         raise SystemExit(f"no records in {records_dirs}")
     s = summarize(records)
@@ -396,10 +405,7 @@ def compare(dir_a: str, dir_b: str, contenders: tuple[str, ...]) -> str:
     per contender how often B has the lower value (ties count for neither), in
     distribution and over all tasks.
     """
-    load = lambda d: summarize(  # noqa: E731
-        [json.loads(p.read_text()) for p in sorted(Path(d).glob("*.json"))]
-    )
-    sa, sb = load(dir_a), load(dir_b)
+    sa, sb = summarize(read_records(dir_a)), summarize(read_records(dir_b))
     tasks = [t for t in sa if t in sb]
     if not tasks:
         raise SystemExit(f"no task has records in both {dir_a} and {dir_b}")

@@ -23,6 +23,7 @@ def test_lopt_quality_records_table_and_compare(tmp_path, capsys):
     rec = json.loads((out / f"{task}__lopt.json").read_text())
     assert rec["steps"] == 20 and len(rec["train_loss"]) == 1 and rec["theta"] == "bundled"
     capsys.readouterr()
+    (out / "theta.provenance.json").write_text('{"name": "small"}')  # not a record
     assert lopt_quality.main(["--table", str(out)]) == 0
     text = capsys.readouterr().out
     assert f"| {task} | in_distribution |" in text and "geometric mean" in text
