@@ -47,3 +47,24 @@ def test_bundled_small_loads_and_trains_inside_hub():
             u, s = tx.update(g, s, p, value=v)
             p = optax.apply_updates(p, u)
         assert float(loss(p)) < 0.5 * float(loss(params))
+
+
+@needs_bundle
+def test_bundled_recipe_is_the_documented_command_and_the_defaults():
+    """The provenance's command re-creates its config, and `hubopt meta-train`'s
+    defaults are that recipe (so the README's short command is the bundled one)."""
+    import dataclasses
+    import shlex
+
+    from hubopt.bench.cli import build_parser
+    from hubopt.learned.meta.export import reproduce_command
+    from hubopt.learned.meta.train import MetaTrainConfig
+
+    prov = pre.provenance("small")
+    config = MetaTrainConfig.from_json(prov["config"])
+    assert reproduce_command(config) == prov["command"]
+    assert config == MetaTrainConfig(outer_steps=config.outer_steps)
+    args = build_parser("meta-train").parse_args(shlex.split(prov["command"])[1:])
+    for field in dataclasses.fields(MetaTrainConfig):  # what `hubopt meta-train` would run
+        assert getattr(args, field.name) == getattr(config, field.name), field.name
+    assert config.outer_steps == prov["outer_steps"]
