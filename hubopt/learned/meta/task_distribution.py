@@ -335,6 +335,14 @@ TRAIN_TASKS: tuple[MetaTask, ...] = (
     _mk("regression", "mlp", (32, 32), "gelu", 16, n_train=128),
 )
 
+# Candidates for widening the training distribution (not in the bundled recipe):
+# a small CNN and an MNIST MLP, other sizes than the held-out CNN and MNIST tasks.
+# Pass them with `hubopt meta-train --tasks`.
+EXTRA_TRAIN_TASKS: tuple[MetaTask, ...] = (
+    _mk("digits", "cnn", (4, 8), "relu", 32),
+    _mk("mnist", "mlp", (32,), "relu", 32),
+)
+
 # Small regression-only tasks for tests (no scikit-learn needed).
 TINY_TASKS: tuple[MetaTask, ...] = (
     _mk("regression", "mlp", (8,), "tanh", 16, in_dim=4, n_train=64),
@@ -365,6 +373,7 @@ HELDOUT_OTHER_DATA: tuple[MetaTask, ...] = (
 def by_name(name: str) -> MetaTask:
     pool = (
         TRAIN_TASKS
+        + EXTRA_TRAIN_TASKS
         + TINY_TASKS
         + HELDOUT_IN_DISTRIBUTION
         + HELDOUT_OUT_OF_DISTRIBUTION
