@@ -30,6 +30,7 @@ import numpy as np
 import optax
 
 import hubopt
+from hubopt._src.atomic_write import write_atomic
 from hubopt._src.git_state import git_commit
 from hubopt.learned.bundled import pretrained
 from hubopt.learned.velo_transform import init_velo_theta, velo
@@ -159,10 +160,7 @@ def main(argv=None) -> dict:
         if name != "adam":
             print(f"  ratio {name}/adam (median): {record[f'{name}_ratio_median']:.1f}x")
     if args.out:
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(record, f, indent=1)
-        os.replace(tmp, args.out)
+        write_atomic(args.out, json.dumps(record, indent=1))
     return record
 
 

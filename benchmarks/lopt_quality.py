@@ -306,6 +306,12 @@ def _cell(r, i):
     }
 
 
+def _format_cell(x: dict) -> str:
+    """`train / eval (acc%)`, a `*` after train when a seed diverged."""
+    acc = f" ({100 * x['acc']:.1f}%)" if np.isfinite(x["acc"]) else ""
+    return f"{x['train']:.3g}{'*' if x['diverged'] else ''} / {x['eval']:.3g}{acc}"
+
+
 COLUMNS = (
     "adam_1e-3",
     "adam_tuned",
@@ -345,11 +351,8 @@ def table(*records_dirs: str) -> str:
                 cells.append("–")
                 continue
             x = row[c]
-            second = f"{x['eval']:.3g}"
-            if np.isfinite(x["acc"]):
-                second += f" ({100 * x['acc']:.1f}%)"
             lr = f" (lr {x['lr']:g})" if c == "adam_tuned" else ""
-            cells.append(f"{x['train']:.3g}{'*' if x['diverged'] else ''} / {second}{lr}")
+            cells.append(_format_cell(x) + lr)
         lines.append(f"| {task} | {row['_kind']} | " + " | ".join(cells) + " |")
     lines += ["", *goal_checks(s)]
     return "\n".join(lines)
@@ -417,16 +420,12 @@ def compare(dir_a: str, dir_b: str, contenders: tuple[str, ...]) -> str:
         "|---|---|" + "---|---|" * len(contenders),
     ]
 
-    def cell(x):
-        acc = f" ({100 * x['acc']:.1f}%)" if np.isfinite(x["acc"]) else ""
-        return f"{x['train']:.3g}{'*' if x['diverged'] else ''} / {x['eval']:.3g}{acc}"
-
     wins = {c: {"all": [0, 0, 0], "in_distribution": [0, 0, 0]} for c in contenders}
     for t in tasks:
         cells = []
         for c in contenders:
             a, b = sa[t].get(c), sb[t].get(c)
-            cells += [cell(a) if a else "–", cell(b) if b else "–"]
+            cells += [_format_cell(a) if a else "–", _format_cell(b) if b else "–"]
             if a and b:
                 for scope in ("all", sa[t]["_kind"]):
                     if scope in wins[c]:
