@@ -24,10 +24,12 @@ demo: $(STAMP_RUN)
 
 test: $(STAMP_DEV)
 	$(VENV)/bin/ruff check hubopt tests benchmarks
+	$(VENV)/bin/ruff format --check hubopt tests benchmarks
 	$(PY) -m pytest -q
 
 lint: $(STAMP_DEV)
 	$(VENV)/bin/ruff check hubopt tests benchmarks
+	$(VENV)/bin/ruff format --check hubopt tests benchmarks
 
 bench: $(STAMP_RUN)
 	$(PY) benchmarks/step_time.py

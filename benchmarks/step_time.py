@@ -97,7 +97,8 @@ def learned_member(kind: str):
             theta = init_velo_theta(jax.random.key(0))
             return velo(NUM_STEPS, theta=theta), (
                 "VeLO with a random theta (init_velo_theta; official shapes, LSTM 512, "
-                "256 MLP copies)")
+                "256 MLP copies)"
+            )
         except Exception as e:
             print(f"note: VeLO unavailable ({type(e).__name__}: {e})", file=sys.stderr)
             if kind == "velo":
@@ -108,7 +109,8 @@ def learned_member(kind: str):
 
             lopt = MLPLOpt()
             return lopt.optimizer(lopt.init(jax.random.key(0)), NUM_STEPS), (
-                f"hubopt MLPLOpt with a random theta ({lopt.num_meta_params()} meta-params)")
+                f"hubopt MLPLOpt with a random theta ({lopt.num_meta_params()} meta-params)"
+            )
         except Exception as e:
             print(f"note: MLPLOpt unavailable ({type(e).__name__}: {e})", file=sys.stderr)
             if kind == "lopt":
@@ -132,29 +134,51 @@ def make_fns(tx, params, x, y):
 
 def markdown(results, learned_desc, n_params, args, meta) -> str:
     """The figures as Markdown tables (what BENCHMARKS.md shows)."""
-    names = {"hand": "hand: Adam(1e-3)", "learned": f"learned: {learned_desc}",
-             "hub": "HUB(hand, learned)", "adamax": "Adamax(2e-3)",
-             "hub_cheap": "HUB(Adam, Adamax)", "grad": "value_and_grad alone",
-             "mix": "HUB's σ + mixing alone", "mix+diag": "HUB's σ + mixing + diagnostics alone"}
-    out = [f"MLP {'-'.join(map(str, SIZES))} ({n_params:,} parameters), batch {BATCH}; "
-           f"{args.rounds} interleaved rounds × {args.iters} calls; ms per call.", ""]
-    for kind, title in (("update", "Optimizer update alone"),
-                        ("step", "Full train step (value_and_grad + update + apply)")):
+    names = {
+        "hand": "hand: Adam(1e-3)",
+        "learned": f"learned: {learned_desc}",
+        "hub": "HUB(hand, learned)",
+        "adamax": "Adamax(2e-3)",
+        "hub_cheap": "HUB(Adam, Adamax)",
+        "grad": "value_and_grad alone",
+        "mix": "HUB's σ + mixing alone",
+        "mix+diag": "HUB's σ + mixing + diagnostics alone",
+    }
+    out = [
+        f"MLP {'-'.join(map(str, SIZES))} ({n_params:,} parameters), batch {BATCH}; "
+        f"{args.rounds} interleaved rounds × {args.iters} calls; ms per call.",
+        "",
+    ]
+    for kind, title in (
+        ("update", "Optimizer update alone"),
+        ("step", "Full train step (value_and_grad + update + apply)"),
+    ):
         res = results[kind]
-        out += [f"**{title}**", "", "| contender | median ms | min ms | IQR ms |",
-                "|---|---:|---:|---:|"]
+        out += [
+            f"**{title}**",
+            "",
+            "| contender | median ms | min ms | IQR ms |",
+            "|---|---:|---:|---:|",
+        ]
         for n in res["median_ms"]:
-            out.append(f"| {names[n]} | {res['median_ms'][n]:.2f} | {res['min_ms'][n]:.2f} | "
-                       f"{res['iqr_ms'][n]:.2f} |")
+            out.append(
+                f"| {names[n]} | {res['median_ms'][n]:.2f} | {res['min_ms'][n]:.2f} | "
+                f"{res['iqr_ms'][n]:.2f} |"
+            )
         out += ["", "| ratio | by median | by min |", "|---|---:|---:|"]
         rm, rn = res["median_ratios"], res["min_ratios"]
-        labels = [("hub_over_hand", "t(HUB) / t(hand)"),
-                  ("hub_over_learned", "t(HUB) / t(learned)"),
-                  ("hub_over_sum", "**t(HUB) / (t(hand) + t(learned))**"),
-                  ("hub_cheap_over_sum", "t(HUB(Adam, Adamax)) / (t(Adam) + t(Adamax))"),
-                  ("hub_own_ms", "HUB's own cost by difference, ms" + (
-                      " (+ t(grad), shared)" if kind == "step" else "")),
-                  ("hub_cheap_own_ms", "same with the cheap pair, ms")]
+        labels = [
+            ("hub_over_hand", "t(HUB) / t(hand)"),
+            ("hub_over_learned", "t(HUB) / t(learned)"),
+            ("hub_over_sum", "**t(HUB) / (t(hand) + t(learned))**"),
+            ("hub_cheap_over_sum", "t(HUB(Adam, Adamax)) / (t(Adam) + t(Adamax))"),
+            (
+                "hub_own_ms",
+                "HUB's own cost by difference, ms"
+                + (" (+ t(grad), shared)" if kind == "step" else ""),
+            ),
+            ("hub_cheap_own_ms", "same with the cheap pair, ms"),
+        ]
         if kind == "update":
             labels += [
                 ("mix_diag_over_sum", "t(σ + mixing + diagnostics) / (t(hand) + t(learned))"),
@@ -187,8 +211,13 @@ def main(argv=None) -> int:
     hand = hand_optimizer("adam", 1e-3)
     learned, learned_desc = learned_member(args.learned)
     adamax = hand_optimizer("adamax", 2e-3)
-    contenders = {"hand": hand, "learned": learned, "hub": hubopt.hub(hand, learned),
-                  "adamax": adamax, "hub_cheap": hubopt.hub(hand, adamax)}
+    contenders = {
+        "hand": hand,
+        "learned": learned,
+        "hub": hubopt.hub(hand, learned),
+        "adamax": adamax,
+        "hub_cheap": hubopt.hub(hand, adamax),
+    }
 
     fns, t_compile = {}, {}
     for name, tx in contenders.items():
@@ -226,12 +255,16 @@ def main(argv=None) -> int:
         def leaf(g, uh, ul):
             sigma = hub_src.layer_softmax(g)
             return sigma * uh + (1.0 - sigma) * ul
+
         return jax.tree_util.tree_map(leaf, g_tree, uh_tree, ul_tree)
 
     def mix_diag(g_tree, uh_tree, ul_tree):
         return jax.tree_util.tree_map(
             lambda g, uh, ul: hub_src._mix_leaf(g, uh, ul, "default", None),
-            g_tree, uh_tree, ul_tree)
+            g_tree,
+            uh_tree,
+            ul_tree,
+        )
 
     mix_fns = {"mix": jax.jit(mix_only), "mix+diag": jax.jit(mix_diag)}
     for f in mix_fns.values():
@@ -250,15 +283,17 @@ def main(argv=None) -> int:
         jax.block_until_ready(out)
 
     names = list(contenders)
-    times = {"update": {n: [] for n in [*names, *mix_fns]},
-             "step": {n: [] for n in [*names, "grad"]}}
+    times = {
+        "update": {n: [] for n in [*names, *mix_fns]},
+        "step": {n: [] for n in [*names, "grad"]},
+    }
     for _ in range(2):  # warm-up rounds, not recorded
         run_grad(args.iters)
         for n in names:
             run_update(n, args.iters)
             run_step(n, args.iters)
     for r in range(args.rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for kind, fn in (("update", run_update), ("step", run_step)):
             for n in order:
                 t0 = time.perf_counter()
@@ -275,14 +310,21 @@ def main(argv=None) -> int:
     meta = metadata(" ".join(["python", *sys.argv]))
     print(f"HUB step time, MLP {'-'.join(map(str, SIZES))} ({n_params:,} params), batch {BATCH}")
     print(f"hand: Adam(1e-3); learned: {learned_desc}; hub: hubopt.hub(hand, learned)")
-    print(f"{args.rounds} interleaved rounds x {args.iters} calls; per contender the median "
-          f"and the minimum over rounds (ms)")
-    print(f"device {meta['device']}, {os.cpu_count()} cpus, jax {jax.__version__}, "
-          f"git {str(meta['git']['commit'])[:10]}")
+    print(
+        f"{args.rounds} interleaved rounds x {args.iters} calls; per contender the median "
+        f"and the minimum over rounds (ms)"
+    )
+    print(
+        f"device {meta['device']}, {os.cpu_count()} cpus, jax {jax.__version__}, "
+        f"git {str(meta['git']['commit'])[:10]}"
+    )
     results = {}
     for kind in ("update", "step"):
-        what = ("optimizer update alone: tx.update(grads, state, params, value=loss)"
-                if kind == "update" else "full train step: value_and_grad + update + apply")
+        what = (
+            "optimizer update alone: tx.update(grads, state, params, value=loss)"
+            if kind == "update"
+            else "full train step: value_and_grad + update + apply"
+        )
         print(f"\n[{kind}] {what}")
         res = {"median_ms": {}, "min_ms": {}, "iqr_ms": {}}
         for n, v in times[kind].items():
@@ -290,8 +332,10 @@ def main(argv=None) -> int:
             res["median_ms"][n] = statistics.median(v) * 1e3
             res["min_ms"][n] = min(v) * 1e3
             res["iqr_ms"][n] = float(q[1] - q[0]) * 1e3
-            print(f"  t({n:<9s}) median {res['median_ms'][n]:8.3f}  min {res['min_ms'][n]:8.3f}"
-                  f"  (IQR {res['iqr_ms'][n]:.3f})")
+            print(
+                f"  t({n:<9s}) median {res['median_ms'][n]:8.3f}  min {res['min_ms'][n]:8.3f}"
+                f"  (IQR {res['iqr_ms'][n]:.3f})"
+            )
         # In a full step the gradient is computed once for HUB but once per member
         # alone, so HUB's own cost there adds t(grad) back.
         shared = "grad" if kind == "step" else None
@@ -311,17 +355,23 @@ def main(argv=None) -> int:
                 ratios["mix_diag_over_hand"] = t["mix+diag"] / t["hand"]
             res[stat.replace("_ms", "_ratios")] = ratios
             own = "t(hub)-t(hand)-t(learned)" + ("+t(grad)" if shared else "")
-            print(f"  by {stat[:-3]:<6s}: t(hub)/t(hand) = {ratios['hub_over_hand']:.2f}   "
-                  f"t(hub)/t(learned) = {ratios['hub_over_learned']:.3f}   "
-                  f"t(hub)/(t(hand)+t(learned)) = {ratios['hub_over_sum']:.3f}")
-            print(f"           HUB's own cost {own} = {ratios['hub_own_ms']:+.3f} ms;"
-                  f" cheap pair: t(hub(adam|adamax))/(t(adam)+t(adamax)) = "
-                  f"{ratios['hub_cheap_over_sum']:.3f}, own cost {ratios['hub_cheap_own_ms']:+.3f}"
-                  " ms")
+            print(
+                f"  by {stat[:-3]:<6s}: t(hub)/t(hand) = {ratios['hub_over_hand']:.2f}   "
+                f"t(hub)/t(learned) = {ratios['hub_over_learned']:.3f}   "
+                f"t(hub)/(t(hand)+t(learned)) = {ratios['hub_over_sum']:.3f}"
+            )
+            print(
+                f"           HUB's own cost {own} = {ratios['hub_own_ms']:+.3f} ms;"
+                f" cheap pair: t(hub(adam|adamax))/(t(adam)+t(adamax)) = "
+                f"{ratios['hub_cheap_over_sum']:.3f}, own cost {ratios['hub_cheap_own_ms']:+.3f}"
+                " ms"
+            )
             if kind == "update":
-                print(f"           HUB's own work timed directly: t(mix+diag)/(t(hand)+t(learned))"
-                      f" = {ratios['mix_diag_over_sum']:.3f}, t(mix+diag)/t(hand) = "
-                      f"{ratios['mix_diag_over_hand']:.2f}")
+                print(
+                    f"           HUB's own work timed directly: t(mix+diag)/(t(hand)+t(learned))"
+                    f" = {ratios['mix_diag_over_sum']:.3f}, t(mix+diag)/t(hand) = "
+                    f"{ratios['mix_diag_over_hand']:.2f}"
+                )
         results[kind] = res
     print("\ncompile+first call (s): " + ", ".join(f"{n} {t_compile[n]:.1f}" for n in names))
     if args.markdown:
@@ -331,15 +381,23 @@ def main(argv=None) -> int:
         os.replace(args.markdown + ".tmp", args.markdown)
         print(f"wrote {args.markdown}")
     if args.json:
-        out = {"results": results, "raw_s": times, "learned": learned_desc,
-               "n_params": n_params, "rounds": args.rounds, "iters": args.iters,
-               "compile_s": t_compile, "meta": meta}
+        out = {
+            "results": results,
+            "raw_s": times,
+            "learned": learned_desc,
+            "n_params": n_params,
+            "rounds": args.rounds,
+            "iters": args.iters,
+            "compile_s": t_compile,
+            "meta": meta,
+        }
         tmp = args.json + ".tmp"
         with open(tmp, "w") as f:
             json.dump(out, f, indent=1)
         os.replace(tmp, args.json)
         print(f"wrote {args.json}")
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

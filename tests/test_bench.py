@@ -22,8 +22,9 @@ STAND_IN = {"name": "stand-in", "optimizer": {"name": "adamax", "learning_rate":
 @pytest.fixture(scope="module")
 def adam_record(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    path = runner.train_and_record(TASK, ADAM, num_steps=STEPS, seed=3, out_dir=out,
-                                   command="pytest", log=lambda *_: None)
+    path = runner.train_and_record(
+        TASK, ADAM, num_steps=STEPS, seed=3, out_dir=out, command="pytest", log=lambda *_: None
+    )
     return path, records.read(path)
 
 
@@ -70,14 +71,18 @@ def test_runner_refuses_to_clobber_and_reuses_identical_runs(adam_record, tmp_pa
     path, rec = adam_record
     before = path.read_bytes()
     with pytest.raises(FileExistsError, match="--overwrite"):
-        runner.train_and_record(TASK, ADAM, num_steps=STEPS, seed=3, path=path,
-                                log=lambda *_: None)
-    assert runner.train_and_record(TASK, ADAM, num_steps=STEPS, seed=3, path=path, reuse=True,
-                                   log=lambda *_: None) == path
+        runner.train_and_record(TASK, ADAM, num_steps=STEPS, seed=3, path=path, log=lambda *_: None)
+    assert (
+        runner.train_and_record(
+            TASK, ADAM, num_steps=STEPS, seed=3, path=path, reuse=True, log=lambda *_: None
+        )
+        == path
+    )
     other = dict(ADAM, learning_rate=0.5)
     with pytest.raises(FileExistsError, match="already exists"):
-        runner.train_and_record(TASK, other, num_steps=STEPS, seed=3, path=path, reuse=True,
-                                log=lambda *_: None)
+        runner.train_and_record(
+            TASK, other, num_steps=STEPS, seed=3, path=path, reuse=True, log=lambda *_: None
+        )
     assert path.read_bytes() == before
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]
 
@@ -106,20 +111,25 @@ def test_subsample_keeps_last_step_and_window_means():
 def test_hub_record_diagnostics_have_uniform_sigma(tmp_path):
     # on this task every coordinate's |g| is the same, so softmax(|g|) = 1/d exactly
     spec = {"name": "hub", "hand": ADAM, "learned": STAND_IN, "mode": "default", "clip": None}
-    rec = records.read(runner.train_and_record(TASK, spec, num_steps=10, out_dir=tmp_path,
-                                               log=lambda *_: None))
+    rec = records.read(
+        runner.train_and_record(TASK, spec, num_steps=10, out_dir=tmp_path, log=lambda *_: None)
+    )
     stats = rec["diagnostics"]["hub"]["x"]
     for key in ("sigma_min", "sigma_mean", "sigma_max"):
         assert stats[key] == pytest.approx(0.1, rel=1e-5)
-    assert rec["optimizer"]["learned"] == {"kind": "stand-in", "is_learned": False,
-                                           "label": "stand-in adamax@0.002"}
+    assert rec["optimizer"]["learned"] == {
+        "kind": "stand-in",
+        "is_learned": False,
+        "label": "stand-in adamax@0.002",
+    }
     assert rec["optimizer"]["label"] == "hub(adam@0.01 | stand-in adamax@0.002)"
 
 
 def test_lgl2o_record_counts_its_steps(tmp_path):
     spec = {"name": "lgl2o", "hand": ADAM, "learned": STAND_IN}
-    rec = records.read(runner.train_and_record(TASK, spec, num_steps=12, out_dir=tmp_path,
-                                               log=lambda *_: None))
+    rec = records.read(
+        runner.train_and_record(TASK, spec, num_steps=12, out_dir=tmp_path, log=lambda *_: None)
+    )
     assert rec["diagnostics"]["lgl2o"]["steps"] == 12
     assert 0.0 <= rec["diagnostics"]["lgl2o"]["learned_win_fraction"] <= 1.0
 
@@ -247,15 +257,33 @@ def test_report_rejects_a_bad_record(adam_record, tmp_path):
     [
         ({"name": "adam", "learning_rate": 1e-3}, "adam@0.001"),
         ({"name": "adamw", "learning_rate": 1e-3, "weight_decay": 1e-4}, "adamw@0.001"),
-        ({"name": "adamax", "learning_rate": 2e-3, "schedule": "warmup_cosine",
-          "warmup_steps": 2}, "adamax@0.002+warmup_cosine"),
-        ({"name": "hub", "hand": ADAM, "learned": STAND_IN, "mode": "inverted",
-          "clip": [0.01, 0.5]},
-         "hub[inverted; clip=0.01,0.5](adam@0.01 | stand-in adamax@0.002)"),
-        ({"name": "lgl2o", "hand": ADAM, "learned": STAND_IN},
-         "lgl2o(adam@0.01 | stand-in adamax@0.002)"),
-        ({"name": "blend", "hand": ADAM, "learned": STAND_IN, "lam": 0.25},
-         "blend[λ=0.25](adam@0.01 | stand-in adamax@0.002)"),
+        (
+            {
+                "name": "adamax",
+                "learning_rate": 2e-3,
+                "schedule": "warmup_cosine",
+                "warmup_steps": 2,
+            },
+            "adamax@0.002+warmup_cosine",
+        ),
+        (
+            {
+                "name": "hub",
+                "hand": ADAM,
+                "learned": STAND_IN,
+                "mode": "inverted",
+                "clip": [0.01, 0.5],
+            },
+            "hub[inverted; clip=0.01,0.5](adam@0.01 | stand-in adamax@0.002)",
+        ),
+        (
+            {"name": "lgl2o", "hand": ADAM, "learned": STAND_IN},
+            "lgl2o(adam@0.01 | stand-in adamax@0.002)",
+        ),
+        (
+            {"name": "blend", "hand": ADAM, "learned": STAND_IN, "lam": 0.25},
+            "blend[λ=0.25](adam@0.01 | stand-in adamax@0.002)",
+        ),
     ],
 )
 def test_build_and_label(spec, label):
@@ -263,9 +291,13 @@ def test_build_and_label(spec, label):
     assert built.label == label
     params = {"w": jax.numpy.ones(3)}
     state = built.tx.init(params)
-    u, _ = built.tx.update({"w": jax.numpy.ones(3)}, state, params,
-                           value=jax.numpy.float32(1.0),
-                           value_fn=lambda p: jax.numpy.sum(p["w"]))
+    u, _ = built.tx.update(
+        {"w": jax.numpy.ones(3)},
+        state,
+        params,
+        value=jax.numpy.float32(1.0),
+        value_fn=lambda p: jax.numpy.sum(p["w"]),
+    )
     if spec.get("schedule") == "warmup_cosine":
         assert np.all(np.asarray(u["w"]) == 0)  # warm-up starts from a zero learning rate
     else:
@@ -290,8 +322,14 @@ def test_blend_of_stand_in_equals_the_formula():
         ({"name": "hub", "hand": ADAM}, "needs a 'learned' spec"),
         ({"name": "hub", "hand": {"name": "velo"}, "learned": STAND_IN}, "hand must be one of"),
         ({"name": "hub", "hand": ADAM, "learned": {"name": "adam"}}, "learned must be one of"),
-        ({"name": "hub", "hand": ADAM, "learned": {"name": "stand-in", "optimizer": {
-            "name": "velo"}}}, "stand-in must name a hand-designed"),
+        (
+            {
+                "name": "hub",
+                "hand": ADAM,
+                "learned": {"name": "stand-in", "optimizer": {"name": "velo"}},
+            },
+            "stand-in must name a hand-designed",
+        ),
         ({"name": "blend", "hand": ADAM, "learned": STAND_IN}, "needs 'lam'"),
         ({"name": "adam", "lr": 1e-3}, "unknown field"),
         ("adam", "must be a dict"),
@@ -304,8 +342,11 @@ def test_bad_specs_are_named(spec, match):
 
 def test_learned_slot_and_resolution():
     assert optimizers.learned_slot(ADAM) is None
-    assert optimizers.learned_slot({"name": "velo"}) == {"kind": "velo", "is_learned": True,
-                                                         "label": "velo"}
+    assert optimizers.learned_slot({"name": "velo"}) == {
+        "kind": "velo",
+        "is_learned": True,
+        "label": "velo",
+    }
     choice = optimizers.resolve_learned("none")
     assert not choice.available and "none" in choice.reason
     with pytest.raises(optimizers.OptimizerSpecError, match="learned must be"):
@@ -345,8 +386,9 @@ def test_cli_missing_module_is_a_clear_error(monkeypatch, capsys):
 
 
 def test_cli_run_bad_input(tmp_path, capsys):
-    assert cli.main(["run", "--task", "nope_task", "--optimizer", "adam",
-                     "--out", str(tmp_path)]) == 2
+    assert (
+        cli.main(["run", "--task", "nope_task", "--optimizer", "adam", "--out", str(tmp_path)]) == 2
+    )
     assert "unknown task 'nope_task'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["run", "--task", "nonconvex_l1cos", "--optimizer", "adam", "--steps", "0"])
@@ -357,8 +399,22 @@ def test_cli_run_bad_input(tmp_path, capsys):
 
 
 def test_cli_run_writes_records(tmp_path, capsys):
-    args = ["run", "--task", "nonconvex_l1cos", "--optimizer", "hub", "--learned",
-            "stand-in:adamax", "--steps", "5", "--seeds", "0", "1", "--out", str(tmp_path)]
+    args = [
+        "run",
+        "--task",
+        "nonconvex_l1cos",
+        "--optimizer",
+        "hub",
+        "--learned",
+        "stand-in:adamax",
+        "--steps",
+        "5",
+        "--seeds",
+        "0",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     assert cli.main(args) == 0
     recs = records.read_all([tmp_path])
     assert [r["seed"] for r in recs] == [0, 1]
@@ -381,8 +437,9 @@ def test_demo_end_to_end(tmp_path, capsys):
         slot = r["optimizer"]["learned"]
         if slot is not None and not slot["is_learned"]:
             assert "stand-in" in r["optimizer"]["label"]
-    stand_in = any(r["optimizer"]["learned"] and not r["optimizer"]["learned"]["is_learned"]
-                   for r in recs)
+    stand_in = any(
+        r["optimizer"]["learned"] and not r["optimizer"]["learned"]["is_learned"] for r in recs
+    )
     if stand_in:
         assert "WARNING" in text and "NOT learned" in text and "STAND-IN" in text
     else:
@@ -402,8 +459,19 @@ def test_demo_end_to_end(tmp_path, capsys):
 
 def test_demo_can_skip_the_combinations_without_a_learned_optimizer(tmp_path, capsys):
     out = tmp_path / "demo"
-    args = ["demo", "--steps", "20", "--seeds", "1", "--learned", "none",
-            "--without-learned", "skip", "--out", str(out)]
+    args = [
+        "demo",
+        "--steps",
+        "20",
+        "--seeds",
+        "1",
+        "--learned",
+        "none",
+        "--without-learned",
+        "skip",
+        "--out",
+        str(out),
+    ]
     assert cli.main(args) == 0
     text = capsys.readouterr().out
     assert "HUB and LGL2O are skipped" in text and "No learned optimizer was used" in text
@@ -415,16 +483,22 @@ def test_console_entry_point_help():
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "hubopt.bench.cli", "--help"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "hubopt.bench.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0 and "meta-train" in proc.stdout and "demo" in proc.stdout
 
 
 SHARED_VELO = __import__("pathlib").Path(__file__).resolve().parents[1].parent / "shared" / "velo"
 
 
-@pytest.mark.skipif(not (SHARED_VELO / "small" / "params").is_file(),
-                    reason=f"VeLO test checkpoint not found at {SHARED_VELO} (../shared/velo)")
+@pytest.mark.skipif(
+    not (SHARED_VELO / "small" / "params").is_file(),
+    reason=f"VeLO test checkpoint not found at {SHARED_VELO} (../shared/velo)",
+)
 def test_demo_uses_velo_when_its_checkpoint_is_cached(tmp_path, monkeypatch, capsys):
     # A cache holding the small random-theta test checkpoint (VeLO's format, not its
     # trained weights): only the code path and the labelling are checked here.
@@ -442,8 +516,13 @@ def test_demo_uses_velo_when_its_checkpoint_is_cached(tmp_path, monkeypatch, cap
     text = capsys.readouterr().out
     assert "Learned optimizer used: VeLO" in text and "WARNING" not in text
     recs = {r["optimizer"]["label"]: r for r in records.read_all([out / "records"])}
-    assert set(recs) == {"adam@0.001", "adamax@0.002", "velo", "lgl2o(adam@0.001 | velo)",
-                         "hub(adam@0.001 | velo)"}
+    assert set(recs) == {
+        "adam@0.001",
+        "adamax@0.002",
+        "velo",
+        "lgl2o(adam@0.001 | velo)",
+        "hub(adam@0.001 | velo)",
+    }
     slot = recs["hub(adam@0.001 | velo)"]["optimizer"]["learned"]
     assert slot["kind"] == "velo" and slot["is_learned"] and slot["sha256"] == sha
 
@@ -463,10 +542,23 @@ def test_runner_draws_a_batch_per_step_for_stochastic_tasks(tmp_path):
         x, y = b
         return jnp.mean((x @ params["w"] - y) ** 2)
 
-    task = Task("synthetic_linreg", lambda k: {"w": jnp.zeros(3)}, loss, 30, batch=batch,
-                eval_fn=lambda p: jnp.sum((p["w"] - w_true) ** 2))
-    rec = records.read(runner.train_and_record(task, {"name": "adam", "learning_rate": 0.1},
-                                               seed=5, out_dir=tmp_path, log=lambda *_: None))
+    task = Task(
+        "synthetic_linreg",
+        lambda k: {"w": jnp.zeros(3)},
+        loss,
+        30,
+        batch=batch,
+        eval_fn=lambda p: jnp.sum((p["w"] - w_true) ** 2),
+    )
+    rec = records.read(
+        runner.train_and_record(
+            task,
+            {"name": "adam", "learning_rate": 0.1},
+            seed=5,
+            out_dir=tmp_path,
+            log=lambda *_: None,
+        )
+    )
     _, data_key = jax.random.split(jax.random.key(5))
     expected = [float(loss({"w": jnp.zeros(3)}, batch(jax.random.fold_in(data_key, 0), 0)))]
     assert rec["num_steps"] == 30 and rec["curve"]["loss"][0] == pytest.approx(expected[0])

@@ -122,9 +122,7 @@ def test_truncated_es_end_to_end_lowers_the_objective(tmp_path):
     res = meta_train(cfg, tmp_path, progress=False)
     assert res.step == 60 and len(res.log) == 60
     unroll = Unroll(td.TINY_TASKS[0], cfg.lopt(), trunc_len=5, horizons=(20,))
-    objective = jax.jit(
-        jax.vmap(lambda th, k: unroll.full_objective(th, k, {}), in_axes=(None, 0))
-    )
+    objective = jax.jit(jax.vmap(lambda th, k: unroll.full_objective(th, k, {}), in_axes=(None, 0)))
     keys = jax.random.split(jax.random.PRNGKey(777), 64)
     theta0 = cfg.lopt().init(jax.random.split(jax.random.PRNGKey(0), 3)[0])
     before, after = float(objective(theta0, keys).mean()), float(objective(res.theta, keys).mean())

@@ -281,4 +281,3 @@ def test_lstm_features_against_numpy(case):
         assert np.all(np.abs(want[24:27]) < 2.4)  # var_m features inside the clip range
     if case == "constant":
         np.testing.assert_array_equal(got[24:27], -2.5)  # var_m exactly 0
-

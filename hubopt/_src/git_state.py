@@ -10,8 +10,9 @@ _REPO = Path(__file__).resolve().parents[2]
 
 def _git(*args: str) -> str | None:
     try:
-        return subprocess.run(["git", *args], cwd=_REPO, capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=_REPO, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
 

@@ -15,11 +15,12 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("hubopt.bench.demo",
-             "optimize the paper's non-convex function with Adam, Adamax, LGL2O and HUB"),
+    "demo": (
+        "hubopt.bench.demo",
+        "optimize the paper's non-convex function with Adam, Adamax, LGL2O and HUB",
+    ),
     "run": ("hubopt.bench.runner", "train one optimizer on one task and write run records"),
-    "report": ("hubopt.bench.report",
-               "tables and loss-curve figures from run records on disk"),
+    "report": ("hubopt.bench.report", "tables and loss-curve figures from run records on disk"),
     "velo": ("hubopt.learned.velo_cli", "VeLO's official checkpoint (hubopt velo download)"),
     "meta-train": ("hubopt.learned.meta.cli", "meta-train hubopt's own learned optimizer"),
 }

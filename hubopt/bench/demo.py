@@ -52,8 +52,15 @@ def specs(hand: str, learned: dict | None, without_learned: str = "stand-in") ->
     else:
         out.append(dict(learned))
     out.append({"name": "lgl2o", "hand": hand_spec(hand), "learned": dict(learned)})
-    out.append({"name": "hub", "hand": hand_spec(hand), "learned": dict(learned),
-                "mode": "default", "clip": None})
+    out.append(
+        {
+            "name": "hub",
+            "hand": hand_spec(hand),
+            "learned": dict(learned),
+            "mode": "default",
+            "clip": None,
+        }
+    )
     return out
 
 
@@ -70,27 +77,49 @@ def hub_diagnostics(paths) -> list[str]:
                 f"HUB diagnostics, {rec['optimizer']['label']} seed {rec['seed']}, tensor "
                 f"{leaf!r} at the last step: σ min/mean/max = {st['sigma_min']:.3g}/"
                 f"{st['sigma_mean']:.3g}/{st['sigma_max']:.3g}, hand share of the update = "
-                f"{st['hand_share']:.3g}")
+                f"{st['hand_share']:.3g}"
+            )
     return lines
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
-    parser.add_argument("--steps", type=runner._cli_positive_int, default=DEFAULT_STEPS,
-                        help=f"steps per run (default: {DEFAULT_STEPS}, the paper's setting)")
-    parser.add_argument("--seeds", type=runner._cli_seed, nargs="+", default=list(DEFAULT_SEEDS),
-                        help="seeds (default: 0 1 2)")
-    parser.add_argument("--hand", choices=("adam", "adamax"), default="adam",
-                        help="hand member of HUB and LGL2O (default: adam)")
-    parser.add_argument("--learned", choices=("auto", "velo", "pretrained", "none"),
-                        default="auto",
-                        help="learned member: auto = VeLO if cached, else hubopt's bundled "
-                             "optimizer, else none (default: auto)")
-    parser.add_argument("--without-learned", choices=("stand-in", "skip"), default="stand-in",
-                        help="when no learned optimizer is available: run HUB/LGL2O with a "
-                             "clearly labelled hand-designed stand-in, or skip them")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="rerun and replace existing records in --out")
+    parser.add_argument(
+        "--steps",
+        type=runner._cli_positive_int,
+        default=DEFAULT_STEPS,
+        help=f"steps per run (default: {DEFAULT_STEPS}, the paper's setting)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=runner._cli_seed,
+        nargs="+",
+        default=list(DEFAULT_SEEDS),
+        help="seeds (default: 0 1 2)",
+    )
+    parser.add_argument(
+        "--hand",
+        choices=("adam", "adamax"),
+        default="adam",
+        help="hand member of HUB and LGL2O (default: adam)",
+    )
+    parser.add_argument(
+        "--learned",
+        choices=("auto", "velo", "pretrained", "none"),
+        default="auto",
+        help="learned member: auto = VeLO if cached, else hubopt's bundled "
+        "optimizer, else none (default: auto)",
+    )
+    parser.add_argument(
+        "--without-learned",
+        choices=("stand-in", "skip"),
+        default="stand-in",
+        help="when no learned optimizer is available: run HUB/LGL2O with a "
+        "clearly labelled hand-designed stand-in, or skip them",
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="rerun and replace existing records in --out"
+    )
 
 
 def run(args) -> int:
@@ -105,18 +134,29 @@ def run(args) -> int:
             print("WARNING: HUB and LGL2O are skipped (--without-learned skip).")
         else:
             other = "adamax" if args.hand != "adamax" else "adam"
-            print(f"WARNING: HUB and LGL2O run with {other} as a STAND-IN in the learned slot: "
-                  "a hand-designed optimizer, NOT a learned one. Their results say nothing "
-                  "about learned optimizers.")
+            print(
+                f"WARNING: HUB and LGL2O run with {other} as a STAND-IN in the learned slot: "
+                "a hand-designed optimizer, NOT a learned one. Their results say nothing "
+                "about learned optimizers."
+            )
         print(f"To get a learned optimizer: {optimizers.HOW_TO_GET_LEARNED}.")
     command = getattr(args, "command_line", None)
     paths = []
     try:
         for spec in specs(args.hand, choice.spec, args.without_learned):
             for seed in args.seeds:
-                paths.append(runner.train_and_record(
-                    TASK, spec, num_steps=args.steps, seed=seed, out_dir=out / "records",
-                    overwrite=args.overwrite, reuse=True, command=command))
+                paths.append(
+                    runner.train_and_record(
+                        TASK,
+                        spec,
+                        num_steps=args.steps,
+                        seed=seed,
+                        out_dir=out / "records",
+                        overwrite=args.overwrite,
+                        reuse=True,
+                        command=command,
+                    )
+                )
         files = report.report(paths, out, report_command=command or "hubopt demo")
     except (FileExistsError, records.RecordError, ValueError) as e:
         print(f"hubopt demo: error: {e}", file=sys.stderr)
@@ -131,6 +171,8 @@ def run(args) -> int:
     if choice.available:
         print(f"Learned optimizer used: {choice.reason}")
     else:
-        print("No learned optimizer was used (none available); rows marked 'NOT learned' "
-              "used a hand-designed stand-in.")
+        print(
+            "No learned optimizer was used (none available); rows marked 'NOT learned' "
+            "used a hand-designed stand-in."
+        )
     return 0

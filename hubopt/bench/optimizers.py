@@ -37,8 +37,14 @@ COMBINED = ("hub", "lgl2o", "blend")
 NAMES = HAND + LEARNED + COMBINED
 
 # Keys of a hand spec besides "name" (keyword args of baselines.hand_optimizer).
-_HAND_KEYS = ("learning_rate", "schedule", "warmup_steps", "decay_every", "decay_factor",
-              "weight_decay")
+_HAND_KEYS = (
+    "learning_rate",
+    "schedule",
+    "warmup_steps",
+    "decay_every",
+    "decay_factor",
+    "weight_decay",
+)
 
 HOW_TO_GET_LEARNED = (
     "run `hubopt velo download` (needs network, once) to cache VeLO's official checkpoint; "
@@ -172,9 +178,7 @@ def _build_member(role: str, spec: dict, num_steps: int):
             )
         return _build_hand(inner, num_steps)
     if name not in LEARNED:
-        raise OptimizerSpecError(
-            f"learned must be one of {LEARNED} or 'stand-in', got {name!r}"
-        )
+        raise OptimizerSpecError(f"learned must be one of {LEARNED} or 'stand-in', got {name!r}")
     return _build_learned(spec, num_steps)
 
 
@@ -202,8 +206,12 @@ def build(spec: dict, num_steps: int) -> Built:
             if unknown:
                 raise OptimizerSpecError(f"hub: unknown field(s) {sorted(unknown)}")
             clip = spec.get("clip")
-            tx = hub(hand, learned, mode=spec.get("mode", "default"),
-                     clip=None if clip is None else tuple(clip))
+            tx = hub(
+                hand,
+                learned,
+                mode=spec.get("mode", "default"),
+                clip=None if clip is None else tuple(clip),
+            )
         elif name == "lgl2o":
             from hubopt.baselines import lgl2o
 

@@ -71,15 +71,15 @@ def validate(record: Any, where: str = "record") -> dict:
     if not isinstance(record, dict):
         raise RecordError(f"{where}: a record must be a JSON object, got {type(record).__name__}")
     if record.get("schema") != SCHEMA:
-        raise RecordError(
-            f"{where}: schema must be {SCHEMA!r}, got {record.get('schema')!r}"
-        )
+        raise RecordError(f"{where}: schema must be {SCHEMA!r}, got {record.get('schema')!r}")
     for key, kind in _TOP_LEVEL.items():
         if key not in record:
             raise RecordError(f"{where}: missing field {key!r}")
         value = record[key]
-        ok = _is_number(value) if kind == (int, float) else (
-            isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        ok = (
+            _is_number(value)
+            if kind == (int, float)
+            else (isinstance(value, kind) and not (kind is int and isinstance(value, bool)))
         )
         if not ok:
             raise RecordError(f"{where}: field {key!r} has the wrong type {type(value).__name__}")
@@ -110,10 +110,14 @@ def validate(record: Any, where: str = "record") -> dict:
             raise RecordError(f"{where}: {name}.step must lie in [0, num_steps]")
     if not record["curve"]["step"]:
         raise RecordError(f"{where}: curve is empty")
-    if not (math.isnan(record["best_loss"]) or record["best_loss"] <= record["final_loss"]
-            or math.isnan(record["final_loss"])):
-        raise RecordError(f"{where}: best_loss {record['best_loss']} exceeds final_loss "
-                          f"{record['final_loss']}")
+    if not (
+        math.isnan(record["best_loss"])
+        or record["best_loss"] <= record["final_loss"]
+        or math.isnan(record["final_loss"])
+    ):
+        raise RecordError(
+            f"{where}: best_loss {record['best_loss']} exceeds final_loss {record['final_loss']}"
+        )
     return record
 
 

@@ -82,13 +82,18 @@ def summarize(recs: list[dict]) -> list[Row]:
     """One `Row` per (task, optimizer label, steps), in that order."""
     rows = []
     for (task, lab, n), rs in _groups(recs).items():
-        rows.append(Row(
-            task=task, label=lab, learned=_learned_text(rs[0]["optimizer"].get("learned")),
-            num_steps=n, seeds=tuple(r["seed"] for r in rs),
-            best=_summary(r["best_loss"] for r in rs),
-            final=_summary(r["final_loss"] for r in rs),
-            step_time_us=statistics.median(r["timing"]["step_time_s"] for r in rs) * 1e6,
-        ))
+        rows.append(
+            Row(
+                task=task,
+                label=lab,
+                learned=_learned_text(rs[0]["optimizer"].get("learned")),
+                num_steps=n,
+                seeds=tuple(r["seed"] for r in rs),
+                best=_summary(r["best_loss"] for r in rs),
+                final=_summary(r["final_loss"] for r in rs),
+                step_time_us=statistics.median(r["timing"]["step_time_s"] for r in rs) * 1e6,
+            )
+        )
     return rows
 
 
@@ -110,21 +115,45 @@ def markdown_table(rows: list[Row]) -> str:
         best = f"{_g(r.best[0])} [{_g(r.best[1])}, {_g(r.best[2])}]"
         final = f"{_g(r.final[0])} [{_g(r.final[1])}, {_g(r.final[2])}]"
         seeds = ",".join(map(str, r.seeds))
-        lines.append(f"| {r.task} | {_cell(r.label)} | {_cell(r.learned)} | {r.num_steps} "
-                     f"| {seeds} | {best} | {final} | {r.step_time_us:.1f} |")
+        lines.append(
+            f"| {r.task} | {_cell(r.label)} | {_cell(r.learned)} | {r.num_steps} "
+            f"| {seeds} | {best} | {final} | {r.step_time_us:.1f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def csv_table(rows: list[Row]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["task", "optimizer", "learned_slot", "num_steps", "seeds",
-                "best_median", "best_min", "best_max", "final_median", "final_min",
-                "final_max", "step_time_us"])
+    w.writerow(
+        [
+            "task",
+            "optimizer",
+            "learned_slot",
+            "num_steps",
+            "seeds",
+            "best_median",
+            "best_min",
+            "best_max",
+            "final_median",
+            "final_min",
+            "final_max",
+            "step_time_us",
+        ]
+    )
     for r in rows:
-        w.writerow([r.task, r.label, r.learned, r.num_steps, " ".join(map(str, r.seeds)),
-                    *(repr(v) for v in r.best), *(repr(v) for v in r.final),
-                    f"{r.step_time_us:.3f}"])
+        w.writerow(
+            [
+                r.task,
+                r.label,
+                r.learned,
+                r.num_steps,
+                " ".join(map(str, r.seeds)),
+                *(repr(v) for v in r.best),
+                *(repr(v) for v in r.final),
+                f"{r.step_time_us:.3f}",
+            ]
+        )
     return buf.getvalue()
 
 
@@ -132,14 +161,20 @@ def provenance(recs: list[dict], report_command: str | None = None) -> str:
     """How the records (and so the figure) were made: commands, seeds, versions, git."""
     commands = sorted({r["meta"].get("command", "?") for r in recs})
     seeds = sorted({r["seed"] for r in recs})
-    versions = sorted({", ".join(f"{k} {v}" for k, v in sorted(r["meta"]["versions"].items()))
-                       for r in recs})
-    commits = sorted({f"{(r['meta'].get('git') or {}).get('commit') or '?'}"[:10]
-                      + ("+dirty" if (r["meta"].get("git") or {}).get("dirty") else "")
-                      for r in recs})
+    versions = sorted(
+        {", ".join(f"{k} {v}" for k, v in sorted(r["meta"]["versions"].items())) for r in recs}
+    )
+    commits = sorted(
+        {
+            f"{(r['meta'].get('git') or {}).get('commit') or '?'}"[:10]
+            + ("+dirty" if (r["meta"].get("git") or {}).get("dirty") else "")
+            for r in recs
+        }
+    )
     dates = sorted(r["meta"].get("date", "?") for r in recs)
-    devices = sorted({f"{r['meta'].get('device', '?')} ({r['meta'].get('cpu_count', '?')} cpus)"
-                      for r in recs})
+    devices = sorted(
+        {f"{r['meta'].get('device', '?')} ({r['meta'].get('cpu_count', '?')} cpus)" for r in recs}
+    )
     lines = [
         f"records made by: {' ; '.join(commands)}",
         f"seeds: {', '.join(map(str, seeds))}   git: {', '.join(commits)}   "
@@ -175,11 +210,18 @@ def plot(recs: list[dict], path, *, report_command: str | None = None) -> Path:
             slot = rs[0]["optimizer"].get("learned")
             stand_in |= bool(slot and not slot.get("is_learned"))
             seeds = ",".join(str(r["seed"]) for r in (rs if same else rs[:1]))
-            (line,) = ax.plot(steps, np.median(loss, axis=0), lw=1.2,
-                              label=f"{lab}  (seeds {seeds})")
+            (line,) = ax.plot(
+                steps, np.median(loss, axis=0), lw=1.2, label=f"{lab}  (seeds {seeds})"
+            )
             if len(loss) > 1:
-                ax.fill_between(steps, loss.min(axis=0), loss.max(axis=0),
-                                color=line.get_color(), alpha=0.2, lw=0)
+                ax.fill_between(
+                    steps,
+                    loss.min(axis=0),
+                    loss.max(axis=0),
+                    color=line.get_color(),
+                    alpha=0.2,
+                    lw=0,
+                )
         ax.set_yscale("log" if all_positive else "symlog")
         ax.set_xlabel("step")
         ax.set_ylabel("training loss (median over seeds; band: min to max)")
@@ -188,8 +230,10 @@ def plot(recs: list[dict], path, *, report_command: str | None = None) -> Path:
         ax.legend(fontsize=8)
     note = provenance(recs, report_command)
     if stand_in:
-        note = ("stand-in = a hand-designed optimizer in the learned slot (no learned optimizer "
-                "was available); these curves are NOT results of a learned optimizer.\n" + note)
+        note = (
+            "stand-in = a hand-designed optimizer in the learned slot (no learned optimizer "
+            "was available); these curves are NOT results of a learned optimizer.\n" + note
+        )
     fig.text(0.01, 0.005, note, fontsize=6, family="monospace", va="bottom", wrap=True)
     fig.tight_layout(rect=(0, 0.03 + 0.012 * note.count("\n"), 1, 1))
     buf = io.BytesIO()
@@ -206,11 +250,16 @@ def report(paths, out_dir, *, report_command: str | None = None) -> dict[str, Pa
     out = Path(out_dir)
     md = markdown_table(rows)
     if any(r.learned.endswith("(NOT learned)") for r in rows):
-        md += ("\n\"NOT learned\": a hand-designed optimizer stood in for the learned one "
-               "(no learned optimizer was available).\n")
+        md += (
+            '\n"NOT learned": a hand-designed optimizer stood in for the learned one '
+            "(no learned optimizer was available).\n"
+        )
     md += "\n```\n" + provenance(recs, report_command) + "\n```\n"
-    files = {"table_md": out / "table.md", "table_csv": out / "table.csv",
-             "figure": out / "loss_curves.png"}
+    files = {
+        "table_md": out / "table.md",
+        "table_csv": out / "table.csv",
+        "figure": out / "loss_curves.png",
+    }
     write_atomic(files["table_md"], md.encode())
     write_atomic(files["table_csv"], csv_table(rows).encode())
     plot(recs, files["figure"], report_command=report_command)
@@ -222,8 +271,7 @@ def report(paths, out_dir, *, report_command: str | None = None) -> dict[str, Pa
 
 def add_arguments(parser) -> None:
     parser.add_argument("records", nargs="+", help="record files or folders of records")
-    parser.add_argument("--out", default="runs/report",
-                        help="output folder (default: runs/report)")
+    parser.add_argument("--out", default="runs/report", help="output folder (default: runs/report)")
 
 
 def run(args) -> int:

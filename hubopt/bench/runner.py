@@ -78,8 +78,9 @@ def metadata(command: str | None = None) -> dict:
         "device": f"{device.platform}:{device.device_kind}",
         "git": git_state(),
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "command": command if command is not None else " ".join([Path(sys.argv[0]).name,
-                                                                 *sys.argv[1:]]),
+        "command": command
+        if command is not None
+        else " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
     }
 
 
@@ -101,8 +102,15 @@ def _subsample(values: np.ndarray, max_points: int) -> dict:
     return {"step": idx, "loss": [float(values[i]) for i in idx], "loss_mean": means}
 
 
-def train(task: Task, built: optimizers.Built, *, num_steps: int, seed: int,
-          num_evals: int = DEFAULT_EVALS, max_points: int = DEFAULT_POINTS) -> dict:
+def train(
+    task: Task,
+    built: optimizers.Built,
+    *,
+    num_steps: int,
+    seed: int,
+    num_evals: int = DEFAULT_EVALS,
+    max_points: int = DEFAULT_POINTS,
+) -> dict:
     """Runs `built` on `task`; returns the record fields that describe the run."""
     num_steps = positive_int("num_steps", num_steps)
     num_evals = positive_int("num_evals", num_evals)
@@ -196,13 +204,27 @@ def record_path(out_dir, task_name: str, label: str, seed: int) -> Path:
 
 def same_run(record: dict, task_name: str, spec: dict, seed: int, num_steps: int) -> bool:
     """Whether `record` is the run (task, optimizer spec, seed, steps) asked for."""
-    return (record["task"]["name"] == task_name and record["optimizer"]["spec"] == spec
-            and record["seed"] == seed and record["num_steps"] == num_steps)
+    return (
+        record["task"]["name"] == task_name
+        and record["optimizer"]["spec"] == spec
+        and record["seed"] == seed
+        and record["num_steps"] == num_steps
+    )
 
 
-def train_and_record(task: Task | str, spec: dict, *, num_steps: int | None = None, seed: int = 0,
-        out_dir=".", path=None, overwrite: bool = False, reuse: bool = False,
-        command: str | None = None, log=print) -> Path:
+def train_and_record(
+    task: Task | str,
+    spec: dict,
+    *,
+    num_steps: int | None = None,
+    seed: int = 0,
+    out_dir=".",
+    path=None,
+    overwrite: bool = False,
+    reuse: bool = False,
+    command: str | None = None,
+    log=print,
+) -> Path:
     """Trains `spec` on `task`, writes its record and returns the record's path.
 
     An existing record at the path is an error unless `overwrite` (replace it)
@@ -226,8 +248,7 @@ def train_and_record(task: Task | str, spec: dict, *, num_steps: int | None = No
     result.pop("_final_state")
     record = {
         "schema": records.SCHEMA,
-        "task": {"name": task.name, "num_steps": task.num_steps,
-                 "description": task.description},
+        "task": {"name": task.name, "num_steps": task.num_steps, "description": task.description},
         "optimizer": {"label": built.label, "spec": built.spec, "learned": built.learned},
         "seed": int(seed),
         "hyperparameters": optimizers.hyperparameters(built.spec),
@@ -235,9 +256,11 @@ def train_and_record(task: Task | str, spec: dict, *, num_steps: int | None = No
         "meta": metadata(command),
     }
     records.write(record, path, overwrite=overwrite)
-    log(f"  {built.label:<45s} seed {seed}: best {record['best_loss']:.4g}  final "
+    log(
+        f"  {built.label:<45s} seed {seed}: best {record['best_loss']:.4g}  final "
         f"{record['final_loss']:.4g}  ({record['timing']['step_time_s'] * 1e6:.1f} µs/step) "
-        f"-> {path}")
+        f"-> {path}"
+    )
     return path
 
 
@@ -262,8 +285,9 @@ def _cli_seed(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"a seed is a non-negative integer, got {text!r}") \
-            from None
+        raise argparse.ArgumentTypeError(
+            f"a seed is a non-negative integer, got {text!r}"
+        ) from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"a seed is a non-negative integer, got {value}")
     return value
@@ -275,25 +299,41 @@ def add_arguments(parser) -> None:
     parser.add_argument("--task", required=True, help=f"one of: {', '.join(task_names())}")
     parser.add_argument("--optimizer", required=True, choices=optimizers.NAMES)
     parser.add_argument("--lr", type=float, help="learning rate of a hand optimizer run alone")
-    parser.add_argument("--hand", choices=optimizers.HAND, default="adam",
-                        help="hand member of hub/lgl2o/blend (default: adam)")
-    parser.add_argument("--hand-lr", type=float, default=1e-3,
-                        help="its learning rate (default: 1e-3)")
-    parser.add_argument("--learned", default="auto",
-                        help="learned member: auto (VeLO if cached, else bundled hubopt), velo, "
-                             "pretrained, or stand-in:NAME (a hand optimizer in the learned "
-                             "slot, labelled as a stand-in)")
-    parser.add_argument("--stand-in-lr", type=float, default=2e-3,
-                        help="learning rate of a stand-in (default: 2e-3)")
+    parser.add_argument(
+        "--hand",
+        choices=optimizers.HAND,
+        default="adam",
+        help="hand member of hub/lgl2o/blend (default: adam)",
+    )
+    parser.add_argument(
+        "--hand-lr", type=float, default=1e-3, help="its learning rate (default: 1e-3)"
+    )
+    parser.add_argument(
+        "--learned",
+        default="auto",
+        help="learned member: auto (VeLO if cached, else bundled hubopt), velo, "
+        "pretrained, or stand-in:NAME (a hand optimizer in the learned "
+        "slot, labelled as a stand-in)",
+    )
+    parser.add_argument(
+        "--stand-in-lr",
+        type=float,
+        default=2e-3,
+        help="learning rate of a stand-in (default: 2e-3)",
+    )
     parser.add_argument("--mode", choices=("default", "inverted"), default="default")
     parser.add_argument("--clip", type=float, nargs=2, metavar=("B", "A"))
     parser.add_argument("--lam", type=float, help="hand weight λ of blend")
-    parser.add_argument("--steps", type=_cli_positive_int,
-                        help="number of steps (default: the task's recommendation)")
+    parser.add_argument(
+        "--steps",
+        type=_cli_positive_int,
+        help="number of steps (default: the task's recommendation)",
+    )
     parser.add_argument("--seeds", type=_cli_seed, nargs="+", default=[0])
     parser.add_argument("--out", default="runs", help="folder for the records (default: runs)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing records of the same runs")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace existing records of the same runs"
+    )
 
 
 def learned_spec_from_arg(text: str, stand_in_lr: float) -> dict:
@@ -301,17 +341,19 @@ def learned_spec_from_arg(text: str, stand_in_lr: float) -> dict:
     if text.startswith("stand-in:"):
         name = text.split(":", 1)[1]
         if name not in optimizers.HAND:
-            raise ValueError(f"--learned stand-in:NAME needs NAME in {optimizers.HAND}, "
-                             f"got {name!r}")
+            raise ValueError(
+                f"--learned stand-in:NAME needs NAME in {optimizers.HAND}, got {name!r}"
+            )
         return {"name": "stand-in", "optimizer": {"name": name, "learning_rate": stand_in_lr}}
     if text not in ("auto", "velo", "pretrained"):
-        raise ValueError(f"--learned must be auto, velo, pretrained or stand-in:NAME, "
-                         f"got {text!r}")
+        raise ValueError(f"--learned must be auto, velo, pretrained or stand-in:NAME, got {text!r}")
     choice = optimizers.resolve_learned(text)
     if not choice.available:
-        raise ValueError(f"{choice.reason}. To get one: {optimizers.HOW_TO_GET_LEARNED}. "
-                         "Or pass --learned stand-in:adamax to run with a hand-designed "
-                         "stand-in (labelled as such).")
+        raise ValueError(
+            f"{choice.reason}. To get one: {optimizers.HOW_TO_GET_LEARNED}. "
+            "Or pass --learned stand-in:adamax to run with a hand-designed "
+            "stand-in (labelled as such)."
+        )
     return choice.spec
 
 
@@ -346,9 +388,15 @@ def run(args) -> int:
         return 2
     try:
         for seed in args.seeds:
-            train_and_record(task, spec, num_steps=args.steps, seed=seed, out_dir=args.out,
-                             overwrite=args.overwrite,
-                             command=getattr(args, "command_line", None))
+            train_and_record(
+                task,
+                spec,
+                num_steps=args.steps,
+                seed=seed,
+                out_dir=args.out,
+                overwrite=args.overwrite,
+                command=getattr(args, "command_line", None),
+            )
     except (FileExistsError, ValueError, records.RecordError) as e:
         print(f"hubopt run: error: {e}", file=sys.stderr)
         return 1

@@ -39,9 +39,7 @@ def get_task(name: str) -> Task:
     try:
         factory = TASKS[name]
     except KeyError:
-        raise ValueError(
-            f"unknown task {name!r}; known tasks: {', '.join(task_names())}"
-        ) from None
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(task_names())}") from None
     task = factory()
     if task.name != name:
         raise RuntimeError(f"task factory for {name!r} built a task named {task.name!r}")

@@ -67,8 +67,11 @@ class Task:
             value = getattr(self, field)
             if value is not None and not callable(value):
                 raise TypeError(f"Task {self.name}: {field} must be callable or None")
-        if isinstance(self.num_steps, bool) or not isinstance(self.num_steps, int) \
-                or self.num_steps < 1:
+        if (
+            isinstance(self.num_steps, bool)
+            or not isinstance(self.num_steps, int)
+            or self.num_steps < 1
+        ):
             raise ValueError(
                 f"Task {self.name}: num_steps must be a positive int, got {self.num_steps!r}"
             )

@@ -70,9 +70,7 @@ def export_bundle(run_dir, dest_stem, *, notes: str = "") -> dict:
     }
     dest.parent.mkdir(parents=True, exist_ok=True)
     write_checkpoint(dest.with_suffix(".msgpack"), ck["params"], gen_id=GEN_ID, step=step)
-    write_atomic(
-        dest.with_name(dest.name + ".provenance.json"), json.dumps(prov, indent=1) + "\n"
-    )
+    write_atomic(dest.with_name(dest.name + ".provenance.json"), json.dumps(prov, indent=1) + "\n")
     return prov
 
 
