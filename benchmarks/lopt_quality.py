@@ -11,12 +11,16 @@ vmapped in one compiled program):
     hub_inverted    hubopt.hub(Adam 1e-3, lopt, mode="inverted")
     hub_clipped     hubopt.hub(Adam 1e-3, lopt, clip=(0.1, 0.9))
 
-Tasks: `task_distribution.HELDOUT_IN_DISTRIBUTION` (other widths and
-instances than training), `HELDOUT_OUT_OF_DISTRIBUTION` (deeper/wider MLPs,
-other activations, a CNN, a badly scaled init), `HELDOUT_OTHER_DATA` (an MLP
-and a CNN on an MNIST subset: a data set meta-training never saw; needs
-`hubopt[mnist]`) and a fine-tuning task (an MLP pretrained on digits 0–4 with
-Adam, fine-tuned with a new head on digits 5–9).
+Tasks: `task_distribution.HELDOUT_IN_DISTRIBUTION` (other widths, batch
+sizes and instances of the training families: MLPs on digits, MNIST and
+regression, CNNs on digits and MNIST; needs `hubopt[mnist]`),
+`HELDOUT_OUT_OF_DISTRIBUTION` (a deeper MLP, other activations, a wider MLP,
+a badly scaled init), `HELDOUT_OTHER_DATA` (MLPs on the breast-cancer table: a
+data set meta-training never saw) and a fine-tuning task (an MLP pretrained on
+digits 0–4 with Adam, fine-tuned with a new head on digits 5–9). A record
+stores its task's kind as it was when it was written (the kinds follow the
+bundled recipe's training distribution); a table takes each row's kind from
+the last folder that has the task.
 
 Measured per run: final training loss (full training set), held-out loss and
 accuracy, and divergence (non-finite, or final training loss above the initial).
@@ -278,7 +282,8 @@ def summarize(records: list[dict]) -> dict[str, dict[str, dict]]:
     expands adam_grid into adam_1e-3 and adam_tuned (best mean final train loss)."""
     by_task: dict[str, dict[str, dict]] = {}
     for r in records:
-        row = by_task.setdefault(r["task"], {"_kind": r["kind"]})
+        row = by_task.setdefault(r["task"], {})
+        row["_kind"] = r["kind"]  # a later folder's record relabels the row
         if r["contender"] == "adam_grid":
             tr = np.asarray(r["train_loss"], float)  # (lrs, seeds)
             means = np.where(np.isfinite(tr).all(1), tr.mean(1), np.inf)

@@ -37,16 +37,22 @@ def test_bundled_small_loads_and_trains_inside_hub():
     def loss(p):
         return jnp.mean((x @ p["w"] + p["b"][None, :] - 1.0) ** 2)
 
-    for tx in (
-        pre.pretrained("small", num_steps=50),
-        hubopt.hub(optax.adam(1e-3), pre.pretrained("small", num_steps=50)),
-    ):
+    def final_loss(tx):
         p, s = params, tx.init(params)
         for _ in range(50):
             v, g = jax.value_and_grad(loss)(p)
             u, s = tx.update(g, s, p, value=v)
             p = optax.apply_updates(p, u)
-        assert float(loss(p)) < 0.5 * float(loss(params))
+        return float(loss(p))
+
+    # Adam(1e-3), HUB's hand member, only gets from 0.32 to about 0.25 in 50 steps
+    adam = final_loss(optax.adam(1e-3))
+    for tx in (
+        pre.pretrained("small", num_steps=50),
+        hubopt.hub(optax.adam(1e-3), pre.pretrained("small", num_steps=50)),
+    ):
+        got = final_loss(tx)
+        assert got < 0.6 * float(loss(params)) and got < 0.8 * adam, (got, adam)
 
 
 @needs_bundle

