@@ -1,6 +1,7 @@
 """write_atomic: all or nothing, and no clobbering when asked not to."""
 
 import os
+import stat
 
 import pytest
 
@@ -37,3 +38,16 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
         write_atomic(path, b"partial")
     assert path.read_bytes() == b"good"
     assert os.listdir(tmp_path) == ["ckpt"]
+
+
+def test_new_file_gets_the_umask_mode_and_an_overwrite_keeps_the_old_mode(tmp_path):
+    old_umask = os.umask(0o027)
+    try:
+        path = write_atomic(tmp_path / "r.json", "{}")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640  # 0o666 less the umask
+        os.chmod(path, 0o604)
+        write_atomic(path, "[]")
+        assert stat.S_IMODE(path.stat().st_mode) == 0o604
+        assert path.read_text() == "[]"
+    finally:
+        os.umask(old_umask)

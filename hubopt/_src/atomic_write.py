@@ -3,7 +3,9 @@
 The data goes to a temporary file in the destination's folder, is fsynced,
 then renamed over the destination (or hard-linked, when an existing file must
 not be replaced). On any error the temporary file is removed and an existing
-destination is left untouched.
+destination is left untouched. The new file gets the permissions a plain
+`open(path, "w")` would give it (0o666 less the umask; an overwritten file's
+own mode), not the owner-only mode of the temporary file.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, *, overwrite: bool 
     path = Path(path)
     payload = data.encode("utf-8") if isinstance(data, str) else bytes(data)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _mode_for(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
@@ -45,3 +49,13 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, *, overwrite: bool 
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _mode_for(path: Path) -> int:
+    """The existing file's permission bits, else 0o666 less the process umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
