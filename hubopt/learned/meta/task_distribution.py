@@ -51,6 +51,18 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 DIGITS_TRAIN = 1400
 
 
+def _sklearn_bundled(loader: str, what: str):
+    """A data set shipped inside scikit-learn, by its `sklearn.datasets` loader."""
+    try:
+        from sklearn import datasets
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"the {what} tasks need scikit-learn (pip install scikit-learn); it ships "
+            "the data set inside the package"
+        ) from e
+    return getattr(datasets, loader)()
+
+
 @functools.lru_cache(maxsize=1)
 def load_digits_split() -> dict[str, np.ndarray]:
     """Digits from scikit-learn's package data (no network): standardised features.
@@ -58,14 +70,7 @@ def load_digits_split() -> dict[str, np.ndarray]:
     Returns float32 `x_tr (1400, 64)`, int32 `y_tr`, `x_te (397, 64)`, `y_te`;
     the split is a fixed permutation (seed 0).
     """
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the digits tasks need scikit-learn (pip install scikit-learn); it ships "
-            "the data set inside the package"
-        ) from e
-    d = load_digits()
+    d = _sklearn_bundled("load_digits", "digits")
     x = np.asarray(d.data, np.float32) / 16.0
     return _shuffled_standardised_split(x, np.asarray(d.target, np.int32), DIGITS_TRAIN)
 
@@ -121,14 +126,7 @@ def load_breast_cancer_split() -> dict[str, np.ndarray]:
     `x_tr (400, 30)`, int32 `y_tr`, `x_te (169, 30)`, `y_te`; the split is a
     fixed permutation (seed 0).
     """
-    try:
-        from sklearn.datasets import load_breast_cancer
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the breast-cancer tasks need scikit-learn (pip install scikit-learn); it "
-            "ships the data set inside the package"
-        ) from e
-    d = load_breast_cancer()
+    d = _sklearn_bundled("load_breast_cancer", "breast-cancer")
     x = np.asarray(d.data, np.float32)
     return _shuffled_standardised_split(x, np.asarray(d.target, np.int32), CANCER_TRAIN)
 
