@@ -41,7 +41,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a = parser.add_argument
     a("--out", required=True, help="output folder (config, checkpoints, log); resumed if present")
     a("--estimator", choices=ESTIMATORS, default=d.estimator)
-    a("--tasks", type=_tuple_of(str), default=d.tasks, help="comma-separated meta task names")
+    a(
+        "--tasks",
+        type=_tuple_of(str),
+        default=d.tasks,
+        help="comma-separated meta task names (default: task_distribution.TRAIN_TASKS, "
+        "whose MNIST task needs pip install 'hubopt[mnist]')",
+    )
     a("--outer-steps", type=int, default=d.outer_steps)
     a("--tasks-per-step", type=int, default=d.tasks_per_step)
     a("--num-pairs", type=int, default=d.num_pairs, help="antithetic pairs per task")
