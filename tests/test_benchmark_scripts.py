@@ -50,3 +50,40 @@ def test_learned_step_times_every_contender(tmp_path):
     assert json.loads((tmp_path / "r").read_text())["benchmark"] == "learned_step"
     with pytest.raises(SystemExit):
         learned_step.main(["--optimizers", "sgd"])
+
+
+def test_a_later_folder_relabels_a_rows_kind_and_a_zero_loss_is_scored(tmp_path):
+    # kinds follow the training distribution of the θ under test: the old
+    # folder's Adam record says "out_of_distribution", the new θ's record
+    # "in_distribution"; the row takes the later folder's kind
+    def record(folder, contender, kind, train, **extra):
+        folder.mkdir(exist_ok=True)
+        rec = {
+            "command": "x",
+            "git_hash": "0" * 40,
+            "theta": "t",
+            "steps": 10,
+            "seeds": 2,
+            "machine": "m",
+            "versions": {"jax": "j"},
+            "task": "digits_cnn8x16relub64",
+            "kind": kind,
+            "contender": contender,
+            "train_loss": train,
+            **{
+                k: [[v, v]] * len(train) if isinstance(train[0], list) else [v, v]
+                for k, v in (("eval_loss", 0.5), ("accuracy", 0.9), ("initial_loss", 2.3))
+            },
+            **extra,
+        }
+        (folder / f"digits_cnn8x16relub64__{contender}.json").write_text(json.dumps(rec))
+
+    lrs = list(lopt_quality.ADAM_GRID)
+    grid = [[0.1, 0.1] if lr == 1e-3 else [0.01, 0.01] for lr in lrs]
+    record(tmp_path / "old", "adam_grid", "out_of_distribution", grid, learning_rates=lrs)
+    record(tmp_path / "new", "lopt", "in_distribution", [0.0, 0.0])
+    text = lopt_quality.table(str(tmp_path / "old"), str(tmp_path / "new"))
+    assert "| digits_cnn8x16relub64 | in_distribution |" in text
+    assert "< Adam(1e-3)'s on 1/1 tasks" in text
+    # a training loss of exactly 0 gives a geometric mean of 0
+    assert "tuned-Adam final training loss = 0.00" in text
