@@ -176,11 +176,19 @@ def _contenders(theta, theta0, lopt: MLPLOpt, steps: int):
     }
 
 
-def _compiled(task, factory, steps: int, cname: str):
-    """The jitted run of one contender: (θ or learning rates, keys, data) -> results."""
+def _compiled(task, factory, steps: int, cname: str, baked=None):
+    """The jitted run of one contender: (θ or learning rates, keys, data) -> results.
+
+    With `baked` (a θ), θ is compiled into the program as a constant and the
+    first argument is ignored: the same function under other float rounding
+    (XLA folds constants), to see how far chaotic dynamics move the results.
+    """
 
     def run(arg, keys, data):
         return _train(task, factory(arg), steps, keys, data)
+
+    if baked is not None:
+        return jax.jit(lambda _, keys, data: run(baked, keys, data))
 
     if cname == "adam_grid":  # vmapped over the learning-rate grid
         return jax.jit(jax.vmap(run, in_axes=(0, None, None)))
@@ -211,6 +219,7 @@ def run_benchmark(args) -> None:
         "git_hash": git_commit(),
         "theta": args.theta,
         "steps": args.steps,
+        "theta_compiled_in": bool(args.theta_constant),
         "seeds": args.seeds,
         "versions": {
             "python": platform.python_version(),
@@ -237,8 +246,9 @@ def run_benchmark(args) -> None:
             t0 = time.time()
             if cname == "adam_grid":
                 targ = jnp.asarray(ADAM_GRID, jnp.float32)
+            baked = targ if args.theta_constant and cname != "adam_grid" else None
             res = jax.block_until_ready(
-                _compiled(task, factory, args.steps, cname)(targ, keys, data)
+                _compiled(task, factory, args.steps, cname, baked)(targ, keys, data)
             )
             rec = {
                 **meta,
@@ -465,6 +475,12 @@ def main(argv=None) -> int:
     p.add_argument("--tasks", default="", help="comma-separated task names (default: all)")
     p.add_argument("--contenders", default="", help="comma-separated subset (default: all)")
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument(
+        "--theta-constant",
+        action="store_true",
+        help="compile θ into each program as a constant (other float rounding: a check "
+        "of how much chaotic dynamics move the results)",
+    )
     p.add_argument(
         "--table",
         metavar="DIR",
