@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -31,6 +32,14 @@ def test_lopt_quality_records_table_and_compare(tmp_path, capsys):
     assert lopt_quality.main(["--compare", str(out), str(out)]) == 0
     text = capsys.readouterr().out
     assert "lower final training loss on 0/1, the lower held-out loss on 0/1" in text
+    # θ compiled in as a constant: the same function (other rounding only)
+    out_c = tmp_path / "rec_constant"
+    argv_c = ["--out", str(out_c), "--tasks", task, "--steps", "20", "--seeds", "1"]
+    assert lopt_quality.main([*argv_c, "--contenders", "lopt", "--theta-constant"]) == 0
+    rec_c = json.loads((out_c / f"{task}__lopt.json").read_text())
+    assert rec_c["theta_compiled_in"] is True and rec["theta_compiled_in"] is False
+    np.testing.assert_allclose(rec_c["train_loss"], rec["train_loss"], rtol=1e-3)
+    capsys.readouterr()
     # an existing record is kept unless --overwrite
     before = (out / f"{task}__lopt.json").read_text()
     assert lopt_quality.main([*argv, "--contenders", "lopt"]) == 0
