@@ -11,12 +11,14 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
+# tools/pip_install.sh installs SWIG and g++ with apt-get where Box2D must be built
+# (no wheel for the machine), or says what to install.
 $(STAMP_RUN): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e .
+	sh tools/pip_install.sh $(PY) '.[tasks]'
 	touch $@
 
 $(STAMP_DEV): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	sh tools/pip_install.sh $(PY) '.[dev]'
 	touch $@ $(STAMP_RUN)
 
 demo: $(STAMP_RUN)

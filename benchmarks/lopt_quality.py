@@ -131,28 +131,29 @@ def all_tasks() -> dict[str, tuple[td.MetaTask, str]]:
 # ------------------------------------------------------------------ running
 
 
-def _train(task, make_opt, steps: int, keys, data):
+def _train(family, make_opt, steps: int, keys, data):
     """Vmapped over keys: final full-train loss, held-out loss/accuracy, initial loss."""
+    task = family.task_on(data, steps)
 
     def one(key):
         params = task.init(jax.random.fold_in(key, 0))
         opt = make_opt()
         state = opt.init(params)
-        loss0 = task.train_loss(params, data)
+        loss0 = task.metrics(params, "train")["loss"]
 
         def body(c, t):
             p, s = c
-            batch = task.batch(data, jax.random.fold_in(key, 1000 + t))
+            batch = task.batch(jax.random.fold_in(key, 1000 + t), t)
             v, g = jax.value_and_grad(task.loss)(p, batch)
             u, s = opt.update(g, s, p, value=v)
             return (optax.apply_updates(p, u), s), v
 
         (p, _), curve = jax.lax.scan(body, (params, state), jnp.arange(steps))
-        acc = task.accuracy(p, data) if task.classification else jnp.float32(jnp.nan)
+        held_out = task.metrics(p, "valid")
         return {
-            "train_loss": task.train_loss(p, data),
-            "eval_loss": task.eval_loss(p, data),
-            "accuracy": acc,
+            "train_loss": task.metrics(p, "train")["loss"],
+            "eval_loss": held_out["loss"],
+            "accuracy": held_out.get("accuracy", jnp.float32(jnp.nan)),
             "initial_loss": loss0,
             "curve": curve[:: max(1, steps // 20)],
         }

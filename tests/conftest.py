@@ -1,10 +1,13 @@
-"""Test configuration: CPU only; implicit rank promotion raises, so silent
+"""Test configuration: CPU only; a fresh data cache; implicit rank promotion raises, so silent
 broadcasting bugs fail loudly. (Strict *dtype* promotion is not usable: optax's
 own Adam mixes a float with its int32 step count.)"""
 
 import os
+import tempfile
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Generated task data goes to a fresh cache for the session, never the user's own.
+os.environ.setdefault("HUBOPT_CACHE", tempfile.mkdtemp(prefix="hubopt-test-cache-"))
 
 import jax  # noqa: E402
 

@@ -423,6 +423,34 @@ def test_cli_run_writes_records(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_cli_run_a_sized_task_with_its_preset_records_its_metrics(tmp_path, capsys):
+    base = ["run", "--task", "sine_lstm", "--size", "tiny", "--seeds", "0", "--out"]
+    assert cli.main([*base, str(tmp_path / "a"), "--optimizer", "preset"]) == 0
+    (rec,) = records.read_all([tmp_path / "a"])
+    assert rec["task"]["size"] == "tiny" and rec["task"]["metric"] == "mse"
+    assert rec["optimizer"]["spec"] == {"name": "adam", "learning_rate": 0.01}
+    assert rec["num_steps"] == 20  # the tiny size's budget
+    # final metrics on valid and test, and the final eval loss is the valid split's
+    assert set(rec["metrics"]) == {"valid", "test"}
+    assert rec["final_loss"] == pytest.approx(rec["metrics"]["valid"]["loss"], rel=1e-5)
+    assert rec["metrics"]["test"]["mse"] != rec["metrics"]["valid"]["mse"]
+    hub_args = ["--optimizer", "hub", "--hand", "preset", "--learned", "stand-in:adamax"]
+    assert cli.main([*base, str(tmp_path / "b"), *hub_args]) == 0
+    (rec,) = records.read_all([tmp_path / "b"])
+    assert rec["optimizer"]["spec"]["hand"] == {"name": "adam", "learning_rate": 0.01}
+    assert cli.main([*base, str(tmp_path / "c"), "--optimizer", "preset", "--lr", "0.1"]) == 2
+    assert "drop --lr" in capsys.readouterr().err
+    table = report.metrics_table(records.read_all([tmp_path / "a", tmp_path / "b"]))
+    assert "mse" in table and "r2" in table and "(lower is better)" in table
+
+
+def test_metrics_table_mean_std_and_divergence():
+    assert report._mean_std([1.0, 3.0]) == "2 ± 1.4"
+    assert report._mean_std([1.0, float("nan"), 2.0]) == "NaN (1 of 3 seeds)"
+    assert report._mean_std([5.0]) == "5 ± 0"
+    assert report.metrics_table([]) == ""
+
+
 def test_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert cli.main(["demo", "--steps", "50", "--seeds", "0", "--out", str(out)]) == 0

@@ -48,10 +48,8 @@ def _thetas():
     return lo, names, jax.tree_util.tree_map(lambda *x: jnp.stack(x), *thetas)
 
 
-def _final_and_initial(task, make_opt, theta_S):
-    data = jax.tree_util.tree_map(
-        jnp.asarray, task.instance_data(jax.random.PRNGKey(5), task.base_data())
-    )
+def _final_and_initial(family, make_opt, theta_S):
+    task = family.to_task(jax.random.PRNGKey(5), STEPS)
 
     @jax.jit
     def run(theta):
@@ -60,12 +58,12 @@ def _final_and_initial(task, make_opt, theta_S):
 
         def body(c, t):
             p, s = c
-            v, g = jax.value_and_grad(task.loss)(p, task.batch(data, jax.random.PRNGKey(t)))
+            v, g = jax.value_and_grad(task.loss)(p, task.batch(jax.random.PRNGKey(t), t))
             u, s = opt.update(g, s, p, value=v)
             return (optax.apply_updates(p, u), s), None
 
         (p, _), _ = jax.lax.scan(body, (params, opt.init(params)), jnp.arange(STEPS))
-        return task.train_loss(params, data), task.train_loss(p, data)
+        return task.metrics(params, "train")["loss"], task.metrics(p, "train")["loss"]
 
     return jax.vmap(run)(theta_S)
 

@@ -147,17 +147,51 @@ def test_make_task_variants_and_bad_arguments():
 
 
 def test_registry_lists_and_builds_every_task():
-    assert "nonconvex_l1cos" in TASKS
+    assert {"nonconvex_l1cos", "sine_ltc", "sine_lstm", "carracing_ltc", "carracing_lstm"} <= set(
+        TASKS
+    )
     assert task_names() == sorted(TASKS)
     for name in task_names():
-        assert get_task(name).name == name
+        task = get_task(name, size="tiny")
+        assert task.name == name and task.size == "tiny"
 
 
-def test_unknown_task_names_the_known_ones():
+def test_sizes_change_the_budget_of_the_nonconvex_task():
+    assert get_task("nonconvex_l1cos").size == "cpu"
+    assert get_task("nonconvex_l1cos", size="tiny").num_steps == 200
+    assert get_task("nonconvex_l1cos", size="paper").num_steps == 10_000
+
+
+def test_unknown_task_or_size_names_the_known_ones():
     with pytest.raises(ValueError, match="unknown task 'mnist_nope'.*nonconvex_l1cos"):
         get_task("mnist_nope")
     with pytest.raises(TypeError, match="task name must be a str"):
         get_task(3)
+    with pytest.raises(ValueError, match="unknown task size 'huge'; sizes: tiny, cpu, paper"):
+        get_task("nonconvex_l1cos", size="huge")
+
+
+def test_register_task_adds_a_users_task_and_guards_names(monkeypatch):
+    monkeypatch.setattr("hubopt.tasks.TASKS", dict(TASKS))
+    from hubopt import tasks
+
+    def factory(size):
+        steps = {"tiny": 3, "cpu": 30, "paper": 300}[size]
+        return Task("toy_quadratic", _init, _loss, steps, size=size)
+
+    tasks.register_task("toy_quadratic", factory)
+    assert tasks.get_task("toy_quadratic", "tiny").num_steps == 3
+    assert "toy_quadratic" in tasks.task_names()
+    with pytest.raises(ValueError, match="already registered"):
+        tasks.register_task("toy_quadratic", factory)
+    tasks.register_task("toy_quadratic", factory, replace=True)
+    with pytest.raises(ValueError, match="<data>_<model>"):
+        tasks.register_task("toy", factory)
+    with pytest.raises(TypeError, match="callable"):
+        tasks.register_task("toy_other", "nope")
+    tasks.register_task("toy_misnamed", factory)
+    with pytest.raises(RuntimeError, match="built 'toy_quadratic'"):
+        tasks.get_task("toy_misnamed", "cpu")
 
 
 def _loss(p, b=None):
@@ -177,6 +211,13 @@ def _init(k):
         (dict(num_steps=0), ValueError, "num_steps"),
         (dict(num_steps=True), ValueError, "num_steps"),
         (dict(batch=3), TypeError, "batch must be callable"),
+        (dict(metrics_fn=3), TypeError, "metrics_fn must be callable"),
+        (dict(size="big"), ValueError, "size must be one of"),
+        (dict(hand={"learning_rate": 1e-3}), ValueError, "hand must be a mapping"),
+        (dict(hand={"name": "adam", "total_steps": 9}), ValueError, "total_steps"),
+        (dict(splits=("train", "holdout")), ValueError, "splits must be"),
+        (dict(splits=()), ValueError, "splits must be"),
+        (dict(metric=""), ValueError, "metric"),
     ],
 )
 def test_task_contract_rejects_bad_fields(kwargs, error, match):
@@ -191,3 +232,57 @@ def test_task_is_frozen_and_eval_fn_overrides():
     with pytest.raises(AttributeError):
         task.num_steps = 3
     assert float(task.eval_loss(_init(None))) == 7.0
+
+
+def _metrics(p, split):
+    offset = {"train": 0.0, "valid": 1.0, "test": 2.0}[split]
+    return {"loss": _loss(p) + offset, "accuracy": jnp.float32(0.5)}
+
+
+def test_evaluate_reads_the_split_asked_for_and_defaults_to_test():
+    task = Task("toy_quadratic", _init, _loss, 5, metrics_fn=_metrics, metric="accuracy")
+    params = _init(None)
+    assert task.splits == ("train", "valid", "test")
+    assert task.evaluate(params) == {"loss": 4.0, "accuracy": 0.5}
+    assert task.evaluate(params, "valid")["loss"] == 3.0
+    assert task.evaluate(params, "train")["loss"] == 2.0
+    assert float(task.eval_loss(params)) == 3.0  # the validation loss
+    with pytest.raises(ValueError, match="split must be one of"):
+        task.evaluate(params, "holdout")
+    limited = Task("toy_quadratic", _init, _loss, 5, metrics_fn=_metrics, splits=("valid",))
+    with pytest.raises(ValueError, match=r"its splits \('valid',\)"):
+        limited.evaluate(params, "test")
+    missing = Task("toy_quadratic", _init, _loss, 5, metrics_fn=_metrics, metric="r2")
+    with pytest.raises(KeyError, match="headline metric 'r2'"):
+        missing.evaluate(params)
+
+
+def test_a_stochastic_task_without_metrics_has_only_a_valid_split():
+    task = Task("toy_quadratic", _init, _loss, 5, batch=lambda k, s: None)
+    assert task.splits == ("valid",)
+    deterministic = Task("toy_quadratic", _init, _loss, 5)
+    assert deterministic.splits == ("train", "valid", "test")
+    assert deterministic.evaluate(_init(None)) == {"loss": 2.0}
+
+
+def test_hand_preset_lays_the_schedule_over_the_budget():
+    hand = {"name": "adam", "learning_rate": 0.1, "schedule": "warmup_cosine", "warmup_steps": 2}
+    task = Task("toy_quadratic", _init, _loss, 10, hand=hand)
+    params = {"w": jnp.zeros(())}
+    grads = {"w": jnp.ones(())}
+
+    def first_updates(tx, n):
+        state, out = tx.init(params), []
+        for _ in range(n):
+            u, state = tx.update(grads, state, params)
+            out.append(float(u["w"]))
+        return out
+
+    # warm-up: the first step has learning rate 0, the third the peak 0.1
+    u = first_updates(task.hand_preset(), 3)
+    assert u[0] == 0.0 and u[2] == pytest.approx(-0.1, rel=1e-4)
+    # a longer run stretches the cosine: step 9 of 10 is near 0, of 100 near the peak
+    assert abs(first_updates(task.hand_preset(), 10)[-1]) < 0.01
+    assert abs(first_updates(task.hand_preset(num_steps=100), 10)[-1]) > 0.09
+    with pytest.raises(ValueError, match="num_steps must be a positive int"):
+        task.hand_preset(num_steps=0)

@@ -14,6 +14,7 @@ a task that tunes them records the tuned value in its run record.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import optax
@@ -96,6 +97,31 @@ def hand_optimizer(
     else:
         tx = optax.adamw(lr, weight_decay=1e-4 if weight_decay is None else weight_decay)
     return optax.with_extra_args_support(tx)
+
+
+HAND_SPEC_KEYS = (
+    "learning_rate",
+    "schedule",
+    "warmup_steps",
+    "decay_every",
+    "decay_factor",
+    "weight_decay",
+)
+
+
+def from_spec(spec: Mapping[str, Any], total_steps: int) -> optax.GradientTransformationExtraArgs:
+    """`hand_optimizer` from a spec `{"name": ..., <HAND_SPEC_KEYS>}`, a schedule laid over
+    `total_steps` (a task's `hand`, a record's hand spec)."""
+    unknown = set(spec) - {"name", *HAND_SPEC_KEYS}
+    if unknown:
+        raise ValueError(
+            f"hand optimizer {spec.get('name')!r}: unknown field(s) {sorted(unknown)}; "
+            f"allowed: {list(HAND_SPEC_KEYS)}"
+        )
+    kwargs = {k: spec[k] for k in HAND_SPEC_KEYS if k in spec}
+    if kwargs.get("schedule") is not None:
+        kwargs["total_steps"] = total_steps
+    return hand_optimizer(spec["name"], **kwargs)
 
 
 # Named settings: name -> keyword arguments of `hand_optimizer` (total_steps is

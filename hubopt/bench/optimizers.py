@@ -36,15 +36,6 @@ LEARNED = ("velo", "pretrained")
 COMBINED = ("hub", "lgl2o", "blend")
 NAMES = HAND + LEARNED + COMBINED
 
-# Keys of a hand spec besides "name" (keyword args of baselines.hand_optimizer).
-_HAND_KEYS = (
-    "learning_rate",
-    "schedule",
-    "warmup_steps",
-    "decay_every",
-    "decay_factor",
-    "weight_decay",
-)
 
 HOW_TO_GET_LEARNED = (
     "run `hubopt velo download` (needs network, once) to cache VeLO's official checkpoint; "
@@ -139,18 +130,14 @@ def _check_positive_int(name: str, value) -> int:
 
 
 def _build_hand(spec: dict, num_steps: int):
-    from hubopt.baselines import hand_optimizer
+    from hubopt.baselines.presets import from_spec
 
-    unknown = set(spec) - {"name", *_HAND_KEYS}
-    if unknown:
-        raise OptimizerSpecError(
-            f"hand optimizer {spec['name']!r}: unknown field(s) {sorted(unknown)}; "
-            f"allowed: {list(_HAND_KEYS)}"
-        )
-    kwargs = {k: spec[k] for k in _HAND_KEYS if k in spec}
-    if kwargs.get("schedule") is not None:
-        kwargs["total_steps"] = num_steps
-    return hand_optimizer(spec["name"], **kwargs)
+    try:
+        return from_spec(spec, num_steps)
+    except ValueError as e:
+        if "unknown field" in str(e):
+            raise OptimizerSpecError(str(e)) from None
+        raise
 
 
 def _build_learned(spec: dict, num_steps: int):

@@ -4,7 +4,8 @@ A record (schema `hubopt.run/1`) holds everything a table or figure needs, so
 reports are made from records on disk only:
 
     schema         "hubopt.run/1"
-    task           {"name", "num_steps" (recommended), "description"}
+    task           {"name", "num_steps" (recommended), "description"; since the task
+                    contract has sizes: "size", "metric", "higher_is_better"}
     optimizer      {"label": legend text, "spec": the dict the optimizer was built
                     from (`hubopt.bench.optimizers`), "learned": what filled the
                     learned slot, or null}
@@ -18,6 +19,9 @@ reports are made from records on disk only:
     best_loss, best_step, final_loss   best over every step and evaluation of a
                    deterministic task, over the evaluations of a stochastic one;
                    final = evaluation of the params after the last step
+    metrics        {"valid": {...}, "test": {...}}: the task's own metrics (its
+                   `evaluate`) of the final params on the splits it has; optional
+                   in older records. Test numbers are for reporting only.
     timing         {"step_time_s": median seconds per step over timed chunks,
                     "compile_time_s", "wall_time_s": whole run incl. compile and eval}
     diagnostics    optimizer statistics at the end (HUB σ / hand share, LGL2O wins)

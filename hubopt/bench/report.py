@@ -122,6 +122,44 @@ def markdown_table(rows: list[Row]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _mean_std(values: list[float]) -> str:
+    """ "mean ± std" over seeds (sample std); "NaN (k of n)" when some are not finite."""
+    bad = [v for v in values if not math.isfinite(v)]
+    if bad:
+        return f"NaN ({len(bad)} of {len(values)} seeds)"
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{mean:.4g} ± {std:.2g}"
+
+
+def metrics_table(recs: list[dict]) -> str:
+    """The tasks' own metrics of the final params (records' `metrics`) as Markdown:
+    the headline metric on the test and valid splits and every other test metric,
+    mean ± std over seeds. Empty when no record has metrics."""
+    groups = {k: rs for k, rs in _groups(recs).items() if all(r.get("metrics") for r in rs)}
+    if not groups:
+        return ""
+    lines = [
+        "| task | optimizer | seeds | test metric | valid metric | other test metrics |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (task, lab, _n), rs in groups.items():
+        metric = rs[0]["task"].get("metric", "loss")
+        better = "higher" if rs[0]["task"].get("higher_is_better") else "lower"
+
+        def values(split, key, rs=rs):
+            return [float(r["metrics"].get(split, {}).get(key, math.nan)) for r in rs]
+
+        others = sorted(set(rs[0]["metrics"].get("test", {})) - {metric, "loss"})
+        other = "; ".join(f"{k} {_mean_std(values('test', k))}" for k in others) or "-"
+        lines.append(
+            f"| {task} | {_cell(lab)} | {','.join(str(r['seed']) for r in rs)} "
+            f"| {metric} {_mean_std(values('test', metric))} ({better} is better) "
+            f"| {_mean_std(values('valid', metric))} | {other} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def csv_table(rows: list[Row]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -249,6 +287,10 @@ def report(paths, out_dir, *, report_command: str | None = None) -> dict[str, Pa
     rows = summarize(recs)
     out = Path(out_dir)
     md = markdown_table(rows)
+    task_metrics = metrics_table(recs)
+    if task_metrics:
+        md += "\nThe tasks' own metrics of the final params (mean ± std over seeds):\n\n"
+        md += task_metrics
     if any(r.learned.endswith("(NOT learned)") for r in rows):
         md += (
             '\n"NOT learned": a hand-designed optimizer stood in for the learned one '

@@ -40,6 +40,7 @@ from hubopt.tasks import Task, get_task
 
 DEFAULT_POINTS = 1000  # curve points kept per record
 DEFAULT_EVALS = 20  # untimed evaluations per run (plus one at step 0)
+PRESET = "preset"  # on the command line: the task's own hand-designed optimizer
 
 
 def positive_int(name: str, value) -> int:
@@ -175,6 +176,11 @@ def train(
         all_losses = np.concatenate([values, eval_losses])
     best = int(np.argmin(np.where(np.isnan(all_losses), np.inf, all_losses)))
     best_loss = float(all_losses[best])  # NaN only if every loss is NaN
+    # the task's own metrics of the final params, untimed: valid (for choosing) and
+    # test (for reporting only), where the task has those splits
+    metrics = {
+        split: task.evaluate(carry[0], split) for split in ("valid", "test") if split in task.splits
+    }
     return {
         "num_steps": num_steps,
         "curve": _subsample(values, max_points),
@@ -182,6 +188,7 @@ def train(
         "best_loss": best_loss,
         "best_step": int(all_steps[best]),
         "final_loss": eval_losses[-1],
+        "metrics": metrics,
         "timing": {
             "step_time_s": float(np.median(chunk_times)),
             "steps_timed": num_steps,
@@ -202,10 +209,13 @@ def record_path(out_dir, task_name: str, label: str, seed: int) -> Path:
     return Path(out_dir) / f"{task_name}__{_slug(label)}__seed{seed}.json"
 
 
-def same_run(record: dict, task_name: str, spec: dict, seed: int, num_steps: int) -> bool:
-    """Whether `record` is the run (task, optimizer spec, seed, steps) asked for."""
+def same_run(
+    record: dict, task_name: str, spec: dict, seed: int, num_steps: int, size: str | None = None
+) -> bool:
+    """Whether `record` is the run (task and size, optimizer spec, seed, steps) asked for."""
     return (
         record["task"]["name"] == task_name
+        and (size is None or record["task"].get("size") == size)
         and record["optimizer"]["spec"] == spec
         and record["seed"] == seed
         and record["num_steps"] == num_steps
@@ -236,7 +246,7 @@ def train_and_record(
     path = Path(path) if path is not None else record_path(out_dir, task.name, built.label, seed)
     if path.exists() and not overwrite:
         existing = records.read(path)
-        if reuse and same_run(existing, task.name, built.spec, seed, num_steps):
+        if reuse and same_run(existing, task.name, built.spec, seed, num_steps, task.size):
             log(f"  reusing {path} (same task, optimizer, seed and steps; --overwrite reruns)")
             return path
         raise FileExistsError(
@@ -248,7 +258,14 @@ def train_and_record(
     result.pop("_final_state")
     record = {
         "schema": records.SCHEMA,
-        "task": {"name": task.name, "num_steps": task.num_steps, "description": task.description},
+        "task": {
+            "name": task.name,
+            "size": task.size,
+            "num_steps": task.num_steps,
+            "metric": task.metric,
+            "higher_is_better": task.higher_is_better,
+            "description": task.description,
+        },
         "optimizer": {"label": built.label, "spec": built.spec, "learned": built.learned},
         "seed": int(seed),
         "hyperparameters": optimizers.hyperparameters(built.spec),
@@ -294,16 +311,27 @@ def _cli_seed(text: str) -> int:
 
 
 def add_arguments(parser) -> None:
-    from hubopt.tasks import task_names
+    from hubopt.tasks import SIZES, task_names
 
     parser.add_argument("--task", required=True, help=f"one of: {', '.join(task_names())}")
-    parser.add_argument("--optimizer", required=True, choices=optimizers.NAMES)
+    parser.add_argument(
+        "--size",
+        choices=SIZES,
+        default="cpu",
+        help="task size (default: cpu; tiny for a smoke run)",
+    )
+    parser.add_argument(
+        "--optimizer",
+        required=True,
+        choices=(PRESET, *optimizers.NAMES),
+        help="'preset': the task's own hand-designed optimizer and schedule (its hand_preset)",
+    )
     parser.add_argument("--lr", type=float, help="learning rate of a hand optimizer run alone")
     parser.add_argument(
         "--hand",
-        choices=optimizers.HAND,
+        choices=(PRESET, *optimizers.HAND),
         default="adam",
-        help="hand member of hub/lgl2o/blend (default: adam)",
+        help="hand member of hub/lgl2o/blend (default: adam; preset: the task's own)",
     )
     parser.add_argument(
         "--hand-lr", type=float, default=1e-3, help="its learning rate (default: 1e-3)"
@@ -357,15 +385,25 @@ def learned_spec_from_arg(text: str, stand_in_lr: float) -> dict:
     return choice.spec
 
 
-def spec_from_args(args) -> dict:
+def spec_from_args(args, task: Task) -> dict:
+    """The optimizer spec the command line asks for (`preset`: the task's own hand spec)."""
     name = args.optimizer
+    if name == PRESET:
+        if args.lr is not None:
+            raise ValueError("--optimizer preset takes the task's own learning rate; drop --lr")
+        return dict(task.hand)
     if name in optimizers.HAND:
         return {"name": name, "learning_rate": 1e-3 if args.lr is None else args.lr}
     if name in optimizers.LEARNED:
         return learned_spec_from_arg(name, args.stand_in_lr)
+    hand = (
+        dict(task.hand)
+        if args.hand == PRESET
+        else {"name": args.hand, "learning_rate": args.hand_lr}
+    )
     spec = {
         "name": name,
-        "hand": {"name": args.hand, "learning_rate": args.hand_lr},
+        "hand": hand,
         "learned": learned_spec_from_arg(args.learned, args.stand_in_lr),
     }
     if name == "hub":
@@ -381,8 +419,8 @@ def spec_from_args(args) -> dict:
 def run(args) -> int:
     """`hubopt run`: one record per seed."""
     try:
-        task = get_task(args.task)
-        spec = spec_from_args(args)
+        task = get_task(args.task, size=args.size)
+        spec = spec_from_args(args, task)
     except ValueError as e:
         print(f"hubopt run: error: {e}", file=sys.stderr)
         return 2

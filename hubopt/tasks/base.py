@@ -1,33 +1,63 @@
 """The task contract: what a test problem is, in one small file.
 
 A task is a frozen bundle of pure functions over a parameter pytree, named
-DeepOBS-style `<data>_<model>` (`nonconvex_l1cos`, later `mnist_mlp`, ...):
+DeepOBS-style `<data>_<model>` (`nonconvex_l1cos`, `sine_ltc`, ...):
 
-    params = task.init(key)                 # a pytree of arrays
-    loss   = task.loss(params, batch)       # a scalar; batch is None for
-                                            # deterministic (full-batch) tasks
-    batch  = task.batch(key, step)          # stochastic tasks only: pure and
-                                            # jittable, so a lax.scan can draw it
-    ev     = task.eval_loss(params)         # untimed evaluation (default:
-                                            # loss(params, None))
+    params  = task.init(key)                 # a pytree of arrays
+    loss    = task.loss(params, batch)       # a scalar training loss; batch is None
+                                             # for deterministic (full-batch) tasks
+    batch   = task.batch(key, step)          # stochastic tasks only: pure and jittable,
+                                             # so a lax.scan can draw it
+    v       = task.eval_loss(params)         # the validation loss (untimed, jittable)
+    metrics = task.evaluate(params)          # {"mse": ..., ...} on the TEST split, floats
+    tx      = task.hand_preset()             # the paper's tuned hand optimizer for it
 
-A task also declares its own budget (`num_steps`, the recommended number of
-optimizer steps) and, if it has one, a `target_loss` (AlgoPerf's "target
-metric": a run reaches the target at the first step whose loss is <= it).
+Data roles. A task with data has three disjoint splits, and each function
+reads exactly one of them:
+
+    train  `batch` (and so `loss` during training),  what optimizers learn from
+           `evaluate(params, "train")`              (whole-split training metrics)
+    valid  `eval_loss`, `evaluate(params, "valid")`  choosing hyperparameters,
+                                                     recipes and checkpoints
+    test   `evaluate(params)` (split="test")        reported numbers only
+
+`metrics_fn(params, split)` is the one pure function behind the evaluations
+(`split` is a static string from the task's `splits`). A deterministic task
+(`nonconvex_l1cos`) has no data: its metrics on every split are the same
+function value, and it says so in its description.
+
+A task declares its own budget (`num_steps`), its headline metric (`metric`,
+a key of `metrics_fn`'s dict; `higher_is_better` says which way is good), a
+`target_loss` if it has one (AlgoPerf's target: a run reaches it at the first
+step whose loss is <= it), the hand-designed optimizer the paper tuned for it
+(`hand`: keyword arguments of `hubopt.baselines.hand_optimizer`, laid over
+the budget by `hand_preset`), and the size it was built at.
+
+Sizes. Every registered task is built at one of `SIZES`:
+
+    "tiny"   a test trains it a few steps in seconds (small model, small data)
+    "cpu"    the default: its whole budget runs in at most 5 minutes on 2 CPU cores
+    "paper"  the paper's model sizes and budgets, for GPUs
+
 How a run is trained, timed and recorded is not the task's business
-(`hubopt.bench.runner`).
+(`hubopt.bench.runner`). How to register a task of your own:
+`hubopt.tasks.register_task` (in `hubopt/tasks/__init__.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax
+import optax
 
 Params = Any
 Batch = Any
+
+SIZES = ("tiny", "cpu", "paper")
+SPLITS = ("train", "valid", "test")
 
 
 @dataclass(frozen=True)
@@ -40,12 +70,26 @@ class Task:
       loss: `(params, batch) -> scalar` training loss; `batch` is None when
         `batch` (below) is None.
       num_steps: the recommended number of optimizer steps (the budget).
-      batch: `(key, step) -> batch` for stochastic tasks, None for
-        deterministic ones.
-      eval_fn: `params -> scalar` evaluation loss (held-out data for
-        stochastic tasks); None means `loss(params, None)`.
+      batch: `(key, step) -> batch` drawing from the training split, for
+        stochastic tasks; None for deterministic ones.
+      eval_fn: `params -> scalar` validation loss; None means
+        `metrics_fn(params, "valid")["loss"]` when there is a `metrics_fn`,
+        else `loss(params, None)`.
+      metrics_fn: `(params, split) -> {name: scalar}` on a split of `splits`
+        (a static string), with at least "loss" and `metric`; None means
+        `{"loss": eval_loss(params)}`.
+      splits: the splits `metrics_fn` serves, a subset of `SPLITS`. None
+        means all three with a `metrics_fn` or for a deterministic task (no
+        data: every split is the same function), else only "valid".
+      metric: the headline key of `metrics_fn`'s dict (what tables report).
+      higher_is_better: whether a larger `metric` is better (accuracy, PSNR).
+      hand: the paper's hand-designed optimizer for this task, as keyword
+        arguments of `hubopt.baselines.hand_optimizer` (`total_steps` is
+        filled in by `hand_preset`).
+      size: one of `SIZES`.
       target_loss: the loss a good run should reach, or None.
-      description: one line: what the task is and where it comes from.
+      description: what the task is, where it comes from, and where it
+        departs from the paper.
     """
 
     name: str
@@ -54,19 +98,25 @@ class Task:
     num_steps: int
     batch: Callable[[jax.Array, jax.Array], Batch] | None = None
     eval_fn: Callable[[Params], jax.Array] | None = None
+    metrics_fn: Callable[[Params, str], Mapping[str, jax.Array]] | None = None
+    splits: tuple[str, ...] | None = None
+    metric: str = "loss"
+    higher_is_better: bool = False
+    hand: Mapping[str, Any] = field(default_factory=lambda: {"name": "adam", "learning_rate": 1e-3})
+    size: str = "cpu"
     target_loss: float | None = None
     description: str = ""
 
     def __post_init__(self):
         if not isinstance(self.name, str) or "_" not in self.name:
             raise ValueError(f"Task name must be '<data>_<model>', got {self.name!r}")
-        for field in ("init", "loss"):
-            if not callable(getattr(self, field)):
-                raise TypeError(f"Task {self.name}: {field} must be callable")
-        for field in ("batch", "eval_fn"):
-            value = getattr(self, field)
+        for name in ("init", "loss"):
+            if not callable(getattr(self, name)):
+                raise TypeError(f"Task {self.name}: {name} must be callable")
+        for name in ("batch", "eval_fn", "metrics_fn"):
+            value = getattr(self, name)
             if value is not None and not callable(value):
-                raise TypeError(f"Task {self.name}: {field} must be callable or None")
+                raise TypeError(f"Task {self.name}: {name} must be callable or None")
         if (
             isinstance(self.num_steps, bool)
             or not isinstance(self.num_steps, int)
@@ -75,6 +125,38 @@ class Task:
             raise ValueError(
                 f"Task {self.name}: num_steps must be a positive int, got {self.num_steps!r}"
             )
+        if self.size not in SIZES:
+            raise ValueError(f"Task {self.name}: size must be one of {SIZES}, got {self.size!r}")
+        if not isinstance(self.metric, str) or not self.metric:
+            raise ValueError(f"Task {self.name}: metric must be a non-empty str")
+        if not isinstance(self.hand, Mapping) or "name" not in self.hand:
+            raise ValueError(
+                f"Task {self.name}: hand must be a mapping with at least 'name' (keyword "
+                f"arguments of hubopt.baselines.hand_optimizer), got {self.hand!r}"
+            )
+        if "total_steps" in self.hand:
+            raise ValueError(
+                f"Task {self.name}: hand must not fix total_steps; hand_preset lays the "
+                "schedule over the run's number of steps"
+            )
+        from hubopt.baselines.presets import HAND_SPEC_KEYS
+
+        unknown = set(self.hand) - {"name", *HAND_SPEC_KEYS}
+        if unknown:
+            raise ValueError(
+                f"Task {self.name}: hand has unknown field(s) {sorted(unknown)}; allowed: "
+                f"name, {', '.join(HAND_SPEC_KEYS)}"
+            )
+        if self.splits is None:
+            full = self.metrics_fn is not None or not self.stochastic
+            object.__setattr__(self, "splits", SPLITS if full else ("valid",))
+        if not self.splits or any(split not in SPLITS for split in self.splits):
+            raise ValueError(
+                f"Task {self.name}: splits must be a non-empty subset of {SPLITS}, got "
+                f"{self.splits!r}"
+            )
+        object.__setattr__(self, "splits", tuple(self.splits))
+        object.__setattr__(self, "_compiled", {})  # split -> jitted metrics (not a field)
 
     @property
     def stochastic(self) -> bool:
@@ -82,7 +164,51 @@ class Task:
         return self.batch is not None
 
     def eval_loss(self, params: Params) -> jax.Array:
-        """The untimed evaluation loss of `params`."""
+        """The validation loss of `params` (untimed; pure and jittable)."""
         if self.eval_fn is not None:
             return self.eval_fn(params)
+        if self.metrics_fn is not None:
+            return self.metrics_fn(params, "valid")["loss"]
         return self.loss(params, None)
+
+    def metrics(self, params: Params, split: str = "test") -> dict[str, jax.Array]:
+        """The task's metrics on `split` (one of `splits`) as JAX scalars (jittable)."""
+        if split not in self.splits:
+            raise ValueError(
+                f"Task {self.name}: split must be one of its splits {self.splits}, got {split!r}"
+            )
+        if self.metrics_fn is None:
+            return {"loss": self.eval_loss(params)}
+        return dict(self.metrics_fn(params, split))
+
+    def evaluate(self, params: Params, split: str = "test") -> dict[str, float]:
+        """The task's metrics on `split` (default: the test split) as Python floats.
+
+        Untimed; compiled once per task and split. Report test numbers only;
+        choose hyperparameters with `split="valid"`.
+        """
+        if split not in self.splits:
+            raise ValueError(
+                f"Task {self.name}: split must be one of its splits {self.splits}, got {split!r}"
+            )
+        compiled = self._compiled.get(split)
+        if compiled is None:
+            compiled = self._compiled[split] = jax.jit(lambda p: self.metrics(p, split))
+        values = compiled(params)
+        out = {k: float(v) for k, v in values.items()}
+        if self.metric not in out:
+            raise KeyError(
+                f"Task {self.name}: metrics_fn returned {sorted(out)}, without the "
+                f"headline metric {self.metric!r}"
+            )
+        return out
+
+    def hand_preset(self, num_steps: int | None = None) -> optax.GradientTransformationExtraArgs:
+        """The paper's hand-designed optimizer for this task, its schedule laid over
+        `num_steps` (default: the task's budget)."""
+        from hubopt.baselines.presets import from_spec
+
+        total = self.num_steps if num_steps is None else num_steps
+        if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+            raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+        return from_spec(self.hand, total)

@@ -187,12 +187,12 @@ class Unroll:
         k_task, k_h = jax.random.split(key)
         horizons = jnp.asarray(self.horizons, jnp.int32)
         horizon = horizons[jax.random.randint(k_h, (), 0, len(self.horizons))]
-        data = self.task.instance_data(jax.random.fold_in(k_task, 1), base)
-        params = self.task.init(jax.random.fold_in(k_task, 2))
+        task = self.task.task_on(self.task.instance_data(jax.random.fold_in(k_task, 1), base))
+        params = task.init(jax.random.fold_in(k_task, 2))
         opt = self.make_optimizer(theta, horizon)
         opt_state = opt.init(params)
-        batch = self.task.batch(data, jax.random.fold_in(k_task, 3))
-        loss0 = self.task.loss(params, batch)
+        batch = task.batch(jax.random.fold_in(k_task, 3), 0)
+        loss0 = task.loss(params, batch)
         return PairState(
             params_pos=params,
             params_neg=params,
@@ -213,20 +213,20 @@ class Unroll:
 
     def run_side(self, theta, params, opt_state, st: PairState, base):
         """K inner steps from (params, opt_state); returns the new pair and the loss L."""
-        data = self.task.instance_data(jax.random.fold_in(st.task_key, 1), base)
+        task = self.task.task_on(self.task.instance_data(jax.random.fold_in(st.task_key, 1), base))
         opt = self.make_optimizer(theta, st.horizon)
         cap = st.log_loss0 + self.margin
 
         def body(carry, t):
             p, s = carry
-            batch = self.task.batch(data, jax.random.fold_in(st.task_key, 1000 + t))
-            v, g = jax.value_and_grad(self.task.loss)(p, batch)
+            batch = task.batch(jax.random.fold_in(st.task_key, 1000 + t), t)
+            v, g = jax.value_and_grad(task.loss)(p, batch)
             u, s = opt.update(g, s, p, value=v)
             return (optax.apply_updates(p, u), s), self._safe_log(v, cap)
 
         steps = st.step + jnp.arange(self.trunc_len, dtype=jnp.int32)
         (params, opt_state), logs_K = jax.lax.scan(body, (params, opt_state), steps)
-        ev = self._safe_log(self.task.eval_loss(params, data), cap)
+        ev = self._safe_log(task.eval_loss(params), cap)
         loss = jnp.mean(logs_K) + self.eval_weight * ev
         finite = jnp.all(
             jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(params)])

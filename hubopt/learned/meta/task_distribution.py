@@ -1,18 +1,22 @@
 r"""Inner problems for meta-training: small pure tasks that run fast on CPU.
 
-A `MetaTask` is the registry's `init/loss` kind with its data made explicit,
-so that the data travel as jit *arguments* (not constants baked into the
-compiled program) and can differ between vmapped task instances:
+A `MetaTask` is not a second kind of task: it is the configuration of a
+family of tasks of the one contract (`hubopt.tasks.base.Task`), with the
+data made explicit so that they travel as jit *arguments* (not constants
+baked into the compiled program) and can differ between vmapped instances:
 
-    base   = task.base_data()              host arrays shared by all instances
-                                           (digits) or {} (synthetic)
-    data   = task.instance_data(key, base) one instance's data (a teacher's
-                                           samples, or `base` itself); jittable
-    params = task.init(key)                init scale drawn log-uniformly from
-                                           `init_scale_range` with the same key
-    loss   = task.loss(params, batch)      mean loss of a minibatch
-    batch  = task.batch(data, key)         a random minibatch of the training set
-    ev     = task.eval_loss(params, data)  loss on the held-out split
+    base   = family.base_data()              host arrays shared by all instances
+                                             (digits) or {} (synthetic)
+    data   = family.instance_data(key, base) one instance's data (a teacher's
+                                             samples, or `base` itself); jittable
+    task   = family.task_on(data)            that instance as a `Task` (also
+                                             inside a jit, over traced data)
+    params = task.init(key)                  init scale drawn log-uniformly from
+                                             `init_scale_range` with the same key
+    batch  = task.batch(key, step)           a random minibatch of the training split
+    loss   = task.loss(params, batch)        mean loss of a minibatch
+    ev     = task.eval_loss(params)          loss on the held-out split
+    m      = task.metrics(params, "train")   loss (and accuracy) on a whole split
 
 Four data sources: scikit-learn's digits (1,797 8×8 images shipped inside
 the scikit-learn package; standardised, a fixed 1,400/397 train/held-out
@@ -24,8 +28,8 @@ a held-out data set no meta-training sees) and synthetic
 regression (a random tanh teacher, `n_train` noisy training points, 512 fresh
 held-out points). Models are MLPs of varied width, depth and
 activation, and a small im2col CNN (matmul convolutions: vmapped
-`conv_general_dilated` is slow on CPU). `to_task` turns one instance into a
-`hubopt.tasks.base.Task` for the benchmark harness.
+`conv_general_dilated` is slow on CPU). `to_task(key, num_steps)` draws one
+instance's data and returns it as a `Task` for the benchmark harness.
 """
 
 from __future__ import annotations
@@ -316,41 +320,57 @@ class MetaTask:
             return softmax_xent(out, y)
         return jnp.mean(jnp.square(out - y))
 
-    def loss(self, params, batch) -> jax.Array:
+    def _loss(self, params, batch) -> jax.Array:
         x, y = batch
         return self._loss_on(params, x, y)
 
-    def batch(self, data, key):
+    def _batch(self, data, key):
         idx = jax.random.randint(key, (self.batch_size,), 0, data["x_tr"].shape[0])
         return data["x_tr"][idx], data["y_tr"][idx]
 
-    def eval_loss(self, params, data) -> jax.Array:
-        return self._loss_on(params, data["x_te"], data["y_te"])
-
-    def train_loss(self, params, data) -> jax.Array:
-        return self._loss_on(params, data["x_tr"], data["y_tr"])
-
-    def accuracy(self, params, data) -> jax.Array:
-        """Held-out accuracy (classification only)."""
+    def _metrics(self, params, data, split: str) -> dict[str, jax.Array]:
+        if split == "test":
+            raise ValueError(
+                f"{self.name}: meta-training instances have no test split (their held-out "
+                "split is what meta-training's held-out term sees: validation at best)"
+            )
+        x, y = (data["x_tr"], data["y_tr"]) if split == "train" else (data["x_te"], data["y_te"])
+        out = self.apply(params, x)
         if not self.classification:
-            raise ValueError(f"{self.name} is a regression task: no accuracy")
-        pred = jnp.argmax(self.apply(params, data["x_te"]), axis=-1)
-        return jnp.mean((pred == data["y_te"]).astype(jnp.float32))
+            return {"loss": jnp.mean(jnp.square(out - y))}
+        accuracy = jnp.mean((jnp.argmax(out, axis=-1) == y).astype(jnp.float32))
+        return {"loss": softmax_xent(out, y), "accuracy": accuracy}
 
-    def to_task(self, key, num_steps: int):
-        """One instance as a `hubopt.tasks.base.Task` (data closed over)."""
+    def task_on(self, data, num_steps: int = 1000):
+        """The instance whose data is `data` (arrays, or tracers inside a jit) as a
+        `hubopt.tasks.base.Task`: the one task contract.
+
+        Its splits: "train" (`x_tr`, what `batch` draws from) and "valid"
+        (`x_te`, the held-out split that meta-training's held-out term sees);
+        no "test" split. `num_steps`: the budget it declares.
+        """
         from hubopt.tasks.base import Task
 
-        data = jax.tree_util.tree_map(jnp.asarray, self.instance_data(key, self.base_data()))
         return Task(
             name=self.name,
             init=self.init,
-            loss=self.loss,
+            loss=self._loss,
             num_steps=num_steps,
-            batch=lambda k, step: self.batch(data, k),
-            eval_fn=lambda p: self.eval_loss(p, data),
-            description=f"meta-training task {self.name}",
+            batch=lambda key, step: self._batch(data, key),
+            eval_fn=lambda params: self._metrics(params, data, "valid")["loss"],
+            metrics_fn=lambda params, split: self._metrics(params, data, split),
+            splits=("train", "valid"),
+            metric="accuracy" if self.classification else "loss",
+            higher_is_better=self.classification,
+            hand={"name": "adam", "learning_rate": 1e-3},
+            size="cpu",
+            description=f"meta-training distribution task {self.name}",
         )
+
+    def to_task(self, key, num_steps: int):
+        """One instance (its data drawn from `key`) as a `Task` with a `num_steps` budget."""
+        data = jax.tree_util.tree_map(jnp.asarray, self.instance_data(key, self.base_data()))
+        return self.task_on(data, num_steps)
 
 
 def _mk(dataset, model, hidden, act, bs, scale=(0.7, 1.5), **kw) -> MetaTask:

@@ -1,0 +1,1 @@
+"""Models of the tasks, in Flax: pure `apply(params, ...)` over parameter pytrees."""
