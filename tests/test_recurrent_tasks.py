@@ -64,6 +64,7 @@ def test_sequence_tasks_report_mse_and_r2_on_three_splits(name):
 def test_hand_presets_are_the_papers():
     sine_tx = get_task("sine_lstm", "tiny").hand
     assert sine_tx == {"name": "adam", "learning_rate": 0.01}
+    assert get_task("carracing_ltc", "tiny").hand["learning_rate"] == 1e-3  # a stated departure
     lane = get_task("carracing_lstm", "tiny").hand
     assert lane == {
         "name": "adam",
@@ -161,3 +162,20 @@ def test_frame_splits_overlap_only_in_training():
     data["split"][-2] = 2
     with pytest.raises(ValueError, match="no run of 4 consecutive frames"):
         lane_keeping.frame_splits(data, window=4)
+
+
+def test_deeppicar_task_on_a_folder_the_test_writes(tmp_path):
+    from PIL import Image
+
+    for video in range(4):
+        for frame in range(20):
+            angle = 60 + 3 * frame
+            colour = (10 * video, 5 * frame, 100)
+            Image.new("RGB", (40, 30), colour).save(
+                tmp_path / f"video{video:02d}_{frame:03d}_{angle:03d}.png"
+            )
+    task = lane_keeping.deeppicar_task("lstm", tmp_path, size="tiny")
+    assert task.name == "deeppicar_lstm"
+    before, after, values = _train_with_hand_preset(task, 5)
+    assert np.all(np.isfinite(values))
+    assert np.isfinite(task.evaluate(after)["mse"])

@@ -8,9 +8,11 @@ and each recorded frame is paired with the driver's steering command.
 Driving. Each episode resets the environment with its own seed (a new track),
 then steps it with `[steer, gas, brake]`. The *expert* steering is pure
 pursuit on the track's centre line (`env.unwrapped.track`): aim at the centre
-point `lookahead` track points past the one nearest the car, steer
-`clip(steering_gain · angle to it, -1, 1)` (CarRacing's sign: negative turns
-left). Gas and brake hold a target speed drawn per episode. So that the data
+line point `max(lookahead, lookahead_time · speed)` units (along the line)
+past the car's nearest one, and steer `clip(steering_gain · angle to it, -1,
+1)` (CarRacing's sign: negative turns left; the wheels turn at most 0.4 rad).
+A larger gain or shorter look-ahead makes the car weave in a limit cycle at
+speed. Gas and brake hold a target speed drawn per episode. So that the data
 covers recoveries, not just a car glued to the centre line, the steering that
 is *applied* is the expert's plus a seeded drift: smooth raised-cosine pulses
 of random sign, size and length at random times, which push the car off the
@@ -18,7 +20,9 @@ centre (sometimes partly onto the grass) before the expert brings it back.
 
 Labels. `steering` is the expert's command at the recorded frame, i.e. the
 correction a good driver would make from what the frame shows; the drift is
-not part of it (it cannot be seen in one frame). Values lie in [-1, 1].
+not part of it (it cannot be seen in one frame). Values lie in [-1, 1]; the
+command is the front wheels' target angle in radians, and as they stop at
+±0.4 rad, commands beyond ±0.4 all mean full lock.
 
 Frames. CarRacing's 96×96 observation has a dashboard in its bottom 12 rows
 that draws the steering and gyro indicators, which would leak the label; only
@@ -58,10 +62,11 @@ __all__ = [
     "drive_episodes",
     "generate_carracing",
     "load_carracing",
+    "parse_frame_size",
     "resize_area",
 ]
 
-RECIPE_FORMAT = 1
+RECIPE_FORMAT = 2
 """The version of the generation code; bump it when the data it makes changes."""
 
 ENV_ID = "CarRacing-v3"
@@ -80,8 +85,9 @@ def carracing_recipe(
     *,
     warmup_steps: int = 50,
     record_every: int = 1,
-    lookahead: int = 5,
-    steering_gain: float = 2.5,
+    lookahead: float = 15.0,
+    lookahead_time: float = 0.5,
+    steering_gain: float = 1.5,
     target_speed: tuple[float, float] = (30.0, 45.0),
     drift_amplitude: tuple[float, float] = (0.3, 0.8),
     drift_steps: tuple[int, int] = (20, 60),
@@ -101,11 +107,15 @@ def carracing_recipe(
     positive = {
         "steps_per_episode": steps_per_episode,
         "record_every": record_every,
-        "lookahead": lookahead,
     }
     for name, value in positive.items():
         if int(value) != value or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not (lookahead > 0 and lookahead_time >= 0 and steering_gain > 0):
+        raise ValueError(
+            "lookahead and steering_gain must be positive and lookahead_time non-negative, got "
+            f"{lookahead!r}, {steering_gain!r}, {lookahead_time!r}"
+        )
     if int(warmup_steps) != warmup_steps or warmup_steps < 0:
         raise ValueError(f"warmup_steps must be a non-negative integer, got {warmup_steps!r}")
     ranges = {
@@ -129,7 +139,8 @@ def carracing_recipe(
         "record_every": int(record_every),
         "domain_randomize": bool(domain_randomize),
         "controller": {
-            "lookahead": int(lookahead),
+            "lookahead": float(lookahead),
+            "lookahead_time": float(lookahead_time),
             "steering_gain": float(steering_gain),
             "target_speed": [float(v) for v in target_speed],
         },
@@ -183,6 +194,7 @@ class EpisodeRecord:
     frames: np.ndarray  # (n, H, W, 3) uint8
     steering: np.ndarray  # (n,) float32: the expert's command, the label
     applied_steering: np.ndarray  # (n,) float32: expert plus drift, what drove the car
+    centre_offset: np.ndarray  # (n,) float32: signed distance from the centre line, + right
     wheels_on_road: np.ndarray  # (n,) int8: wheels (of 4) touching a road tile
     tiles_visited: int
     track_tiles: int
@@ -221,17 +233,17 @@ def crop_dashboard(observation: np.ndarray) -> np.ndarray:
 
 
 def resize_area(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """`image (h, w, c) uint8` shrunk to `size = (height, width)` by area averaging.
+    """`image (h, w, c) uint8` resized to `size = (height, width)` by area averaging.
 
     Each output pixel is the mean of the input area it covers (fractional
-    overlaps weighted by their share), rounded half up; exact and
-    deterministic for any ratio. Enlarging is refused.
+    overlaps weighted by their share), rounded half up: exact and
+    deterministic for any ratio. (Enlarging repeats pixels, blending at edges.)
     """
-    height, width = size
+    height, width = (int(v) for v in size)
     if image.ndim != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an (h, w, c) uint8 image, got {image.shape} {image.dtype}")
-    if not (1 <= height <= image.shape[0] and 1 <= width <= image.shape[1]):
-        raise ValueError(f"cannot area-average a {image.shape[:2]} image to {(height, width)}")
+    if height < 1 or width < 1:
+        raise ValueError(f"cannot resize to {size!r}")
     rows = _area_weights(image.shape[0], height)
     cols = _area_weights(image.shape[1], width)
     # two small matrix products (rows, then columns): exact area means, fast
@@ -266,23 +278,25 @@ def _drive_episode(env: Any, recipe: dict[str, Any], index: int, max_steps: int)
     pilot = _PurePursuit(
         np.asarray(car_racing.track, dtype=np.float64),
         controller["lookahead"],
+        controller["lookahead_time"],
         controller["steering_gain"],
     )
-    frames, steering, applied, on_road = [], [], [], []
+    frames, steering, applied, offsets, on_road = [], [], [], [], []
     terminated_early = False
     for step in range(max_steps):
         hull = car_racing.car.hull
-        expert = pilot.steering(hull.position, hull.angle)
+        speed = math.hypot(*hull.linearVelocity)
+        expert, offset = pilot.steering(hull.position, hull.angle, speed)
         command = float(np.clip(expert + drift[step], -1.0, 1.0))
         since_warmup = step - recipe["warmup_steps"]
         if since_warmup >= 0 and since_warmup % recipe["record_every"] == 0:
             frames.append(resize_area(crop_dashboard(observation), frame_size))
             steering.append(expert)
             applied.append(command)
+            offsets.append(offset)
             on_road.append(sum(bool(wheel.tiles) for wheel in car_racing.car.wheels))
             if len(steering) == recipe["steps_per_episode"]:
                 break
-        speed = math.hypot(*hull.linearVelocity)
         gas = float(np.clip(0.05 * (target_speed - speed), 0.0, 0.3))
         brake = 0.3 if speed > target_speed + 8.0 else 0.0
         observation, _, terminated, truncated, _ = env.step(
@@ -298,6 +312,7 @@ def _drive_episode(env: Any, recipe: dict[str, Any], index: int, max_steps: int)
         frames=np.asarray(frames, dtype=np.uint8).reshape(-1, height, width, 3),
         steering=np.asarray(steering, dtype=np.float32),
         applied_steering=np.asarray(applied, dtype=np.float32),
+        centre_offset=np.asarray(offsets, dtype=np.float32),
         wheels_on_road=np.asarray(on_road, dtype=np.int8),
         tiles_visited=int(car_racing.tile_visited_count),
         track_tiles=len(car_racing.track),
@@ -306,28 +321,55 @@ def _drive_episode(env: Any, recipe: dict[str, Any], index: int, max_steps: int)
 
 
 class _PurePursuit:
-    """Steers toward the centre-line point `lookahead` points past the nearest one."""
+    """Pure pursuit of the centre line, `max(lookahead, lookahead_time · speed)` units ahead."""
 
-    def __init__(self, track: np.ndarray, lookahead: int, gain: float):
-        self.centre = track[:, 2:4]  # track rows are (alpha, beta, x, y)
+    def __init__(self, track: np.ndarray, lookahead: float, lookahead_time: float, gain: float):
+        self.points = track[:, 2:4]  # track rows are (alpha, beta, x, y); a closed loop
+        following = np.roll(self.points, -1, axis=0)
+        self.segments = following - self.points  # segment k runs from point k to k + 1
+        self.lengths = np.hypot(self.segments[:, 0], self.segments[:, 1])
+        self.starts = np.concatenate([[0.0], np.cumsum(self.lengths)[:-1]])  # arc length
+        self.loop_length = float(self.lengths.sum())
         self.lookahead = lookahead
+        self.lookahead_time = lookahead_time
         self.gain = gain
-        self.nearest = 0  # the car starts on track point 0
+        self.segment = 0  # the car starts at point 0
 
-    def steering(self, position: Sequence[float], angle: float) -> float:
-        """The steering command in [-1, 1] (negative: left) for the car's pose."""
+    def locate(self, x: float, y: float) -> tuple[float, float]:
+        """`(arc length, signed offset)` of the car's nearest centre-line point; + is right."""
+        # Search near the last segment, so that a stretch of track passing close by is not
+        # mistaken for the one the car is on.
+        window = (self.segment + np.arange(-6, 20)) % len(self.points)
+        offset = np.stack([x - self.points[window, 0], y - self.points[window, 1]], axis=1)
+        direction = self.segments[window]
+        along = np.clip(np.sum(offset * direction, axis=1) / self.lengths[window] ** 2, 0.0, 1.0)
+        gap = offset - along[:, None] * direction
+        best = int(np.argmin(np.hypot(gap[:, 0], gap[:, 1])))
+        self.segment = int(window[best])
+        dx, dy = direction[best] / self.lengths[self.segment]
+        side = dy * offset[best, 0] - dx * offset[best, 1]  # cross product: + is right of travel
+        return self.starts[self.segment] + along[best] * self.lengths[self.segment], float(side)
+
+    def point_at(self, arc: float) -> np.ndarray:
+        """The centre-line point at arc length `arc` (modulo one lap)."""
+        arc %= self.loop_length
+        segment = int(np.searchsorted(self.starts, arc, side="right") - 1)
+        fraction = (arc - self.starts[segment]) / self.lengths[segment]
+        return self.points[segment] + fraction * self.segments[segment]
+
+    def steering(
+        self, position: Sequence[float], angle: float, speed: float
+    ) -> tuple[float, float]:
+        """`(steering command in [-1, 1], negative: left; signed offset from the centre)`."""
         x, y = float(position[0]), float(position[1])
-        count = len(self.centre)
-        # Search near the last nearest point, so a track passing close by is not mistaken.
-        window = (self.nearest + np.arange(-8, 25)) % count
-        distances = np.hypot(self.centre[window, 0] - x, self.centre[window, 1] - y)
-        self.nearest = int(window[np.argmin(distances)])
-        target_x, target_y = self.centre[(self.nearest + self.lookahead) % count]
+        arc, side = self.locate(x, y)
+        distance = max(self.lookahead, self.lookahead_time * speed)
+        target_x, target_y = self.point_at(arc + distance)
         dx, dy = target_x - x, target_y - y
         # The car faces its local +y axis; its local +x axis points to its right.
         ahead = -math.sin(angle) * dx + math.cos(angle) * dy
         right = math.cos(angle) * dx + math.sin(angle) * dy
-        return float(np.clip(self.gain * math.atan2(right, ahead), -1.0, 1.0))
+        return float(np.clip(self.gain * math.atan2(right, ahead), -1.0, 1.0)), side
 
 
 def _drift_schedule(rng: np.random.Generator, num_steps: int, drift: dict[str, Any]) -> np.ndarray:
@@ -345,12 +387,20 @@ def _drift_schedule(rng: np.random.Generator, num_steps: int, drift: dict[str, A
     return schedule
 
 
+def parse_frame_size(frame_size: int | Sequence[int]) -> tuple[int, int]:
+    """`(height, width)` from `n` (square) or a `(height, width)` pair of positive ints."""
+    if isinstance(frame_size, int | np.integer):
+        shape = (int(frame_size), int(frame_size))
+    else:
+        shape = tuple(int(v) for v in frame_size)
+    if len(shape) != 2 or min(shape) < 1:
+        raise ValueError(f"frame_size must be n or (height, width), positive; got {frame_size!r}")
+    return shape
+
+
 def _frame_shape(frame_size: int | Sequence[int]) -> tuple[int, int]:
     """`(height, width)` from `n` or a pair, within the cropped 84×96 observation."""
-    if isinstance(frame_size, int | np.integer):
-        height = width = int(frame_size)
-    else:
-        height, width = (int(v) for v in frame_size)
+    height, width = parse_frame_size(frame_size)
     max_height = OBSERVATION_ROWS - DASHBOARD_ROWS
     if not (1 <= height <= max_height and 1 <= width <= 96):
         raise ValueError(
