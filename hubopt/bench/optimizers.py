@@ -130,14 +130,15 @@ def _check_positive_int(name: str, value) -> int:
 
 
 def _build_hand(spec: dict, num_steps: int):
-    from hubopt.baselines.presets import from_spec
+    from hubopt.baselines.presets import HAND_SPEC_KEYS, from_spec
 
-    try:
-        return from_spec(spec, num_steps)
-    except ValueError as e:
-        if "unknown field" in str(e):
-            raise OptimizerSpecError(str(e)) from None
-        raise
+    unknown = set(spec) - {"name", *HAND_SPEC_KEYS}
+    if unknown:
+        raise OptimizerSpecError(
+            f"hand optimizer {spec['name']!r}: unknown field(s) {sorted(unknown)}; "
+            f"allowed: {list(HAND_SPEC_KEYS)}"
+        )
+    return from_spec(spec, num_steps)
 
 
 def _build_learned(spec: dict, num_steps: int):

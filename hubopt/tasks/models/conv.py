@@ -28,6 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hubopt.tasks.models import pure_functions
+
 KERNELS = ((5, 2), (5, 2), (3, 2), (3, 1))  # (kernel size, stride) of each convolution
 
 
@@ -99,12 +101,6 @@ def sequence_over_frames(
     head: nn.Module, channels: tuple[int, ...], features: int
 ) -> tuple[Callable, Callable]:
     """`(init, apply)` of a `SequenceOverFrames`: `init(key, x_example) -> params`."""
-    module = SequenceOverFrames(head=head, channels=tuple(channels), features=features)
-
-    def init(key, x_example):
-        return module.init(key, x_example)["params"]
-
-    def apply(params, frames_BTHWC):
-        return module.apply({"params": params}, frames_BTHWC)
-
-    return init, apply
+    return pure_functions(
+        SequenceOverFrames(head=head, channels=tuple(channels), features=features)
+    )

@@ -13,6 +13,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
+from hubopt.tasks.models import pure_functions
+
 
 class LSTMRegressor(nn.Module):
     """LSTM with `hidden` units and a linear read-out of `out` values per step."""
@@ -30,12 +32,4 @@ def lstm_regressor(hidden: int = 64, out: int = 1):
     """`(init, apply)` of an `LSTMRegressor`: `init(key, x_example) -> params`."""
     if hidden < 1 or out < 1:
         raise ValueError(f"hidden and out must be >= 1, got {hidden}, {out}")
-    module = LSTMRegressor(hidden=hidden, out=out)
-
-    def init(key, x_example):
-        return module.init(key, x_example)["params"]
-
-    def apply(params, x_BTD):
-        return module.apply({"params": params}, x_BTD)
-
-    return init, apply
+    return pure_functions(LSTMRegressor(hidden=hidden, out=out))

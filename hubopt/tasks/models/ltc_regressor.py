@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hubopt.tasks.models import ltc
+from hubopt.tasks.models import ltc, pure_functions
 
 
 @functools.lru_cache(maxsize=32)
@@ -53,12 +53,6 @@ class LTCRegressor(nn.Module):
 
 def ncp_ltc_regressor(units: int, motor: int, input_dim: int, wiring_seed: int):
     """`(init, apply)` of an `LTCRegressor`: `init(key, x_example) -> params`."""
-    module = LTCRegressor(units=units, motor=motor, input_dim=input_dim, wiring_seed=wiring_seed)
-
-    def init(key, x_example):
-        return module.init(key, x_example)["params"]
-
-    def apply(params, x_BTI):
-        return module.apply({"params": params}, x_BTI)
-
-    return init, apply
+    return pure_functions(
+        LTCRegressor(units=units, motor=motor, input_dim=input_dim, wiring_seed=wiring_seed)
+    )
