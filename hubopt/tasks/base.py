@@ -86,6 +86,9 @@ class Task:
       hand: the paper's hand-designed optimizer for this task, as keyword
         arguments of `hubopt.baselines.hand_optimizer` (`total_steps` is
         filled in by `hand_preset`).
+      lr_grid: the learning rates a fair comparison tries for `hand` (same
+        optimizer and schedule family, chosen on the valid split by
+        `hubopt.bench.tuning`); empty when none is declared.
       size: one of `SIZES`.
       target_loss: the loss a good run should reach, or None.
       description: what the task is, where it comes from, and where it
@@ -103,6 +106,7 @@ class Task:
     metric: str = "loss"
     higher_is_better: bool = False
     hand: Mapping[str, Any] = field(default_factory=lambda: {"name": "adam", "learning_rate": 1e-3})
+    lr_grid: tuple[float, ...] = ()
     size: str = "cpu"
     target_loss: float | None = None
     description: str = ""
@@ -147,6 +151,12 @@ class Task:
                 f"Task {self.name}: hand has unknown field(s) {sorted(unknown)}; allowed: "
                 f"name, {', '.join(HAND_SPEC_KEYS)}"
             )
+        grid = tuple(self.lr_grid)
+        if any(isinstance(v, bool) or not isinstance(v, int | float) or not v > 0 for v in grid):
+            raise ValueError(
+                f"Task {self.name}: lr_grid must hold positive learning rates, got {self.lr_grid!r}"
+            )
+        object.__setattr__(self, "lr_grid", tuple(float(lr) for lr in grid))
         if self.splits is None:
             full = self.metrics_fn is not None or not self.stochastic
             object.__setattr__(self, "splits", SPLITS if full else ("valid",))

@@ -63,6 +63,9 @@ HAND = {
 # "cpu" budget (valid r2 0.001, seed 0), while lr 1e-3 with the same step decay
 # learns (valid r2 0.94 with a constant 1e-3); the rate was chosen on the valid split.
 HAND_BY_MODEL = {"lstm": HAND, "ltc": {**HAND, "learning_rate": 1e-3}}
+# The learning rates a tuned baseline tries (same Adam and step decay), chosen on
+# the valid split over seeds by `hubopt.bench.tuning`.
+LR_GRID = (1e-2, 3e-3, 1e-3, 3e-4)
 
 
 class LaneSize(NamedTuple):
@@ -174,6 +177,7 @@ def task_from_frames(
         batch_size=spec.batch_size,
         num_steps=spec.num_steps,
         hand=HAND_BY_MODEL[model],
+        lr_grid=LR_GRID,
         description=description,
         prepare=prepare,
     )

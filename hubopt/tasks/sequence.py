@@ -65,6 +65,7 @@ def regression_task(
     hand: Mapping[str, Any],
     description: str,
     prepare: Callable[[jax.Array], jax.Array] | None = None,
+    lr_grid: tuple[float, ...] = (),
 ) -> Task:
     """A `Task` that fits `apply(params, x) -> ŷ` to the splits by MSE.
 
@@ -117,6 +118,7 @@ def regression_task(
         metric="mse",
         higher_is_better=False,
         hand=dict(hand),
+        lr_grid=lr_grid,
         size=size,
         description=description,
     )

@@ -62,6 +62,7 @@ SIZES: dict[str, SineSize] = {
 }
 
 HAND = {"name": "adam", "learning_rate": 0.01}
+LR_GRID = (3e-2, 1e-2, 3e-3, 1e-3)  # tried by a tuned baseline (`hubopt.bench.tuning`)
 
 
 def sine_sequences(num: int, seq_len: int, rng: np.random.Generator) -> Split:
@@ -122,6 +123,7 @@ def make_task(model: str, size: str) -> Task:
         batch_size=spec.batch_size,
         num_steps=spec.num_steps,
         hand=HAND,
+        lr_grid=LR_GRID,
         description=(
             f"Trajectory fitting (HUB paper Table 2, Fig. 4a): three sines with random phases "
             f"in, 0.6 sin 2θ₁ + 0.4 sin(θ₂+θ₃) out, {spec.seq_len} steps; {what}; test MSE "
