@@ -40,13 +40,13 @@ def _nonconvex_l1cos(size: str) -> Task:
     return nonconvex.sized_task(size)
 
 
-def _in_module(module: str, model: str) -> Callable[[str], Task]:
-    """A factory calling `hubopt.tasks.<module>.make_task(model, size)`, imported on use."""
+def _in_module(module: str, *args: str) -> Callable[[str], Task]:
+    """A factory calling `hubopt.tasks.<module>.make_task(*args, size)`, imported on use."""
 
     def factory(size: str) -> Task:
         import importlib
 
-        return importlib.import_module(f"hubopt.tasks.{module}").make_task(model, size)
+        return importlib.import_module(f"hubopt.tasks.{module}").make_task(*args, size)
 
     return factory
 
@@ -57,6 +57,7 @@ TASKS: dict[str, Callable[[str], Task]] = {
     "sine_lstm": _in_module("sine", "lstm"),
     "carracing_ltc": _in_module("lane_keeping", "ltc"),
     "carracing_lstm": _in_module("lane_keeping", "lstm"),
+    "volume_siren": _in_module("volume", "siren"),
 }
 
 
