@@ -386,27 +386,23 @@ def test_cli_missing_module_is_a_clear_error(monkeypatch, capsys):
 
 
 def test_cli_run_bad_input(tmp_path, capsys):
-    assert (
-        cli.main(["run", "--task", "nope_task", "--optimizer", "adam", "--out", str(tmp_path)]) == 2
-    )
+    assert cli.main(["run", "nope_task", "--opt", "adam", "--out", str(tmp_path)]) == 2
     assert "unknown task 'nope_task'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        cli.main(["run", "--task", "nonconvex_l1cos", "--optimizer", "adam", "--steps", "0"])
+        cli.main(["run", "nonconvex_l1cos", "--opt", "adam", "--steps", "0"])
     assert "positive integer" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        cli.main(["run", "--task", "nonconvex_l1cos", "--optimizer", "rmsprop"])
-    assert "invalid choice" in capsys.readouterr().err
+    assert cli.main(["run", "nonconvex_l1cos", "--opt", "rmsprop", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown optimizer rmsprop" in err and "^^^^^^^" in err and "Traceback" not in err
+    assert not list(tmp_path.iterdir())  # nothing written
 
 
 def test_cli_run_writes_records(tmp_path, capsys):
     args = [
         "run",
-        "--task",
         "nonconvex_l1cos",
-        "--optimizer",
-        "hub",
-        "--learned",
-        "stand-in:adamax",
+        "--opt",
+        "hub:adam+stand-in(opt=adamax)",
         "--steps",
         "5",
         "--seeds",
@@ -418,14 +414,18 @@ def test_cli_run_writes_records(tmp_path, capsys):
     assert cli.main(args) == 0
     recs = records.read_all([tmp_path])
     assert [r["seed"] for r in recs] == [0, 1]
-    assert recs[0]["meta"]["command"].startswith("hubopt run --task nonconvex_l1cos")
+    assert recs[0]["meta"]["command"].startswith("hubopt run nonconvex_l1cos --opt")
+    assert recs[0]["optimizer"]["spec"]["learned"] == {
+        "name": "stand-in",
+        "optimizer": {"name": "adamax", "learning_rate": 2e-3},
+    }
     assert cli.main(args) == 1  # refuses to clobber
     assert "--overwrite" in capsys.readouterr().err
 
 
 def test_cli_run_a_sized_task_with_its_preset_records_its_metrics(tmp_path, capsys):
-    base = ["run", "--task", "sine_lstm", "--size", "tiny", "--seeds", "0", "--out"]
-    assert cli.main([*base, str(tmp_path / "a"), "--optimizer", "preset"]) == 0
+    base = ["run", "sine_lstm", "--size", "tiny", "--seed", "0", "--out"]
+    assert cli.main([*base, str(tmp_path / "a"), "--opt", "preset"]) == 0
     (rec,) = records.read_all([tmp_path / "a"])
     assert rec["task"]["size"] == "tiny" and rec["task"]["metric"] == "mse"
     assert rec["optimizer"]["spec"] == {"name": "adam", "learning_rate": 0.01}
@@ -434,12 +434,14 @@ def test_cli_run_a_sized_task_with_its_preset_records_its_metrics(tmp_path, caps
     assert set(rec["metrics"]) == {"valid", "test"}
     assert rec["final_loss"] == pytest.approx(rec["metrics"]["valid"]["loss"], rel=1e-5)
     assert rec["metrics"]["test"]["mse"] != rec["metrics"]["valid"]["mse"]
-    hub_args = ["--optimizer", "hub", "--hand", "preset", "--learned", "stand-in:adamax"]
+    hub_args = ["--opt", "hub:preset+stand-in(opt=adamax)"]
     assert cli.main([*base, str(tmp_path / "b"), *hub_args]) == 0
     (rec,) = records.read_all([tmp_path / "b"])
     assert rec["optimizer"]["spec"]["hand"] == {"name": "adam", "learning_rate": 0.01}
-    assert cli.main([*base, str(tmp_path / "c"), "--optimizer", "preset", "--lr", "0.1"]) == 2
-    assert "drop --lr" in capsys.readouterr().err
+    # a bare hand name takes the task's settings, options override them
+    assert cli.main([*base, str(tmp_path / "c"), "--opt", "adamax,lr=0.1"]) == 0
+    (rec,) = records.read_all([tmp_path / "c"])
+    assert rec["optimizer"]["spec"] == {"name": "adamax", "learning_rate": 0.1}
     table = report.metrics_table(records.read_all([tmp_path / "a", tmp_path / "b"]))
     assert "mse" in table and "r2" in table and "(lower is better)" in table
 

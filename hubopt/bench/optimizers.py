@@ -8,7 +8,8 @@ exactly what ran, and `build(spec, num_steps)` makes the optax transform:
                                                        # hubopt.baselines.hand_optimizer
     {"name": "velo"}                                   # VeLO, from `hubopt velo download`
     {"name": "pretrained", "size": "small"}            # hubopt's bundled learned optimizer
-    {"name": "hub",   "hand": H, "learned": L, "mode": "default", "clip": None}
+    {"name": "hub",   "hand": H, "learned": L, "mode": "default", "clip": None,
+     "blocks": "finetune"}                             # blocks optional: a `BLOCK_RULES` name
     {"name": "lgl2o", "hand": H, "learned": L}
     {"name": "blend", "hand": H, "learned": L, "lam": 0.5}
 
@@ -42,6 +43,27 @@ HOW_TO_GET_LEARNED = (
     "hubopt's own bundled learned optimizer is used when the package ships it "
     "(`hubopt.learned.pretrained`)"
 )
+
+
+def finetune_blocks(params) -> Any:
+    """Block-wise HUB for fine-tuning: the new head (the params' top-level sub-tree "head")
+    "default", the pretrained backbone (everything else) "inverted"."""
+    if not isinstance(params, dict) or "head" not in params:
+        keys = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise OptimizerSpecError(
+            f"blocks=finetune needs params with a top-level 'head' sub-tree (the new head), "
+            f"got {keys}"
+        )
+    import jax
+
+    return {
+        key: jax.tree.map(lambda _, mode=("default" if key == "head" else "inverted"): mode, sub)
+        for key, sub in params.items()
+    }
+
+
+# name -> params -> a tree of HUB modes (`hubopt.hub(..., blocks=...)`)
+BLOCK_RULES = {"finetune": finetune_blocks}
 
 
 class OptimizerSpecError(ValueError):
@@ -98,6 +120,8 @@ def label(spec: dict) -> str:
             extra.append(spec["mode"])
         if name == "hub" and spec.get("clip") is not None:
             extra.append("clip=" + ",".join(_fmt(float(c)) for c in spec["clip"]))
+        if name == "hub" and spec.get("blocks") is not None:
+            extra.append(f"blocks={spec['blocks']}")
         if name == "blend":
             extra.append(f"λ={_fmt(float(spec['lam']))}")
         head = name + (f"[{'; '.join(extra)}]" if extra else "")
@@ -190,15 +214,21 @@ def build(spec: dict, num_steps: int) -> Built:
         if name == "hub":
             from hubopt import hub
 
-            unknown = set(spec) - {"name", "hand", "learned", "mode", "clip"}
+            unknown = set(spec) - {"name", "hand", "learned", "mode", "clip", "blocks"}
             if unknown:
                 raise OptimizerSpecError(f"hub: unknown field(s) {sorted(unknown)}")
             clip = spec.get("clip")
+            blocks = spec.get("blocks")
+            if blocks is not None and blocks not in BLOCK_RULES:
+                raise OptimizerSpecError(
+                    f"hub: unknown block rule {blocks!r}; known: {', '.join(BLOCK_RULES)}"
+                )
             tx = hub(
                 hand,
                 learned,
                 mode=spec.get("mode", "default"),
                 clip=None if clip is None else tuple(clip),
+                blocks=None if blocks is None else BLOCK_RULES[blocks],
             )
         elif name == "lgl2o":
             from hubopt.baselines import lgl2o

@@ -17,6 +17,7 @@ only the chunks of steps (compiled ahead, then timed with
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import functools
 import importlib.metadata
@@ -40,7 +41,6 @@ from hubopt.tasks import Task, get_task
 
 DEFAULT_POINTS = 1000  # curve points kept per record
 DEFAULT_EVALS = 20  # untimed evaluations per run (plus one at step 0)
-PRESET = "preset"  # on the command line: the task's own hand-designed optimizer
 
 
 def positive_int(name: str, value) -> int:
@@ -311,9 +311,22 @@ def _cli_seed(text: str) -> int:
 
 
 def add_arguments(parser) -> None:
+    from hubopt.bench.spec_language import __doc__ as spec_doc
     from hubopt.tasks import SIZES, task_names
 
-    parser.add_argument("--task", required=True, help=f"one of: {', '.join(task_names())}")
+    parser.description = (
+        "Train one optimizer on one task and write one JSON record per seed.\n\n"
+        "Optimizer specs (--opt):\n\n" + spec_doc.split("\n\n", 1)[1].split("\n`parse(")[0]
+    )
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("task", help=f"one of: {', '.join(task_names())}")
+    parser.add_argument(
+        "--opt",
+        required=True,
+        metavar="SPEC",
+        help="the optimizer, e.g. preset, adam,lr=3e-4, small, hub:adam+small,clip=0.05:0.5 "
+        "(see above)",
+    )
     parser.add_argument(
         "--size",
         choices=SIZES,
@@ -321,99 +334,25 @@ def add_arguments(parser) -> None:
         help="task size (default: cpu; tiny for a smoke run)",
     )
     parser.add_argument(
-        "--optimizer",
-        required=True,
-        choices=(PRESET, *optimizers.NAMES),
-        help="'preset': the task's own hand-designed optimizer and schedule (its hand_preset)",
-    )
-    parser.add_argument("--lr", type=float, help="learning rate of a hand optimizer run alone")
-    parser.add_argument(
-        "--hand",
-        choices=(PRESET, *optimizers.HAND),
-        default="adam",
-        help="hand member of hub/lgl2o/blend (default: adam; preset: the task's own)",
-    )
-    parser.add_argument(
-        "--hand-lr", type=float, default=1e-3, help="its learning rate (default: 1e-3)"
-    )
-    parser.add_argument(
-        "--learned",
-        default="auto",
-        help="learned member: auto (VeLO if cached, else bundled hubopt), velo, "
-        "pretrained, or stand-in:NAME (a hand optimizer in the learned "
-        "slot, labelled as a stand-in)",
-    )
-    parser.add_argument(
-        "--stand-in-lr",
-        type=float,
-        default=2e-3,
-        help="learning rate of a stand-in (default: 2e-3)",
-    )
-    parser.add_argument("--mode", choices=("default", "inverted"), default="default")
-    parser.add_argument("--clip", type=float, nargs=2, metavar=("B", "A"))
-    parser.add_argument("--lam", type=float, help="hand weight λ of blend")
-    parser.add_argument(
         "--steps",
         type=_cli_positive_int,
         help="number of steps (default: the task's recommendation)",
     )
-    parser.add_argument("--seeds", type=_cli_seed, nargs="+", default=[0])
+    parser.add_argument(
+        "--seed", "--seeds", dest="seeds", type=_cli_seed, nargs="+", default=[0], metavar="N"
+    )
     parser.add_argument("--out", default="runs", help="folder for the records (default: runs)")
     parser.add_argument(
         "--overwrite", action="store_true", help="replace existing records of the same runs"
     )
 
 
-def learned_spec_from_arg(text: str, stand_in_lr: float) -> dict:
-    """The learned member named on the command line (`auto` resolved here)."""
-    if text.startswith("stand-in:"):
-        name = text.split(":", 1)[1]
-        if name not in optimizers.HAND:
-            raise ValueError(
-                f"--learned stand-in:NAME needs NAME in {optimizers.HAND}, got {name!r}"
-            )
-        return {"name": "stand-in", "optimizer": {"name": name, "learning_rate": stand_in_lr}}
-    if text not in ("auto", "velo", "pretrained"):
-        raise ValueError(f"--learned must be auto, velo, pretrained or stand-in:NAME, got {text!r}")
-    choice = optimizers.resolve_learned(text)
-    if not choice.available:
-        raise ValueError(
-            f"{choice.reason}. To get one: {optimizers.HOW_TO_GET_LEARNED}. "
-            "Or pass --learned stand-in:adamax to run with a hand-designed "
-            "stand-in (labelled as such)."
-        )
-    return choice.spec
-
-
 def spec_from_args(args, task: Task) -> dict:
-    """The optimizer spec the command line asks for (`preset`: the task's own hand spec)."""
-    name = args.optimizer
-    if name == PRESET:
-        if args.lr is not None:
-            raise ValueError("--optimizer preset takes the task's own learning rate; drop --lr")
-        return dict(task.hand)
-    if name in optimizers.HAND:
-        return {"name": name, "learning_rate": 1e-3 if args.lr is None else args.lr}
-    if name in optimizers.LEARNED:
-        return learned_spec_from_arg(name, args.stand_in_lr)
-    hand = (
-        dict(task.hand)
-        if args.hand == PRESET
-        else {"name": args.hand, "learning_rate": args.hand_lr}
-    )
-    spec = {
-        "name": name,
-        "hand": hand,
-        "learned": learned_spec_from_arg(args.learned, args.stand_in_lr),
-    }
-    if name == "hub":
-        spec["mode"] = args.mode
-        spec["clip"] = None if args.clip is None else list(args.clip)
-    if name == "blend":
-        if args.lam is None:
-            raise ValueError("--optimizer blend needs --lam (the hand weight in [0, 1])")
-        spec["lam"] = args.lam
-    return spec
+    """The optimizer spec dict `--opt` names (`preset` and bare hand names: the task's own
+    settings), parsed once by `hubopt.bench.spec_language`."""
+    from hubopt.bench import spec_language
+
+    return spec_language.parse(args.opt, task).to_dict()
 
 
 def run(args) -> int:
