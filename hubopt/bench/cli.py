@@ -20,6 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "optimize the paper's non-convex function with Adam, Adamax, LGL2O and HUB",
     ),
     "run": ("hubopt.bench.runner", "train one optimizer on one task and write run records"),
+    "sweep": (
+        "hubopt.bench.sweep",
+        "run a grid of tasks × optimizers × seeds, resuming from records",
+    ),
     "report": ("hubopt.bench.report", "tables and loss-curve figures from run records on disk"),
     "velo": ("hubopt.learned.velo_cli", "VeLO's official checkpoint (hubopt velo download)"),
     "meta-train": ("hubopt.learned.meta.cli", "meta-train hubopt's own learned optimizer"),

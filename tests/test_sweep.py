@@ -1,0 +1,119 @@
+"""Sweeps: grids of runs that resume from their records, survive SIGKILL, and give the same
+records on every executor."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from hubopt.bench import cli, records, sweep
+from hubopt.bench.sweep import Point
+from hubopt.tasks import task_names
+
+STAND_IN_HUB = "hub:adam+stand-in(opt=adamax)"
+GRID = [
+    Point("nonconvex_l1cos", opt, seed, "tiny", steps=5)
+    for opt in ("adam", STAND_IN_HUB)
+    for seed in (0, 1)
+]
+
+
+def _bytes(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.json"))}
+
+
+def test_smoke_preset_is_every_task_at_tiny_size():
+    points = sweep.preset_points("smoke")
+    assert {p.task for p in points} == set(task_names())
+    assert {p.opt for p in points} == set(sweep.SMOKE_OPTIMIZERS)
+    assert {p.size for p in points} == {"tiny"} and {p.seed for p in points} == {0}
+    assert len(sweep.preset_points("smoke", seeds=2)) == 2 * len(points)
+    with pytest.raises(ValueError, match="unknown sweep preset 'table9'"):
+        sweep.preset_points("table9")
+    with pytest.raises(ValueError, match="positive number of seeds"):
+        sweep.preset_points("smoke", seeds=0)
+
+
+def test_a_sweep_writes_one_record_per_point_and_reruns_reuse_them(tmp_path):
+    paths = sweep.run_sweep(GRID, str(tmp_path))
+    assert len(set(paths)) == len(GRID)
+    recs = [records.read(p) for p in paths]
+    assert [(r["seed"], r["num_steps"]) for r in recs] == [(p.seed, 5) for p in GRID]
+    assert recs[2]["optimizer"]["learned"]["is_learned"] is False  # the stand-in says so
+    before = _bytes(tmp_path)
+    start = time.perf_counter()
+    assert sweep.run_sweep(GRID, str(tmp_path)) == paths
+    assert _bytes(tmp_path) == before  # nothing retrained, nothing rewritten
+    assert time.perf_counter() - start < 30
+
+
+def test_an_unreadable_record_is_moved_aside_and_its_run_redone(tmp_path, capsys):
+    (path,) = sweep.run_sweep(GRID[:1], str(tmp_path))
+    Path(path).write_text('{"schema": "damaged')
+    (again,) = sweep.run_sweep(GRID[:1], str(tmp_path))
+    assert again == path and records.read(path)["seed"] == 0
+    assert Path(path + ".damaged").read_text() == '{"schema": "damaged'
+    assert "unreadable" in capsys.readouterr().err
+
+
+def test_process_executor_gives_the_same_records_as_local(tmp_path):
+    local = sweep.run_sweep(GRID, str(tmp_path / "local"))
+    spawned = sweep.run_sweep(GRID, str(tmp_path / "process"), executor="process", workers=2)
+    assert [Path(p).name for p in local] == [Path(p).name for p in spawned]
+    for a, b in zip(local, spawned, strict=True):
+        ra, rb = records.read(a), records.read(b)
+        assert ra["curve"] == rb["curve"] and ra["metrics"] == rb["metrics"]
+
+
+_KILLABLE = """
+import sys
+from hubopt.bench import sweep
+points = [sweep.Point("nonconvex_l1cos", opt, seed, "tiny", steps=steps)
+          for opt, steps in (("adam", 5), ("adamax", 3000), ("adamw", 3000))
+          for seed in (0, 1, 2)]
+if sys.argv[2] == "count":
+    print(len(points))
+else:
+    sweep.run_sweep(points, sys.argv[1])
+"""
+
+
+def test_a_sweep_killed_with_sigkill_resumes_to_one_valid_record_per_point(tmp_path):
+    script = tmp_path / "killable.py"
+    script.write_text(textwrap.dedent(_KILLABLE))
+    out = tmp_path / "records"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    count = int(subprocess.check_output([sys.executable, script, out, "count"], env=env))
+    proc = subprocess.Popen([sys.executable, script, out, "run"], env=env)
+    try:
+        deadline = time.time() + 240
+        while len(list(out.glob("*.json"))) < 4 and time.time() < deadline:
+            time.sleep(0.05)
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finished = _bytes(out)
+    assert 4 <= len(finished) < count  # killed mid-sweep
+    for name in finished:
+        records.read(out / name)  # every record on disk is whole
+    # rerun: the finished records are kept byte for byte, the rest are made
+    subprocess.run([sys.executable, script, out, "run"], env=env, check=True)
+    after = _bytes(out)
+    assert len(after) == count
+    assert all(after[name] == data for name, data in finished.items())
+    keys = {(r["optimizer"]["label"], r["seed"]) for r in (json.loads(b) for b in after.values())}
+    assert len(keys) == count
+
+
+def test_cli_sweep_errors(capsys):
+    assert cli.main(["sweep", "table9"]) == 2
+    assert "unknown sweep preset" in capsys.readouterr().err
+    assert cli.main(["sweep", "smoke", "--workers", "0"]) == 2
+    assert "--workers" in capsys.readouterr().err
