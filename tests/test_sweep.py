@@ -117,3 +117,21 @@ def test_cli_sweep_errors(capsys):
     assert "unknown sweep preset" in capsys.readouterr().err
     assert cli.main(["sweep", "smoke", "--workers", "0"]) == 2
     assert "--workers" in capsys.readouterr().err
+
+
+def test_ray_executor_gives_the_same_records_as_local(tmp_path):
+    import ray  # noqa: F401  (the ray extra; make test installs it, so this never skips)
+
+    local = sweep.run_sweep(GRID, str(tmp_path / "local"))
+    on_ray = sweep.run_sweep(GRID, str(tmp_path / "ray"), executor="ray", workers=2)
+    assert [Path(p).name for p in local] == [Path(p).name for p in on_ray]
+    for a, b in zip(local, on_ray, strict=True):
+        ra, rb = records.read(a), records.read(b)
+        assert ra["curve"] == rb["curve"] and ra["metrics"] == rb["metrics"]
+        assert ra["optimizer"] == rb["optimizer"]
+
+
+def test_ray_executor_without_ray_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
+    with pytest.raises(ImportError, match=r"pip install 'hubopt\[ray\]'"):
+        sweep.run_sweep(GRID[:1], str(tmp_path), executor="ray")

@@ -6,6 +6,10 @@ grids (`PRESETS`); executors run them:
 
     local     one after another, in this process
     process   in N worker processes (spawned, so each has its own JAX)
+    ray       as Ray tasks (`pip install 'hubopt[ray]'`): on a local Ray started for
+              the sweep, or on a running cluster with `--ray-address ADDR` (its
+              workers need hubopt installed, and the records folder must be one
+              they all see, e.g. a shared file system)
 
 Crash safety comes from the records: each is written atomically when its run
 ends, so a sweep killed at any moment (SIGKILL included) loses only the runs in
@@ -16,6 +20,7 @@ moved aside to `<name>.damaged` and its run redone; nothing is deleted.
 
     hubopt sweep smoke --out runs/smoke              # tiny size of every task
     hubopt sweep smoke --executor process --workers 2
+    hubopt sweep smoke --executor ray [--ray-address ray://head:10001]
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from pathlib import Path
 
 __all__ = ["PRESETS", "Point", "preset_points", "run_point", "run_sweep"]
 
-EXECUTORS = ("local", "process")
+EXECUTORS = ("local", "process", "ray")
 
 
 @dataclass(frozen=True)
@@ -131,16 +136,46 @@ def _process_worker(args):
     return run_point(point, out_dir, command)
 
 
+def _ray_map(points, out_dir, command, workers, address):
+    """The record paths of `points` run as Ray tasks, in order (yielded as each is ready)."""
+    try:
+        import ray
+    except ImportError:
+        raise ImportError(
+            "the ray executor needs Ray: pip install 'hubopt[ray]' (or pip install ray)"
+        ) from None
+    started = not ray.is_initialized()
+    if started:
+        if address is None:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=1)(_process_worker)
+        out = str(Path(out_dir).resolve())
+        refs = [remote.remote((asdict(p), out, command)) for p in points]
+        for ref in refs:
+            yield ray.get(ref)
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def run_sweep(
     points: Iterable[Point],
     out_dir: str,
     *,
     executor: str = "local",
     workers: int = 2,
+    ray_address: str | None = None,
     command: str | None = None,
     progress: bool | None = None,
 ) -> list[str]:
-    """Runs every point (finished records are reused) and returns the record paths in order."""
+    """Runs every point (finished records are reused) and returns the record paths in order.
+
+    `workers` is the number of processes of the "process" executor (and of the CPUs
+    of a local Ray started for the sweep); `ray_address` the cluster of "ray".
+    """
     from tqdm import tqdm
 
     points = list(points)
@@ -156,6 +191,10 @@ def run_sweep(
             for point in points:
                 bar.set_postfix_str(str(point), refresh=False)
                 paths.append(run_point(point, out_dir, command))
+                bar.update()
+        elif executor == "ray":
+            for path in _ray_map(points, out_dir, command, workers, ray_address):
+                paths.append(path)
                 bar.update()
         else:
             import concurrent.futures as futures
@@ -182,7 +221,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seeds", type=int, help="number of seeds (0 … N−1; default: preset's)")
     parser.add_argument("--size", choices=SIZES, help="task size (default: the preset's)")
     parser.add_argument("--executor", choices=EXECUTORS, default="local")
-    parser.add_argument("--workers", type=int, default=2, help="processes of --executor process")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="processes (process), CPUs of a local Ray (ray)"
+    )
+    parser.add_argument("--ray-address", help="a running Ray cluster (default: a local Ray)")
     parser.add_argument("--out", default=None, help="records folder (default: runs/<preset>)")
 
 
@@ -203,6 +245,7 @@ def run(args) -> int:
         out,
         executor=args.executor,
         workers=args.workers,
+        ray_address=args.ray_address,
         command=getattr(args, "command_line", None),
     )
     print(
