@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import math
 import os
 
 import jax
@@ -132,6 +133,71 @@ def test_lgl2o_record_counts_its_steps(tmp_path):
     )
     assert rec["diagnostics"]["lgl2o"]["steps"] == 12
     assert 0.0 <= rec["diagnostics"]["lgl2o"]["learned_win_fraction"] <= 1.0
+
+
+def test_lgl2o_diagnostics_over_training_count_every_step(tmp_path):
+    spec = {"name": "lgl2o", "hand": ADAM, "learned": STAND_IN}
+    rec = records.read(
+        runner.train_and_record(TASK, spec, num_steps=12, out_dir=tmp_path, log=lambda *_: None)
+    )
+    curve = rec["diagnostics_curve"]
+    assert [d["step"] for d in curve] == rec["eval"]["step"]
+    assert [d["lgl2o"]["steps"] for d in curve] == rec["eval"]["step"]
+    assert curve[-1]["lgl2o"] == rec["diagnostics"]["lgl2o"]
+
+
+def test_a_diverged_run_records_its_first_non_finite_step(tmp_path):
+    rec = records.read(
+        runner.train_and_record(
+            TASK, {"name": "adam", "learning_rate": 1e30}, num_steps=STEPS, out_dir=tmp_path,
+            log=lambda *_: None,
+        )
+    )  # fmt: skip
+    losses = np.asarray(rec["curve"]["loss"])  # every step: STEPS < the curve's points
+    first = int(np.flatnonzero(~np.isfinite(losses))[0])
+    assert rec["first_nonfinite_step"] == first > 0
+    assert math.isnan(rec["final_loss"]) or math.isinf(rec["final_loss"])
+
+
+def test_records_hold_valid_metrics_over_training_and_step_time_statistics(tmp_path):
+    from hubopt.tasks import get_task
+
+    task = get_task("sine_lstm", "tiny")
+    rec = records.read(
+        runner.train_and_record(task, dict(task.hand), out_dir=tmp_path, log=lambda *_: None)
+    )
+    valid = rec["eval"]["valid"]
+    assert set(valid) == {"mse", "r2", "mean_predictor_mse"}
+    assert all(len(v) == len(rec["eval"]["step"]) for v in valid.values())
+    # the last evaluation is the final params' valid metrics
+    assert valid["mse"][-1] == pytest.approx(rec["metrics"]["valid"]["mse"], rel=1e-5)
+    assert valid["mse"] == pytest.approx(rec["eval"]["loss"], rel=1e-6)  # loss is the mse
+    stats = rec["timing"]["step_time_stats_s"]
+    assert stats["min"] <= rec["timing"]["step_time_s"] <= stats["max"]
+    assert stats["chunks"] == len(rec["eval"]["step"]) - 1
+    assert rec["first_nonfinite_step"] is None
+
+
+def test_records_name_the_bundled_theta_by_its_hash(tmp_path):
+    import hashlib
+
+    from hubopt.learned import bundled
+
+    spec = {"name": "hub", "hand": ADAM, "learned": {"name": "pretrained", "size": "small"}}
+    built = optimizers.build(spec, 10)
+    expected = hashlib.sha256((bundled.WEIGHTS_DIR / "small.msgpack").read_bytes()).hexdigest()
+    assert built.learned["theta_sha256"] == expected
+    assert optimizers.build({"name": "pretrained"}, 10).learned["theta_sha256"] == expected
+
+
+def test_record_file_names_keep_exponent_signs():
+    big = runner.record_path(
+        "r", "t_x", optimizers.label({"name": "adam", "learning_rate": 1e6}), 0
+    )
+    small = runner.record_path(
+        "r", "t_x", optimizers.label({"name": "adam", "learning_rate": 1e-6}), 0
+    )
+    assert big != small and big.name == "t_x__adam-1e6__seed0.json"
 
 
 # ----------------------------------------------------------------- records

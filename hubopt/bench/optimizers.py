@@ -245,7 +245,16 @@ def build(spec: dict, num_steps: int) -> Built:
     slot = learned_slot(spec)
     if slot is not None and slot["kind"] == "velo":
         slot.update(_velo_provenance())
+    if slot is not None and slot["kind"] == "pretrained":
+        from hubopt.learned.bundled import theta_sha256
+
+        slot["theta_sha256"] = theta_sha256(_learned_spec(spec).get("size", "small"))
     return Built(tx=tx, label=label(spec), spec=spec, learned=slot)
+
+
+def _learned_spec(spec: dict) -> dict:
+    """The spec of whatever fills `spec`'s learned slot (itself, alone)."""
+    return spec["learned"] if spec.get("name") in COMBINED else spec
 
 
 def _velo_provenance() -> dict:

@@ -8,14 +8,19 @@ reports are made from records on disk only:
                     contract has sizes: "size", "metric", "higher_is_better"}
     optimizer      {"label": legend text, "spec": the dict the optimizer was built
                     from (`hubopt.bench.optimizers`), "learned": what filled the
-                    learned slot, or null}
+                    learned slot (its kind, label, and the checkpoint's SHA-256:
+                    "theta_sha256" of a bundled θ, "sha256" of VeLO's), or null}
     seed           int
     num_steps      int, steps actually run
     hyperparameters {...} (flat summary of the spec: learning rates, mode, ...)
     curve          {"step": [...], "loss": [...], "loss_mean": [...]}: the training
                    loss at `step` (of the params before that step's update) and its
                    mean over the steps since the previous point (subsampled)
-    eval           {"step": [...], "loss": [...]}: untimed evaluation losses
+    eval           {"step": [...], "loss": [...]}: untimed evaluations of the valid
+                   loss; "valid": {metric: [...]}, the task's valid metrics at the
+                   same steps (newer records)
+    first_nonfinite_step  the first step whose training loss was NaN or infinite
+                   (the run is kept, not dropped), or null (newer records)
     best_loss, best_step, final_loss   best over every step and evaluation of a
                    deterministic task, over the evaluations of a stochastic one;
                    final = evaluation of the params after the last step
@@ -23,8 +28,10 @@ reports are made from records on disk only:
                    `evaluate`) of the final params on the splits it has; optional
                    in older records. Test numbers are for reporting only.
     timing         {"step_time_s": median seconds per step over timed chunks,
+                    "step_time_stats_s": {"mean", "min", "max", "chunks"} (newer),
                     "compile_time_s", "wall_time_s": whole run incl. compile and eval}
     diagnostics    optimizer statistics at the end (HUB σ / hand share, LGL2O wins)
+    diagnostics_curve  [{"step", ...the same statistics}] at every evaluation (newer)
     meta           {"versions", "platform", "device", "git", "date", "command"}
 
 Non-finite losses (a diverged run) are kept as JSON NaN / Infinity, which

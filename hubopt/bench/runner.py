@@ -150,11 +150,33 @@ def train(
         n: jax.jit(functools.partial(chunk, length=n)).lower(carry, jnp.int32(0)).compile()
         for n in sorted(set(lengths))
     }
-    eval_fn = jax.jit(task.eval_loss).lower(params).compile()
+    # untimed evaluations on the valid split: its loss and, where the task has one, every
+    # metric (one pass: a task's valid loss is its valid metrics' "loss" unless it has
+    # its own eval_fn)
+    with_metrics = "valid" in task.splits and task.metrics_fn is not None
+
+    def evaluation(p):
+        out = dict(task.metrics(p, "valid")) if with_metrics else {}
+        if task.eval_fn is not None or "loss" not in out:
+            out["loss"] = task.eval_loss(p)
+        return out
+
+    eval_fn = jax.jit(evaluation).lower(params).compile()
     compile_time = time.perf_counter() - t0
 
+    def evaluate_at(step, p, state):
+        values = {k: float(v) for k, v in eval_fn(p).items()}
+        eval_steps.append(step)
+        eval_losses.append(values.pop("loss"))
+        for k, v in values.items():
+            eval_metrics.setdefault(k, []).append(v)
+        diag = optimizers.diagnostics(built.spec, state)
+        if diag:
+            diag_curve.append({"step": step, **diag})
+
     values, chunk_times = [], []
-    eval_steps, eval_losses = [0], [float(eval_fn(params))]
+    eval_steps, eval_losses, eval_metrics, diag_curve = [], [], {}, []
+    evaluate_at(0, params, opt_state)
     step = 0
     for n in lengths:
         t0 = time.perf_counter()
@@ -163,9 +185,11 @@ def train(
         chunk_times.append((time.perf_counter() - t0) / n)
         step += n
         values.append(np.asarray(vals, np.float64))
-        eval_steps.append(step)  # untimed
-        eval_losses.append(float(eval_fn(carry[0])))
+        evaluate_at(step, *carry)  # untimed
     values = np.concatenate(values)
+    bad = np.flatnonzero(~np.isfinite(values))
+    # the first step whose training loss is NaN or infinite (None: the run stayed finite)
+    first_nonfinite = int(bad[0]) if len(bad) else None
 
     # best: over every step and evaluation of a deterministic task (all exact losses);
     # over the evaluations only for a stochastic one (minibatch losses are noisy)
@@ -184,23 +208,34 @@ def train(
     return {
         "num_steps": num_steps,
         "curve": _subsample(values, max_points),
-        "eval": {"step": eval_steps, "loss": eval_losses},
+        "eval": {"step": eval_steps, "loss": eval_losses, "valid": eval_metrics},
+        "first_nonfinite_step": first_nonfinite,
         "best_loss": best_loss,
         "best_step": int(all_steps[best]),
         "final_loss": eval_losses[-1],
         "metrics": metrics,
         "timing": {
-            "step_time_s": float(np.median(chunk_times)),
+            "step_time_s": float(np.median(chunk_times)),  # per step, median over chunks
+            "step_time_stats_s": {
+                "mean": float(np.mean(chunk_times)),
+                "min": float(np.min(chunk_times)),
+                "max": float(np.max(chunk_times)),
+                "chunks": len(chunk_times),
+            },
             "steps_timed": num_steps,
             "compile_time_s": compile_time,
             "wall_time_s": time.perf_counter() - t_start,
         },
         "diagnostics": optimizers.diagnostics(built.spec, carry[1]),
+        "diagnostics_curve": diag_curve,  # the same at every evaluation (HUB, LGL2O)
         "_final_state": carry,
     }
 
 
 def _slug(text: str) -> str:
+    """A file-name form of a label; an exponent's sign is kept ("1e+06" -> "1e6", "1e-06"
+    stays), so that labels differing only there do not share a file."""
+    text = re.sub(r"(\d)e\+0*(\d)", r"\1e\2", text)
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-") or "run"
 
 

@@ -41,6 +41,14 @@ def provenance(name: str = "small") -> dict:
     return json.loads((WEIGHTS_DIR / f"{name}.provenance.json").read_text())
 
 
+def theta_sha256(name: str = "small") -> str:
+    """The SHA-256 of a bundled optimizer's θ file (what records name it by)."""
+    import hashlib
+
+    _check_name(name)
+    return hashlib.sha256((WEIGHTS_DIR / f"{name}.msgpack").read_bytes()).hexdigest()
+
+
 def _check_name(name: str) -> None:
     names = available()
     if name not in names:
