@@ -60,6 +60,18 @@ def _version(dist: str) -> str | None:
         return None
 
 
+_GIT_AT_START: dict | None = None
+
+
+def _git_at_start() -> dict:
+    """The git state when this process first trained: the code it runs, even if commits
+    land while a long sweep goes on."""
+    global _GIT_AT_START
+    if _GIT_AT_START is None:
+        _GIT_AT_START = git_state()
+    return _GIT_AT_START
+
+
 def metadata(command: str | None = None) -> dict:
     """Versions, machine, git state, UTC date and the command line, for a record."""
     device = jax.devices()[0]
@@ -77,7 +89,7 @@ def metadata(command: str | None = None) -> dict:
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "device": f"{device.platform}:{device.device_kind}",
-        "git": git_state(),
+        "git": _git_at_start(),
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": command
         if command is not None
@@ -275,6 +287,7 @@ def train_and_record(
     An existing record at the path is an error unless `overwrite` (replace it)
     or `reuse` and it records this very run (then it is kept and returned).
     """
+    _git_at_start()
     task = get_task(task) if isinstance(task, str) else task
     num_steps = positive_int("num_steps", task.num_steps if num_steps is None else num_steps)
     built = optimizers.build(spec, num_steps)
