@@ -14,7 +14,7 @@ import pytest
 
 from hubopt.bench import cli, records, sweep
 from hubopt.bench.sweep import Point
-from hubopt.tasks import task_names
+from hubopt.tasks import get_task, task_names
 
 STAND_IN_HUB = "hub:adam+stand-in(opt=adamax)"
 GRID = [
@@ -38,6 +38,28 @@ def test_smoke_preset_is_every_task_at_tiny_size():
         sweep.preset_points("table9")
     with pytest.raises(ValueError, match="positive number of seeds"):
         sweep.preset_points("smoke", seeds=0)
+
+
+def test_paper_presets_hold_the_tuned_grid_and_the_papers_contenders():
+    from hubopt.bench.spec_language import parse
+
+    points = sweep.preset_points("table3", size="tiny")
+    task = get_task("carracing_lstm", "tiny")
+    opts = {p.opt for p in points}
+    rates = {parse(o, task).to_dict()["learning_rate"] for o in opts if o.startswith("preset")}
+    assert rates == set(task.lr_grid) and task.hand["learning_rate"] in rates
+    assert {"small", "lgl2o:preset+small", "hub:preset+small"} <= opts
+    assert {p.seed for p in points} == {0, 1, 2} and {p.task for p in points} == {task.name}
+    figure2 = sweep.preset_points("figure2", size="tiny", seeds=2)
+    assert {p.seed for p in figure2} == {0, 1}
+    assert any(",clip=" in p.opt for p in figure2)
+    ablations = {p.opt for p in sweep.preset_points("ablations", size="tiny", seeds=1)}
+    assert {"blend:preset+small,lam=0.25", "hub:preset+small,mode=inverted"} <= ablations
+    for name in sweep.TABLES:  # every preset's specs parse against its tasks
+        for task_name in sweep.TABLES[name][0]:
+            if task_name in task_names():
+                for opt in [*sweep.PAPER_CONTENDERS, *sweep.TABLES[name][1]]:
+                    parse(opt, get_task("nonconvex_l1cos", "tiny"))
 
 
 def test_a_sweep_writes_one_record_per_point_and_reruns_reuse_them(tmp_path):

@@ -19,6 +19,7 @@ and redoes the rest. A record that cannot be read (damaged by hand, say) is
 moved aside to `<name>.damaged` and its run redone; nothing is deleted.
 
     hubopt sweep smoke --out runs/smoke              # tiny size of every task
+    hubopt sweep table2 --seeds 3 --out runs/table2  # the paper's Table 2 at "cpu" size
     hubopt sweep smoke --executor process --workers 2
     hubopt sweep smoke --executor ray [--ray-address ray://head:10001]
 """
@@ -69,8 +70,75 @@ def _smoke(size: str | None, seeds: int | None) -> list[Point]:
     ]
 
 
+# The paper's experiments. Contenders: the task's hand preset and its declared learning-rate
+# grid (same optimizer and schedule: the tuned baseline, chosen on valid by
+# `hubopt.bench.tuning`), the bundled learned optimizer alone, LGL2O and HUB as the paper
+# runs them; the σ study adds its rules (issue 13). VeLO rows: replace "small" by "velo"
+# after `hubopt velo download`.
+CLIP = "0.001:0.5"  # clipping HUB's [B, A] in hubopt's examples (the paper's text is not here)
+PAPER_CONTENDERS = ("small", "lgl2o:preset+small", "hub:preset+small")
+TABLES = {
+    # name: (tasks, extra contenders, default seeds)
+    "figure2": (("nonconvex_l1cos",), (f"hub:preset+small,clip={CLIP}",), 5),
+    "table1": (
+        ("fmnist_mobilenet_finetune",),
+        ("hub:preset+small,mode=inverted", "hub:preset+small,blocks=finetune"),
+        3,
+    ),
+    "table2": (("sine_ltc", "sine_lstm", "carracing_ltc"), (), 3),
+    "table3": (("carracing_lstm",), (), 3),
+    "table4": (("volume_siren",), (), 3),
+    "table5": (("fmnist_resnet", "fmnist_vit", "mnist_resnet", "mnist_vit"), ("adamw",), 3),
+}
+ABLATION_TASKS = ("nonconvex_l1cos", "sine_lstm", "volume_siren")
+ABLATION_CONTENDERS = (
+    "blend:preset+small,lam=0.25",
+    "blend:preset+small,lam=0.5",
+    "blend:preset+small,lam=0.75",
+    "hub:preset+small",
+    "hub:preset+small,mode=inverted",
+    f"hub:preset+small,clip={CLIP}",
+    "lgl2o:preset+small",
+)
+
+
+def _tuned_grid(task) -> list[str]:
+    """The preset, and the preset at every other rate of the task's `lr_grid`."""
+    rates = [r for r in task.lr_grid if r != task.hand.get("learning_rate")]
+    return ["preset", *(f"preset,lr={r:g}" for r in rates)]
+
+
+def _table(name: str):
+    tasks, extra, default_seeds = TABLES[name]
+
+    def points(size: str | None, seeds: int | None) -> list[Point]:
+        size = size or "cpu"
+        out = []
+        for task_name in tasks:
+            task = _task(task_name, size)
+            opts = [*_tuned_grid(task), *PAPER_CONTENDERS, *extra]
+            out += [
+                Point(task_name, o, s, size) for o in opts for s in range(seeds or default_seeds)
+            ]
+        return out
+
+    points.__doc__ = f"{name}: {', '.join(tasks)} × the paper's contenders"
+    return points
+
+
+def _ablations(size: str | None, seeds: int | None) -> list[Point]:
+    """Fixed blends, every HUB mode and LGL2O against the preset and the learned optimizer."""
+    size = size or "cpu"
+    opts = ("preset", "small", *ABLATION_CONTENDERS)
+    return [Point(t, o, s, size) for t in ABLATION_TASKS for o in opts for s in range(seeds or 3)]
+
+
 # name -> (size, number of seeds) -> points; None means the preset's own default
-PRESETS: dict[str, Callable[[str | None, int | None], list[Point]]] = {"smoke": _smoke}
+PRESETS: dict[str, Callable[[str | None, int | None], list[Point]]] = {
+    "smoke": _smoke,
+    **{name: _table(name) for name in TABLES},
+    "ablations": _ablations,
+}
 
 
 def preset_points(name: str, size: str | None = None, seeds: int | None = None) -> list[Point]:
