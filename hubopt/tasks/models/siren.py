@@ -120,6 +120,7 @@ def width_for_params(
     """The width w ≥ 1 whose `num_params(w)` is nearest `target` (the smaller on a tie)."""
     if not target > 0:
         raise ValueError(f"target parameter count must be positive, got {target}")
+
     def p(w):
         return num_params(w, num_layers, in_dim, out_dim)
 

@@ -1,0 +1,92 @@
+"""Unpickling without executing code: only globals on an explicit allow-list.
+
+A pickle is a program: its `GLOBAL`/`STACK_GLOBAL` opcodes import any callable
+and `REDUCE` calls it (`os.system`, say). Data files that happen to be pickles
+(CIFAR's python batches, legacy PyTorch checkpoints) must be read with an
+unpickler that resolves only the few globals their format needs, each mapped to
+a harmless stand-in we choose, and refuses every other with an error naming it:
+
+    restricted_load(file, allowed={("collections", "OrderedDict"): OrderedDict})
+
+Plain types (dict, list, tuple, str, bytes, numbers, None, bools) need no
+global and always load. Persistent ids (how PyTorch points at tensor storage)
+are refused unless a `persistent_load` is given.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Mapping
+from typing import IO, Any
+
+__all__ = ["RefusedGlobalError", "TruncatedPickleError", "restricted_load"]
+
+
+class RefusedGlobalError(pickle.UnpicklingError):
+    """The pickle asked for a global that is not on the allow-list."""
+
+
+class TruncatedPickleError(pickle.UnpicklingError):
+    """The pickle stream ended before its STOP opcode (a truncated or damaged file)."""
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file, allowed, persistent_load, what, encoding, errors):
+        super().__init__(file, encoding=encoding, errors=errors)
+        self._allowed = allowed
+        self._what = what
+        self._persistent_load = persistent_load
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self._allowed[(module, name)]
+        except KeyError:
+            allowed = ", ".join(f"{m}.{n}" for m, n in sorted(self._allowed)) or "none"
+            raise RefusedGlobalError(
+                f"{self._what}: refusing to load global {module}.{name} (not something this "
+                f"format holds; allowed: {allowed}); the file may be malicious or not the "
+                "expected format"
+            ) from None
+
+    def persistent_load(self, pid):
+        if self._persistent_load is not None:
+            return self._persistent_load(pid)
+        raise RefusedGlobalError(
+            f"{self._what}: the pickle holds a persistent id ({pid!r:.60}), which this format "
+            "does not use"
+        )
+
+
+def restricted_load(
+    file: IO[bytes],
+    allowed: Mapping[tuple[str, str], Any],
+    *,
+    persistent_load: Callable[[Any], Any] | None = None,
+    what: str = "pickle",
+    encoding: str = "ASCII",
+    errors: str = "strict",
+) -> Any:
+    """Loads one pickle from `file`, resolving globals only through `allowed`.
+
+    Args:
+      file: a binary file positioned at the pickle.
+      allowed: `(module, name) -> object` used in place of the global; anything
+        else is a `RefusedGlobalError` naming the global.
+      persistent_load: resolves persistent ids; None refuses them.
+      what: names the file in error messages.
+      encoding, errors: how Python 2 byte strings (`str`) are decoded, as in
+        `pickle.Unpickler` ("bytes" keeps them bytes, as numpy arrays need).
+
+    A stream that ends early is a `TruncatedPickleError`.
+    """
+    unpickler = _RestrictedUnpickler(file, dict(allowed), persistent_load, what, encoding, errors)
+    try:
+        return unpickler.load()
+    except EOFError:
+        raise TruncatedPickleError(f"{what}: ended before the pickle did (truncated?)") from None
+    except (RefusedGlobalError, TruncatedPickleError):
+        raise
+    except pickle.UnpicklingError as err:
+        if "truncated" in str(err) or "ran out of input" in str(err).lower():
+            raise TruncatedPickleError(f"{what}: {err} (truncated file?)") from None
+        raise pickle.UnpicklingError(f"{what}: {err}") from None
