@@ -43,10 +43,10 @@ def provenance(name: str = "small") -> dict:
 
 def theta_sha256(name: str = "small") -> str:
     """The SHA-256 of a bundled optimizer's θ file (what records name it by)."""
-    import hashlib
+    from hubopt._src.file_hash import file_sha256
 
     _check_name(name)
-    return hashlib.sha256((WEIGHTS_DIR / f"{name}.msgpack").read_bytes()).hexdigest()
+    return file_sha256(WEIGHTS_DIR / f"{name}.msgpack")
 
 
 def _check_name(name: str) -> None:

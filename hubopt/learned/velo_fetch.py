@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 
 from hubopt._src.atomic_write import write_atomic
+from hubopt._src.file_hash import file_sha256
 
 __all__ = [
     "VELO_SIZE",
@@ -61,14 +62,6 @@ def _sha_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify_cached(path: str | os.PathLike) -> str:
     """Checks ``path`` against the SHA-256 recorded beside it; returns the digest.
 
@@ -83,7 +76,7 @@ def verify_cached(path: str | os.PathLike) -> str:
     if not sha_file.is_file():
         raise VeloDownloadError(f"{path} has no recorded SHA-256 ({sha_file} is missing). {fix}")
     recorded = sha_file.read_text().split()
-    digest = _sha256_file(path)
+    digest = file_sha256(path)
     if not recorded or recorded[0].lower() != digest:
         raise VeloDownloadError(
             f"{path} is corrupted: its SHA-256 is {digest}, but {recorded[0] if recorded else '?'} "

@@ -31,12 +31,12 @@ method.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
 import numpy as np
 
+from hubopt._src.file_hash import file_sha256
 from hubopt.tasks.data.cache import cached_arrays
 
 __all__ = [
@@ -262,14 +262,6 @@ def _checked_shape(shape) -> tuple[int, int, int]:
 # ---------------------------------------------------------------- the volumes
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def colin27_volume(side: int) -> np.ndarray:
     """The Colin27 scan cropped to the brain and prepared at side³ voxels (cached).
 
@@ -284,7 +276,7 @@ def colin27_volume(side: int) -> np.ndarray:
     recipe = {
         "format": VOLUME_FORMAT,
         "source": COLIN27_PATH.name,
-        "sha256": _file_sha256(COLIN27_PATH),
+        "sha256": file_sha256(COLIN27_PATH),
         "shape": list(shape),
         "crop_threshold": 0.0,
         "method": METHOD,
