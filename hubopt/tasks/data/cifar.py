@@ -30,7 +30,6 @@ real batches were written by Python 2, whose byte strings unpickle as `bytes`
 
 from __future__ import annotations
 
-import inspect
 import math
 from pathlib import Path
 from typing import Any
@@ -157,12 +156,8 @@ ALLOWED = {
     ("numpy", "ndarray"): _NDARRAY,
     ("numpy", "dtype"): _PickledDType,
 }
-# Python 2's byte strings (the real batches' keys and array data) unpickle as bytes only
-# with encoding="bytes"; until `restricted_load` takes `encoding`, files written by
-# Python 3 (bytes pickled as bytes) still load.
-_LOAD_OPTIONS = (
-    {"encoding": "bytes"} if "encoding" in inspect.signature(restricted_load).parameters else {}
-)
+# Python 2's byte strings (the real batches' keys and array data) unpickle as bytes
+ENCODING = "bytes"
 
 
 def _finish(obj: Any, what: str) -> Any:
@@ -188,12 +183,7 @@ def load_pickle(path: str | Path) -> Any:
         raise FileNotFoundError(f"no CIFAR batch at {path}")
     with path.open("rb") as stream:
         try:
-            obj = restricted_load(stream, ALLOWED, what=str(path), **_LOAD_OPTIONS)
-        except UnicodeDecodeError as err:
-            raise CifarFormatError(
-                f"{path}: a Python 2 byte string that is not ASCII ({err.reason}); reading the "
-                "original CIFAR batches needs restricted_load(..., encoding='bytes')"
-            ) from None
+            obj = restricted_load(stream, ALLOWED, what=str(path), encoding=ENCODING)
         except CifarFormatError as err:
             raise CifarFormatError(f"{path}: {err}") from None
         except (TypeError, AttributeError, ValueError) as err:  # a stand-in misused
