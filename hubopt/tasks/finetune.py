@@ -75,6 +75,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from hubopt.tasks.base import Task
+from hubopt.tasks.data.splits import hold_out, padded_chunks
+from hubopt.tasks.image_classification import classification_sums
 from hubopt.tasks.models import mobilenet
 
 __all__ = [
@@ -178,12 +180,7 @@ def prepare_images(images_NHW_uint8: jax.Array, side: int) -> jax.Array:
 
 def held_out_split(num_train: int, num_valid: int, seed: int = SPLIT_SEED):
     """`(train, valid)` sorted int32 indices into the 60,000 training images."""
-    if not 0 < num_valid < num_train:
-        raise ValueError(f"cannot hold out {num_valid} of {num_train} images")
-    valid = np.random.default_rng(seed).choice(num_train, num_valid, replace=False)
-    is_valid = np.zeros(num_train, bool)
-    is_valid[valid] = True
-    return np.flatnonzero(~is_valid).astype(np.int32), np.flatnonzero(is_valid).astype(np.int32)
+    return hold_out(num_train, num_valid, seed, what="images")
 
 
 def subset_of_test(num_test_total: int, num_test: int | None, seed: int = SPLIT_SEED) -> np.ndarray:
@@ -192,14 +189,6 @@ def subset_of_test(num_test_total: int, num_test: int | None, seed: int = SPLIT_
         return np.arange(num_test_total, dtype=np.int32)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
     return np.sort(rng.choice(num_test_total, num_test, replace=False)).astype(np.int32)
-
-
-def _chunked(n: int, chunk: int) -> np.ndarray:
-    """0..n−1 padded with −1 to a multiple of `chunk`, as (num_chunks, chunk)."""
-    num_chunks = -(-n // chunk)
-    padded = np.full(num_chunks * chunk, -1, np.int32)
-    padded[:n] = np.arange(n)
-    return padded.reshape(num_chunks, chunk)
 
 
 def finetune_task(
@@ -240,7 +229,7 @@ def finetune_task(
         "test": jnp.asarray(y_test_all[test_idx], jnp.int32),
     }
     counts = {k: int(v.shape[0]) for k, v in images.items()}
-    chunks = {k: _chunked(n, min(spec.eval_chunk, n)) for k, n in counts.items()}
+    chunks = {k: padded_chunks(np.arange(n), min(spec.eval_chunk, n)) for k, n in counts.items()}
     n_train = counts["train"]
 
     init_net, apply_net = mobilenet.mobilenet_v2(NUM_CLASSES)
@@ -287,19 +276,7 @@ def finetune_task(
         valid = ids_C >= 0
         safe = jnp.where(valid, ids_C, 0)
         logits = logits_fn(params, images[split][safe])
-        y = labels[split][safe]
-        logp = jax.nn.log_softmax(logits)
-        ce = -jnp.take_along_axis(logp, y[:, None], axis=-1)[:, 0]
-        true_logit = jnp.take_along_axis(logits, y[:, None], axis=-1)
-        rank = jnp.sum(logits > true_logit, axis=-1)  # classes scored above the true one
-        mask = valid.astype(jnp.float32)
-        return jnp.stack(
-            [
-                jnp.sum(ce * mask),
-                jnp.sum((rank == 0) * mask),
-                jnp.sum((rank < 5) * mask),
-            ]
-        )
+        return classification_sums(logits, labels[split][safe], valid)
 
     def metrics_fn(params, split):
         sums = jnp.sum(

@@ -279,6 +279,17 @@ def _chunked(split: Split, chunk: int) -> tuple[np.ndarray, np.ndarray]:
 # --------------------------------------------------------------------- task
 
 
+def classification_sums(logits_CxK: jax.Array, labels_C: jax.Array, real_C: jax.Array):
+    """[Σ cross-entropy, Σ top-1 hits, Σ top-5 hits] over the entries where `real_C` (the
+    rest are padding; their labels may be anything). An image is a top-k hit when fewer
+    than k classes score strictly above its true class."""
+    label = jnp.where(real_C, labels_C, 0)[:, None]
+    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits_CxK), label, axis=1)[:, 0]
+    rank = jnp.sum(logits_CxK > jnp.take_along_axis(logits_CxK, label, axis=1), axis=1)
+    mask = real_C.astype(jnp.float32)
+    return jnp.stack([jnp.sum(nll * mask), jnp.sum((rank == 0) * mask), jnp.sum((rank < 5) * mask)])
+
+
 def soft_cross_entropy(logits_BxK: jax.Array, targets_BxK: jax.Array) -> jax.Array:
     """Mean over the batch of −Σ_k t_k log softmax(logits)_k."""
     return -jnp.mean(jnp.sum(targets_BxK * jax.nn.log_softmax(logits_BxK), axis=-1))
@@ -402,21 +413,7 @@ def classification_task(
         return x, targets
 
     def chunk_sums(params, x_C, y_C):
-        logits = apply(params, normalise(x_C))
-        real = y_C >= 0
-        label = jnp.where(real, y_C, 0)[:, None]
-        nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), label, axis=1)[:, 0]
-        top1 = jnp.argmax(logits, axis=1) == label[:, 0]
-        rank = jnp.sum(logits > jnp.take_along_axis(logits, label, axis=1), axis=1)
-        top5 = rank < 5
-        f32 = jnp.float32
-        return jnp.stack(
-            [
-                jnp.sum(jnp.where(real, nll, 0.0)),
-                jnp.sum((real & top1).astype(f32)),
-                jnp.sum((real & top5).astype(f32)),
-            ]
-        )
+        return classification_sums(apply(params, normalise(x_C)), y_C, y_C >= 0)
 
     def metrics_fn(params, split):
         x, y = chunks_of(split)

@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hubopt.tasks.base import Task
+from hubopt.tasks.data.splits import hold_out, padded_chunks
 from hubopt.tasks.models.siren import NUM_LAYERS, OMEGA_0, num_params, siren, width_for_params
 
 SPLIT_SEED = 20_240_105  # fixed: every run of a task holds out the same voxels
@@ -99,20 +100,7 @@ def psnr(mse: jax.Array, data_range: float = 1.0) -> jax.Array:
 def held_out_split(num_voxels: int, fraction: float = VALID_FRACTION, seed: int = SPLIT_SEED):
     """`(train, valid)` sorted int32 flat voxel indices: a fixed random `fraction` held out."""
     num_valid = max(1, int(round(num_voxels * fraction)))
-    if num_valid >= num_voxels:
-        raise ValueError(f"cannot hold out {num_valid} of {num_voxels} voxels")
-    valid = np.random.default_rng(seed).choice(num_voxels, num_valid, replace=False)
-    is_valid = np.zeros(num_voxels, bool)
-    is_valid[valid] = True
-    return np.flatnonzero(~is_valid).astype(np.int32), np.flatnonzero(is_valid).astype(np.int32)
-
-
-def _chunked(indices: np.ndarray, chunk: int) -> np.ndarray:
-    """`indices` padded with −1 to a multiple of `chunk`, as (num_chunks, chunk)."""
-    num_chunks = -(-len(indices) // chunk)
-    padded = np.full(num_chunks * chunk, -1, np.int32)
-    padded[: len(indices)] = indices
-    return padded.reshape(num_chunks, chunk)
+    return hold_out(num_voxels, num_valid, seed, what="voxels")
 
 
 def siren_task(
@@ -146,7 +134,7 @@ def siren_task(
     n_train = len(train_idx)
     train_ids = jnp.asarray(train_idx)
     chunk = min(spec.eval_chunk, num_voxels)
-    stored = {"train": _chunked(train_idx, chunk), "valid": _chunked(valid_idx, chunk)}
+    stored = {"train": padded_chunks(train_idx, chunk), "valid": padded_chunks(valid_idx, chunk)}
     counts = {"train": n_train, "valid": len(valid_idx), "test": num_voxels}
 
     def init(key):

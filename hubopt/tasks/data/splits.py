@@ -1,4 +1,5 @@
-"""Train/valid/test splits by episode, shared by the driving data sets.
+"""Train/valid/test splits: by episode (the driving data sets), a fixed held-out subset
+(`hold_out`), and padded evaluation chunks (`padded_chunks`).
 
 Consecutive frames of one drive are nearly identical, so a split by frame would
 put near-copies of the test frames into the training set. Here whole episodes
@@ -65,3 +66,22 @@ def split_indices(data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The frame indices of each split of a loaded data set: split name -> (n,) indices."""
     split = np.asarray(data["split"])
     return {name: np.flatnonzero(split == code) for code, name in enumerate(SPLIT_NAMES)}
+
+
+def hold_out(num: int, num_held_out: int, seed: int, what: str = "items"):
+    """`(kept, held_out)`: sorted int32 indices of `range(num)`, `num_held_out` of them
+    drawn without replacement by a generator seeded with `seed`, the rest kept."""
+    if not 0 < num_held_out < num:
+        raise ValueError(f"cannot hold out {num_held_out} of {num} {what}")
+    held = np.random.default_rng(seed).choice(num, num_held_out, replace=False)
+    is_held = np.zeros(num, bool)
+    is_held[held] = True
+    return np.flatnonzero(~is_held).astype(np.int32), np.flatnonzero(is_held).astype(np.int32)
+
+
+def padded_chunks(indices: np.ndarray, chunk: int) -> np.ndarray:
+    """`indices` padded with −1 to a multiple of `chunk`, as (num_chunks, chunk) int32."""
+    num_chunks = -(-len(indices) // chunk)
+    padded = np.full(num_chunks * chunk, -1, np.int32)
+    padded[: len(indices)] = indices
+    return padded.reshape(num_chunks, chunk)
