@@ -141,6 +141,57 @@ def test_cli_sweep_errors(capsys):
     assert "--workers" in capsys.readouterr().err
 
 
+def test_cli_sweep_runs_a_grid_of_ones_own(tmp_path, capsys):
+    out = tmp_path / "grid"
+    argv = ["sweep", "--tasks", "nonconvex_l1cos", "--opt", "adam,lr=0.01", "--opt"]
+    argv += [STAND_IN_HUB, "--seeds", "2", "--size", "tiny", "--steps", "4", "--out", str(out)]
+    assert cli.main(argv) == 0
+    recs = [records.read(p) for p in sorted(out.glob("*.json"))]
+    assert len(recs) == 4 and {r["seed"] for r in recs} == {0, 1}
+    assert {r["num_steps"] for r in recs} == {4}
+    assert {r["optimizer"]["spec"]["name"] for r in recs} == {"adam", "hub"}
+    assert "4 records" in capsys.readouterr().out
+    before = _bytes(out)
+    assert cli.main(argv) == 0 and _bytes(out) == before  # the rerun reuses every record
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["smoke", "--tasks", "nonconvex_l1cos", "--opt", "adam"], "not both"),
+        (["--tasks", "nonconvex_l1cos"], "needs both --tasks and --opt"),
+        ([], "give a preset"),
+        (["--tasks", "nonconvex_l1cos", "--opt", "adam,lr=fast"], "lr"),
+        (["--tasks", "no_such_task", "--opt", "adam"], "unknown task 'no_such_task'"),
+        (["smoke", "--steps", "0"], "--steps must be >= 1"),
+    ],
+)
+def test_cli_sweep_grid_errors_name_the_problem(argv, message, capsys):
+    assert cli.main(["sweep", *argv, "--size", "tiny"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_hand_written_spec_and_its_text_are_the_same_run(tmp_path):
+    """`"clip": None` in a dict spec is no clip, as the spec text's missing clip: one record."""
+    from hubopt.bench import runner
+
+    (path,) = sweep.run_sweep(
+        [Point("nonconvex_l1cos", STAND_IN_HUB, 0, "tiny", steps=3)], str(tmp_path)
+    )
+    spec = records.read(path)["optimizer"]["spec"]
+    assert "clip" not in spec
+    again = runner.train_and_record(
+        get_task("nonconvex_l1cos", size="tiny"),
+        {**spec, "clip": None},
+        num_steps=3,
+        seed=0,
+        out_dir=str(tmp_path),
+        reuse=True,
+        log=lambda *_: None,
+    )
+    assert str(again) == path
+
+
 def test_ray_executor_gives_the_same_records_as_local(tmp_path):
     import ray  # noqa: F401  (the ray extra; make test installs it, so this never skips)
 

@@ -2,17 +2,11 @@
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
 from hubopt.bench import tuning
 from hubopt.tasks import Task, get_task
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-import tune_hand  # noqa: E402
 
 
 def _record(lr, seed, valid, test=0.0):
@@ -105,19 +99,54 @@ def test_task_lr_grid_is_validated():
             make(bad)
 
 
-def test_tune_hand_runs_the_grid_and_writes_the_selection(tmp_path, capsys):
+def test_a_tuned_sweep_runs_the_grid_and_the_report_chooses_on_valid(tmp_path, capsys):
+    from hubopt.bench import cli, records, report
+
     task = get_task("sine_lstm", size="tiny")
     out = tmp_path / "tune"
-    assert tune_hand.main(["--out", str(out), "--tasks", "sine_lstm", "--size", "tiny",
-                           "--seeds", "0"]) == 0  # fmt: skip
-    sel = json.loads((out / "selection__sine_lstm.json").read_text())
-    assert [r["learning_rate"] for r in sel["grid"]] == list(task.lr_grid)
-    assert sel["learning_rate"] in task.lr_grid and sel["metric"] == "mse"
-    assert sel["learning_rate"] == min(sel["grid"], key=lambda r: r["mean"])["learning_rate"]
-    assert len(list(out.glob("sine_lstm__*.json"))) == len(task.lr_grid)
-    assert "<- chosen" in capsys.readouterr().out
-    # rerun: every run is reused, the selection is the same
-    assert tune_hand.main(["--out", str(out), "--tasks", "sine_lstm", "--size", "tiny",
-                           "--seeds", "0"]) == 0  # fmt: skip
-    assert "reusing" in capsys.readouterr().out
-    assert json.loads((out / "selection__sine_lstm.json").read_text()) == sel
+    argv = ["sweep", "--tasks", "sine_lstm", "--opt", "tuned", "--size", "tiny", "--seeds", "2"]
+    assert cli.main([*argv, "--out", str(out)]) == 0
+    recs = records.read_all([out])
+    assert len(recs) == 2 * len(task.lr_grid)
+    assert {r["optimizer"]["spec"]["learning_rate"] for r in recs} == set(task.lr_grid)
+    ((result, sel),) = report.tuned_results(recs)
+    # the choice is the best mean valid metric, computed here by hand from the records
+    by_rate = {}
+    for r in recs:
+        by_rate.setdefault(r["optimizer"]["spec"]["learning_rate"], []).append(
+            r["metrics"]["valid"]["mse"]
+        )
+    best = min(by_rate, key=lambda lr: sum(by_rate[lr]) / 2)
+    assert sel["learning_rate"] == best and sel["split"] == "valid" and sel["seeds"] == [0, 1]
+    # the tuned row reports the chosen rate's test values, never a choice made on test
+    chosen = [r for r in recs if r["optimizer"]["spec"]["learning_rate"] == best]
+    assert result.values == tuple(r["metrics"]["test"]["mse"] for r in chosen)
+    assert result.label.startswith("tuned adam") and f"lr {best:g}" in result.label
+    files = report.report([out], tmp_path / "report")
+    assert json.loads(files["tuned"].read_text())[0]["learning_rate"] == best
+    assert result.label in files["table_md"].read_text()
+    capsys.readouterr()
+    assert cli.main([*argv, "--out", str(out)]) == 0  # rerun: every run is reused
+    assert len(records.read_all([out])) == len(recs)
+
+
+def test_no_tuned_row_without_two_rates_over_the_same_seeds():
+    from hubopt.bench import report
+
+    def rec(lr, seed):
+        return {
+            "task": {"name": "t", "metric": "mse", "higher_is_better": False},
+            "optimizer": {"label": f"adam@{lr:g}", "spec": {"name": "adam", "learning_rate": lr}},
+            "hyperparameters": {"name": "adam", "learning_rate": lr},
+            "num_steps": 3,
+            "seed": seed,
+            "metrics": {"valid": {"mse": lr}, "test": {"mse": lr}},
+            "final_loss": lr,
+            "best_loss": lr,
+            "timing": {"step_time_s": 1e-3},
+        }
+
+    assert report.tuned_results([rec(0.1, 0), rec(0.1, 1)]) == []  # one rate
+    assert report.tuned_results([rec(0.1, 0), rec(0.01, 1)]) == []  # different seeds
+    ((result, sel),) = report.tuned_results([rec(0.1, 0), rec(0.01, 0)])
+    assert sel["learning_rate"] == 0.01 and result.values == (0.01,)

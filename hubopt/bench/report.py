@@ -7,6 +7,7 @@ and writes
     table.md       the results table (below), the loss table and the tasks' metrics
     table.csv      the loss table (best and final loss: median [min, max] over seeds)
     table.tex      the results table as LaTeX (format "latex")
+    tuned.json     each tuned baseline's choice of learning rate, on the valid split
     index.html     one self-contained page: tables, every figure embedded, and how
                    it was made (format "html")
     *.png          the figures of `hubopt.bench.figures` that the records support
@@ -14,7 +15,9 @@ and writes
 The results table is the paper's kind: per task, one row per optimizer with the
 task's headline test metric (mean ± std over seeds), how many seeds diverged
 and the first step at which one did, the step time and its overhead over the
-task's hand-designed optimizer; the best row per task is marked. Which row is
+task's hand-designed optimizer; the best row per task is marked. Where the records
+hold a hand-designed optimizer at several learning rates, a "tuned" row gives the
+rate chosen on the valid split (`tuned_results`), the fair baseline. Which row is
 best is `best_rows`, a small rule with its own tests.
 
 Every output carries how it was made: the commands that produced the records,
@@ -29,7 +32,7 @@ import math
 import statistics
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hubopt._src.atomic_write import write_atomic
@@ -296,6 +299,70 @@ def results(recs: list[dict]) -> list[Result]:
     return out
 
 
+def _family_key(spec: dict) -> str:
+    import json
+
+    return json.dumps({k: v for k, v in spec.items() if k != "learning_rate"}, sort_keys=True)
+
+
+def tuned_results(recs: list[dict]) -> list[tuple[Result, dict]]:
+    """The tuned hand-designed baselines: one `Result` per task and hand optimizer family.
+
+    A family is the hand-designed runs of one task that differ only in their learning
+    rate (same optimizer, schedule and steps) and cover at least two rates, each over
+    the same seeds. Its rate is chosen on the **valid** split by
+    `hubopt.bench.tuning.select_learning_rate` (test metrics are never looked at); the
+    row holds that rate's test values, labelled `tuned <optimizer>+<schedule>`. Returns
+    (result, selection) pairs; a family whose records lack valid metrics, or whose
+    rates were run over different seeds, is left out.
+    """
+    from hubopt.bench import tuning
+    from hubopt.bench.optimizers import HAND
+
+    by_label = {(r.task, r.label): r for r in results(recs)}
+    families: dict[tuple, dict[float, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in recs:
+        spec = r["optimizer"]["spec"]
+        if spec.get("name") not in HAND or "learning_rate" not in spec:
+            continue
+        key = (r["task"]["name"], r["num_steps"], _family_key(spec))
+        families[key][float(spec["learning_rate"])].append(r)
+    out = []
+    for (task, _n, _family), by_rate in sorted(families.items()):
+        seed_sets = {tuple(sorted(x["seed"] for x in rs)) for rs in by_rate.values()}
+        if len(by_rate) < 2 or len(seed_sets) != 1:
+            continue
+        head = next(iter(by_rate.values()))[0]
+        metric = head["task"].get("metric", "loss")
+        if not all(
+            metric in (x.get("metrics") or {}).get("valid", {})
+            for rs in by_rate.values()
+            for x in rs
+        ):
+            continue
+        grid = sorted(by_rate, reverse=True)
+        flat = [x for rs in by_rate.values() for x in rs]
+        try:
+            selection = tuning.select_learning_rate(
+                flat,
+                grid,
+                metric=metric,
+                higher_is_better=bool(head["task"].get("higher_is_better")),
+                seeds=list(seed_sets.pop()),
+            )
+        except ValueError:  # every rate diverged: no tuned row, the grid rows say why
+            continue
+        chosen = by_rate[selection["learning_rate"]][0]["optimizer"]["label"]
+        base = by_label[(task, chosen)]
+        name = chosen.replace(f"@{selection['learning_rate']:g}", "")
+        label = (
+            f"tuned {name}: lr {selection['learning_rate']:g} "
+            f"(valid, of {'/'.join(f'{lr:g}' for lr in grid)})"
+        )
+        out.append((replace(base, label=label, is_hand=False), selection))
+    return out
+
+
 def best_rows(rows: list[Result]) -> set[tuple[str, str]]:
     """The (task, label) of the best row of each task: the best mean metric among rows
     whose every seed stayed finite (a diverged row is never best), in the task's
@@ -330,6 +397,9 @@ def results_table(recs: list[dict], fmt: str = "md") -> str:
     """The results table in `fmt` ("md", "latex" or "html"); the best row of each task in
     bold. "× hand" is the step time over the fastest hand-designed optimizer's on that task."""
     rows = results(recs)
+    for tuned, _selection in tuned_results(recs):  # after the task's last row
+        last = max(i for i, r in enumerate(rows) if r.task == tuned.task)
+        rows.insert(last + 1, tuned)
     best = best_rows(rows)
     body, bold = [], []
     for r in rows:
@@ -517,9 +587,29 @@ def report(
                 '\n"NOT learned": a hand-designed optimizer stood in for the learned one '
                 "(no learned optimizer was available).\n"
             )
+        tuned = tuned_results(recs)
+        if tuned:
+            md += (
+                "\nTuned baselines (learning rate chosen on the valid split, mean over seeds):\n\n"
+            )
+            for result, sel in tuned:
+                grid = ", ".join(
+                    f"{row['learning_rate']:g}: {row['mean']:.4g}" for row in sel["grid"]
+                )
+                chosen = f"{sel['learning_rate']:g}"
+                md += f"- {result.task}: valid {sel['metric']} by rate {grid} → {chosen}\n"
         md += "\n```\n" + provenance(recs, report_command) + "\n```\n"
         files["table_md"] = out / "table.md"
         write_atomic(files["table_md"], md.encode())
+    tuned = tuned_results(recs)
+    if tuned:
+        import json
+
+        files["tuned"] = out / "tuned.json"
+        selections = [{"task": r.task, **sel} for r, sel in tuned]
+        write_atomic(
+            files["tuned"], (json.dumps(selections, indent=1, sort_keys=True) + "\n").encode()
+        )
     if "csv" in formats:
         files["table_csv"] = out / "table.csv"
         write_atomic(files["table_csv"], csv_table(rows).encode())

@@ -256,6 +256,13 @@ def record_path(out_dir, task_name: str, label: str, seed: int) -> Path:
     return Path(out_dir) / f"{task_name}__{_slug(label)}__seed{seed}.json"
 
 
+def _without_unset(spec):
+    """`spec` without its None-valued options (`"clip": None` is no clip, as is no key)."""
+    if isinstance(spec, dict):
+        return {k: _without_unset(v) for k, v in spec.items() if v is not None}
+    return spec
+
+
 def same_run(
     record: dict, task_name: str, spec: dict, seed: int, num_steps: int, size: str | None = None
 ) -> bool:
@@ -263,7 +270,7 @@ def same_run(
     return (
         record["task"]["name"] == task_name
         and (size is None or record["task"].get("size") == size)
-        and record["optimizer"]["spec"] == spec
+        and _without_unset(record["optimizer"]["spec"]) == _without_unset(spec)
         and record["seed"] == seed
         and record["num_steps"] == num_steps
     )

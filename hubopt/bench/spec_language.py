@@ -128,7 +128,8 @@ class CombinedSpec:
         }
         if self.kind == "hub":
             out["mode"] = self.mode
-            out["clip"] = None if self.clip is None else list(self.clip)
+            if self.clip is not None:  # absent when unset, as in hand-written specs
+                out["clip"] = list(self.clip)
             if self.blocks is not None:
                 out["blocks"] = self.blocks
         if self.kind == "blend":

@@ -21,6 +21,8 @@ moved aside to `<name>.damaged` and its run redone; nothing is deleted.
     hubopt sweep smoke --out runs/smoke              # tiny size of every task
     hubopt sweep table2 --seeds 3 --out runs/table2  # the paper's Table 2 at "cpu" size
     hubopt sweep smoke --executor process --workers 2
+    hubopt sweep --tasks fmnist_resnet,mnist_vit --opt tuned --opt small \\
+        --opt hub:preset+small --seeds 3 --out runs/mine      # a grid of one's own
     hubopt sweep smoke --executor ray [--ray-address ray://head:10001]
 """
 
@@ -30,10 +32,10 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-__all__ = ["PRESETS", "Point", "preset_points", "run_point", "run_sweep"]
+__all__ = ["PRESETS", "Point", "grid_points", "preset_points", "run_point", "run_sweep"]
 
 EXECUTORS = ("local", "process", "ray")
 
@@ -102,6 +104,9 @@ ABLATION_CONTENDERS = (
 )
 
 
+TUNED = "tuned"  # in a grid: the preset at every rate of the task's lr_grid
+
+
 def _tuned_grid(task) -> list[str]:
     """The preset, and the preset at every other rate of the task's `lr_grid`."""
     rates = [r for r in task.lr_grid if r != task.hand.get("learning_rate")]
@@ -141,13 +146,41 @@ PRESETS: dict[str, Callable[[str | None, int | None], list[Point]]] = {
 }
 
 
+def grid_points(
+    tasks: Iterable[str], opts: Iterable[str], seeds: int = 3, size: str = "cpu"
+) -> list[Point]:
+    """The grid tasks × optimizer specs × seeds 0 … seeds − 1, every spec checked against
+    every task first (a bad spec fails before anything runs). The spec `"tuned"` stands
+    for the task's preset at every rate of its `lr_grid` (the tuned baseline, whose rate
+    `hubopt report` chooses on the valid split)."""
+    from hubopt.bench import spec_language
+
+    tasks, opts = list(tasks), list(opts)
+    if not tasks or not opts:
+        raise ValueError("a grid needs at least one task and one optimizer spec")
+    _check_seeds(seeds)
+    out = []
+    for task_name in tasks:
+        task = _task(task_name, size)
+        task_opts = [x for o in opts for x in (_tuned_grid(task) if o == TUNED else [o])]
+        for opt in task_opts:
+            spec_language.parse(opt, task)
+        out += [Point(task_name, o, s, size) for o in task_opts for s in range(seeds)]
+    return out
+
+
+def _check_seeds(seeds) -> None:
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be a positive number of seeds, got {seeds!r}")
+
+
 def preset_points(name: str, size: str | None = None, seeds: int | None = None) -> list[Point]:
     """The grid of preset `name`; `size` and `seeds` (a count: seeds 0 … seeds − 1) override
     the preset's own."""
     if name not in PRESETS:
         raise ValueError(f"unknown sweep preset {name!r}; presets: {', '.join(PRESETS)}")
-    if seeds is not None and (isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1):
-        raise ValueError(f"seeds must be a positive number of seeds, got {seeds!r}")
+    if seeds is not None:
+        _check_seeds(seeds)
     return PRESETS[name](size, seeds)
 
 
@@ -285,9 +318,20 @@ def run_sweep(
 def add_arguments(parser) -> None:
     from hubopt.tasks import SIZES
 
-    parser.add_argument("preset", help=f"one of: {', '.join(PRESETS)}")
+    parser.add_argument(
+        "preset", nargs="?", help=f"one of: {', '.join(PRESETS)}; or give --tasks and --opt"
+    )
+    parser.add_argument("--tasks", help="a grid of one's own: comma-separated task names")
+    parser.add_argument(
+        "--opt",
+        action="append",
+        metavar="SPEC",
+        help="an optimizer spec of the grid (repeat); 'tuned': the preset at every rate of "
+        "the task's lr_grid",
+    )
     parser.add_argument("--seeds", type=int, help="number of seeds (0 … N−1; default: preset's)")
     parser.add_argument("--size", choices=SIZES, help="task size (default: the preset's)")
+    parser.add_argument("--steps", type=int, help="steps of every run (default: each task's)")
     parser.add_argument("--executor", choices=EXECUTORS, default="local")
     parser.add_argument(
         "--workers", type=int, default=2, help="processes (process), CPUs of a local Ray (ray)"
@@ -297,16 +341,33 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    """`hubopt sweep`: every point of the preset, resuming from the records in --out."""
+    """`hubopt sweep`: every point of the preset (or of the --tasks × --opt grid), resuming
+    from the records in --out."""
+    own_grid = args.tasks is not None or args.opt is not None
     try:
-        points = preset_points(args.preset, args.size, args.seeds)
+        if own_grid and args.preset is not None:
+            raise ValueError("give a preset or a grid (--tasks and --opt), not both")
+        if own_grid:
+            if not args.tasks or not args.opt:
+                raise ValueError("a grid of one's own needs both --tasks and --opt")
+            tasks = [t for t in args.tasks.split(",") if t]
+            points = grid_points(tasks, args.opt, args.seeds or 3, args.size or "cpu")
+        elif args.preset is None:
+            raise ValueError(f"give a preset ({', '.join(PRESETS)}) or --tasks and --opt")
+        else:
+            points = preset_points(args.preset, args.size, args.seeds)
+        if args.steps is not None:
+            if args.steps < 1:
+                raise ValueError(f"--steps must be >= 1, got {args.steps}")
+            points = [replace(p, steps=args.steps) for p in points]
     except ValueError as e:
         print(f"hubopt sweep: error: {e}", file=sys.stderr)
         return 2
     if args.workers < 1:
         print(f"hubopt sweep: error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
         return 2
-    out = args.out or f"runs/{args.preset}"
+    name = args.preset or "grid"
+    out = args.out or f"runs/{name}"
     start = time.perf_counter()
     paths = run_sweep(
         points,
@@ -317,7 +378,6 @@ def run(args) -> int:
         command=getattr(args, "command_line", None),
     )
     print(
-        f"hubopt sweep {args.preset}: {len(paths)} records in {out} "
-        f"({time.perf_counter() - start:.0f} s)"
+        f"hubopt sweep {name}: {len(paths)} records in {out} ({time.perf_counter() - start:.0f} s)"
     )
     return 0

@@ -64,8 +64,9 @@ PAPER_HAND = {  # the paper's Adam(0.01), ×0.3 every 300 steps
 }
 # The hand preset per head: the paper's Adam and step decay at the learning rate
 # `hubopt.bench.tuning` chose on the valid split, mean over seeds 0–2 of the "cpu"
-# size (`benchmarks/records/tune_lane_keeping_cpu/selection__<task>.json`; a test
-# checks the two agree). Valid MSE by rate, 1e-2 / 3e-3 / 1e-3 / 3e-4:
+# size (the records in `benchmarks/records/tune_lane_keeping_cpu/`, whose tuned rows of
+# `hubopt report` a test checks against these presets).
+# Valid MSE by rate, 1e-2 / 3e-3 / 1e-3 / 3e-4:
 #   lstm  0.026 (one seed at the mean) / 0.0027 / 0.0030 / 0.0034
 #   ltc   0.053 (two seeds at the mean) / 0.027 (one) / 0.0098 / 0.024
 HAND_BY_MODEL = {
