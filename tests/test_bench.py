@@ -11,8 +11,8 @@ import numpy as np
 import optax
 import pytest
 
-from hubopt.bench import cli, optimizers, records, report, runner
-from hubopt.tasks import nonconvex
+from hubopt.bench import cli, optimizers, records, report, runner, sweep
+from hubopt.tasks import get_task, nonconvex
 
 STEPS = 40
 TASK = nonconvex.make_task(dim=10, num_steps=STEPS)
@@ -519,17 +519,24 @@ def test_metrics_table_mean_std_and_divergence():
     assert report.metrics_table([]) == ""
 
 
-def test_demo_end_to_end(tmp_path, capsys):
+def test_demo_end_to_end(tmp_path, capsys, monkeypatch):
+    # the demo's tasks at their tiny sizes (the real grid is checked below without running)
+    tiny = tuple((task, "tiny", None) for task, _, _ in sweep.DEMO_TASKS)
+    monkeypatch.setattr(sweep, "DEMO_TASKS", tiny)
     out = tmp_path / "demo"
-    assert cli.main(["demo", "--steps", "50", "--seeds", "0", "--out", str(out)]) == 0
+    argv = ["demo", "--steps", "30", "--seeds", "1", "--out", str(out)]
+    assert cli.main(argv) == 0
     text = capsys.readouterr().out
     recs = records.read_all([out / "records"])
+    assert {r["task"]["name"] for r in recs} == {t for t, _, _ in tiny}
+    assert len(recs) == len(tiny) * len(sweep.DEMO_CONTENDERS)
     labels = {r["optimizer"]["label"] for r in recs}
-    assert {"adam@0.001", "adamax@0.002"} <= labels
+    assert "adam@0.001" in labels
     assert any(lab.startswith("hub(") for lab in labels)
+    assert any(lab.startswith("hub[clip=") for lab in labels)
     assert any(lab.startswith("lgl2o(") for lab in labels)
     for r in recs:
-        assert r["num_steps"] == 50 and r["task"]["name"] == "nonconvex_l1cos"
+        assert r["num_steps"] == 30 and r["seed"] == 0
         slot = r["optimizer"]["learned"]
         if slot is not None and not slot["is_learned"]:
             assert "stand-in" in r["optimizer"]["label"]
@@ -540,39 +547,52 @@ def test_demo_end_to_end(tmp_path, capsys):
         assert "WARNING" in text and "NOT learned" in text and "STAND-IN" in text
     else:
         assert "Learned optimizer used:" in text
-    # every |g_i| is equal on this task, so σ = 1/d = 0.001 for d = 1000
+    # every |g_i| is equal on the non-convex function, so σ = 1/d = 0.001 for d = 1000
     assert "σ min/mean/max = 0.001/0.001/0.001" in text
+    assert "| task | optimizer | metric (mean ± std) |" in text  # the short table
+    html = out / "index.html"
+    assert f"Report (open in a browser): {html.resolve()}" in text
+    assert html.stat().st_size > 10_000 and "data:image/png;base64," in html.read_text()
     for name in ("table.md", "table.csv", "loss_curves.png"):
         assert (out / name).stat().st_size > 0
-    assert "| best loss |" in (out / "table.md").read_text()
     # rerun: identical runs are reused; other steps into the same folder is refused
     mtimes = {p: os.stat(p).st_mtime_ns for p in (out / "records").iterdir()}
-    assert cli.main(["demo", "--steps", "50", "--seeds", "0", "--out", str(out)]) == 0
+    assert cli.main(argv) == 0
     assert {p: os.stat(p).st_mtime_ns for p in (out / "records").iterdir()} == mtimes
-    assert cli.main(["demo", "--steps", "60", "--seeds", "0", "--out", str(out)]) == 1
+    assert cli.main(["demo", "--steps", "31", "--seeds", "1", "--out", str(out)]) == 1
     assert "--overwrite" in capsys.readouterr().err
 
 
-def test_demo_can_skip_the_combinations_without_a_learned_optimizer(tmp_path, capsys):
+def test_demo_can_skip_the_combinations_without_a_learned_optimizer(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sweep, "DEMO_TASKS", (("nonconvex_l1cos", "tiny", None),))
     out = tmp_path / "demo"
-    args = [
-        "demo",
-        "--steps",
-        "20",
-        "--seeds",
-        "1",
-        "--learned",
-        "none",
-        "--without-learned",
-        "skip",
-        "--out",
-        str(out),
-    ]
-    assert cli.main(args) == 0
+    args = ["demo", "--steps", "20", "--seeds", "2", "--learned", "none"]
+    assert cli.main([*args, "--without-learned", "skip", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "HUB and LGL2O are skipped" in text and "No learned optimizer was used" in text
-    labels = sorted(r["optimizer"]["label"] for r in records.read_all([out / "records"]))
-    assert labels == ["adam@0.001", "adamax@0.002"]
+    recs = records.read_all([out / "records"])
+    assert sorted((r["optimizer"]["label"], r["seed"]) for r in recs) == [
+        ("adam@0.001", 0),
+        ("adam@0.001", 1),
+    ]
+    assert cli.main([*args, "--out", str(tmp_path / "stand-in")]) == 0  # the default
+    text = capsys.readouterr().out
+    assert "STAND-IN" in text and "NOT learned" in text
+    slots = [r["optimizer"]["learned"] for r in records.read_all([tmp_path / "stand-in"])]
+    assert [s for s in slots if s] and all(not s["is_learned"] for s in slots if s)
+
+
+def test_demo_preset_is_the_demo_grid():
+    # one recurrent task and one network with a tensor of at least 10⁴ entries
+    assert "sine_lstm" in {t for t, _, _ in sweep.DEMO_TASKS}
+    ((_, size, _),) = [d for d in sweep.DEMO_TASKS if d[0] == "fmnist_mlp"]
+    mlp = get_task("fmnist_mlp", size=size)
+    assert max(x.size for x in jax.tree.leaves(jax.eval_shape(mlp.init, jax.random.key(0)))) >= 1e4
+    points = sweep.preset_points("demo")
+    assert points == sweep.demo_points(2, "small")
+    assert {p.seed for p in points} == {0, 1}
+    with pytest.raises(ValueError, match="own sizes"):
+        sweep.preset_points("demo", size="tiny")
 
 
 def test_console_entry_point_help():
@@ -607,17 +627,18 @@ def test_demo_uses_velo_when_its_checkpoint_is_cached(tmp_path, monkeypatch, cap
     sha = hashlib.sha256((cache / "params").read_bytes()).hexdigest()
     (cache / "params.sha256").write_text(sha + "\n")
     monkeypatch.setenv("HUBOPT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sweep, "DEMO_TASKS", (("nonconvex_l1cos", "tiny", None),))
     out = tmp_path / "demo"
-    assert cli.main(["demo", "--steps", "8", "--seeds", "0", "--out", str(out)]) == 0
+    assert cli.main(["demo", "--steps", "8", "--seeds", "1", "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "Learned optimizer used: VeLO" in text and "WARNING" not in text
     recs = {r["optimizer"]["label"]: r for r in records.read_all([out / "records"])}
     assert set(recs) == {
         "adam@0.001",
-        "adamax@0.002",
         "velo",
         "lgl2o(adam@0.001 | velo)",
         "hub(adam@0.001 | velo)",
+        "hub[clip=0.1,0.9](adam@0.001 | velo)",
     }
     slot = recs["hub(adam@0.001 | velo)"]["optimizer"]["learned"]
     assert slot["kind"] == "velo" and slot["is_learned"] and slot["sha256"] == sha

@@ -14,7 +14,7 @@ from hubopt.tasks import image_classification as ic
 from hubopt.tasks.models import pure_functions
 from hubopt.tasks.models.resnet import conv2d, groups_for
 
-TASK_NAMES = ["fmnist_resnet", "fmnist_vit", "mnist_resnet", "mnist_vit"]
+TASK_NAMES = ["fmnist_resnet", "fmnist_vit", "mnist_resnet", "mnist_vit", "fmnist_mlp"]
 
 
 def _train_on_one_batch(task, steps):
@@ -187,6 +187,22 @@ def test_vit_paper_size_is_depth_9_width_192_12_heads():
     assert params["head"]["kernel"].shape == (192, 10)
 
 
+def test_mlp_is_relu_dense_layers_on_the_flattened_image():
+    task = get_task("fmnist_mlp", size="cpu")
+    params = jax.eval_shape(task.init, jax.random.key(0))
+    assert params["hidden0"]["kernel"].shape == (28 * 28, 128)  # the ≥ 10⁴-entry tensor
+    assert params["head"]["kernel"].shape == (128, 10)
+    assert task.hand == {"name": "adam", "learning_rate": 1e-3, "schedule": "warmup_cosine",
+                         "warmup_steps": 300}  # fmt: skip
+    module, _ = ic.model_for("mlp", "tiny", 3)
+    init, apply = pure_functions(module)
+    x = jax.random.normal(jax.random.key(1), (2, 4, 4, 1))
+    p = init(jax.random.key(2), x)
+    h = jnp.maximum(x.reshape(2, 16) @ p["hidden0"]["kernel"] + p["hidden0"]["bias"][None], 0.0)
+    expected = h @ p["head"]["kernel"] + p["head"]["bias"][None]  # the formula, by hand
+    np.testing.assert_allclose(apply(p, x), expected, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("size, stride", [(3, 1), (3, 2), (1, 1), (1, 2)])
 @pytest.mark.parametrize("side", [7, 8])
 def test_resnet_im2col_convolution_equals_lax(size, stride, side):
@@ -230,7 +246,7 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="data must be one of"):
         ic.make_task("kmnist", "resnet", "tiny")
     with pytest.raises(ValueError, match="model must be one of"):
-        ic.make_task("mnist", "mlp", "tiny")
+        ic.make_task("mnist", "transformer", "tiny")
     with pytest.raises(ValueError, match="unknown size"):
         ic.make_task("mnist", "vit", "huge")
     bad = _toy_splits()

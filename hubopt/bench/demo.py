@@ -1,83 +1,72 @@
-"""`hubopt demo`: the paper's non-convex function (§3.2, eq. 6) under four optimizers.
+"""`hubopt demo` (`make demo`): the harness's `demo` preset, then its report.
 
-Runs Adam, Adamax, LGL2O(hand | learned) and HUB(hand | learned) — plus the
-learned optimizer alone when there is one — on `nonconvex_l1cos` (d = 1000,
-λ = 0.01) for 10,000 steps (the paper's setting) and several seeds, writes one
-record per run under `<out>/records/`, then builds `<out>/table.md`,
-`<out>/table.csv` and `<out>/loss_curves.png` from those records on disk.
+Three tasks (`hubopt.bench.sweep.DEMO_TASKS`) × the hand preset, the learned
+optimizer alone, LGL2O, default HUB and clipped HUB × 2 seeds:
 
-Learning rates: the customary defaults of `hubopt.baselines.PRESETS`, not
-tuned for this function: Adam 1e-3, Adamax 2e-3 (Kingma & Ba's defaults).
+    nonconvex_l1cos   the paper's non-convex function (§3.2, eq. 6; d = 1000), 10,000
+                      steps: far outside the learned optimizer's distribution
+    sine_lstm         an LSTM fitting sine trajectories (recurrent), 300 steps
+    fmnist_mlp        an MLP on Fashion-MNIST (a 784 × 128 tensor: σ = softmax(|g|)
+                      gives its hand optimizer ~1/10⁵), 600 steps
+
+About 5 minutes on 2 cores. One record per run goes to `<out>/records/`
+(finished runs are reused when the command is run again; killed, it loses only
+the run in flight); then `<out>/index.html` (tables and figures, one page),
+`<out>/table.md`, `<out>/table.csv` and the PNG figures, made from those
+records on disk. The terminal gets the results table and the HTML path.
 
 The learned slot: VeLO if its checkpoint is cached, else hubopt's bundled
-learned optimizer if present. When neither is available, the demo says so in
-a warning and, by default, fills the learned slot with the *other*
-hand-designed optimizer, labelled "stand-in ..." in the table, the legend
-and the records (`"is_learned": false`); `--without-learned skip` leaves HUB
-and LGL2O out instead. A hand-designed optimizer is never presented as a
-learned one.
-
-Re-running into the same folder reuses records of identical runs (same task,
-optimizer spec, seed and steps); a record of a different run at the same
-path is an error unless `--overwrite`.
+learned optimizer. When neither is available, the demo says so in a warning
+and, by default, fills the learned slot with a hand-designed stand-in
+(Adamax), labelled "stand-in" in the table, the legend and the records
+(`"is_learned": false`); `--without-learned skip` leaves those contenders out
+instead. A hand-designed optimizer is never presented as a learned one.
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from hubopt.bench import optimizers, records, report, runner
+from hubopt.bench import optimizers, records, report, runner, sweep
 
-TASK = "nonconvex_l1cos"
-DEFAULT_STEPS = 10_000
-DEFAULT_SEEDS = (0, 1, 2)
-
-
-def hand_spec(name: str) -> dict:
-    """The demo's setting of a hand optimizer: `PRESETS[name]`'s learning rate."""
-    from hubopt.baselines import PRESETS
-
-    return {"name": name, "learning_rate": float(PRESETS[name]["learning_rate"])}
+DEFAULT_SEEDS = 2
+STAND_IN_TEXT = "stand-in(opt=adamax)"
 
 
-def specs(hand: str, learned: dict | None, without_learned: str = "stand-in") -> list[dict]:
-    """The optimizers the demo runs, given the learned spec (None: none available)."""
-    out = [hand_spec("adam"), hand_spec("adamax")]
-    if learned is None:
-        if without_learned == "skip":
-            return out
-        other = "adamax" if hand != "adamax" else "adam"
-        learned = {"name": "stand-in", "optimizer": hand_spec(other)}
-    else:
-        out.append(dict(learned))
-    out.append({"name": "lgl2o", "hand": hand_spec(hand), "learned": dict(learned)})
-    out.append(
-        {
-            "name": "hub",
-            "hand": hand_spec(hand),
-            "learned": dict(learned),
-            "mode": "default",
-            "clip": None,
-        }
-    )
-    return out
+def learned_text(spec: dict | None, without_learned: str = "stand-in") -> str | None:
+    """The spec text of the demo's learned slot, from `optimizers.resolve_learned`'s spec."""
+    if spec is None:
+        return None if without_learned == "skip" else STAND_IN_TEXT
+    if spec["name"] == "velo":
+        return "velo"
+    return spec.get("size", "small")
 
 
 def hub_diagnostics(paths) -> list[str]:
-    """One line per HUB record on disk: σ at the last step and the hand share of the update."""
+    """One line per HUB record: σ and the hand share of the update at the last step."""
     lines = []
     for path in paths:
         rec = records.read(path)
         stats = rec["diagnostics"].get("hub")
         if not stats:
             continue
-        for leaf, st in stats.items():
+        where = f"{rec['task']['name']}, {rec['optimizer']['label']}, seed {rec['seed']}"
+        if len(stats) == 1:
+            ((leaf, st),) = stats.items()
             lines.append(
-                f"HUB diagnostics, {rec['optimizer']['label']} seed {rec['seed']}, tensor "
-                f"{leaf!r} at the last step: σ min/mean/max = {st['sigma_min']:.3g}/"
-                f"{st['sigma_mean']:.3g}/{st['sigma_max']:.3g}, hand share of the update = "
-                f"{st['hand_share']:.3g}"
+                f"HUB at the last step, {where}: tensor {leaf!r} σ min/mean/max = "
+                f"{st['sigma_min']:.3g}/{st['sigma_mean']:.3g}/{st['sigma_max']:.3g}, "
+                f"hand share of the update = {st['hand_share']:.3g}"
+            )
+        else:
+            shares = [st["hand_share"] for st in stats.values()]
+            lines.append(
+                f"HUB at the last step, {where}: hand share of the update over its "
+                f"{len(shares)} tensors min/median/max = {min(shares):.3g}/"
+                f"{statistics.median(shares):.3g}/{max(shares):.3g}"
             )
     return lines
 
@@ -85,23 +74,15 @@ def hub_diagnostics(paths) -> list[str]:
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="demo_out", help="output folder (default: demo_out)")
     parser.add_argument(
+        "--seeds",
+        type=runner._cli_positive_int,
+        default=DEFAULT_SEEDS,
+        help=f"number of seeds, 0 … N−1 (default: {DEFAULT_SEEDS})",
+    )
+    parser.add_argument(
         "--steps",
         type=runner._cli_positive_int,
-        default=DEFAULT_STEPS,
-        help=f"steps per run (default: {DEFAULT_STEPS}, the paper's setting)",
-    )
-    parser.add_argument(
-        "--seeds",
-        type=runner._cli_seed,
-        nargs="+",
-        default=list(DEFAULT_SEEDS),
-        help="seeds (default: 0 1 2)",
-    )
-    parser.add_argument(
-        "--hand",
-        choices=("adam", "adamax"),
-        default="adam",
-        help="hand member of HUB and LGL2O (default: adam)",
+        help="steps of every run (default: each task's demo budget; for a quick look)",
     )
     parser.add_argument(
         "--learned",
@@ -125,47 +106,38 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     out = Path(args.out)
     choice = optimizers.resolve_learned(args.learned)
-    print(f"hubopt demo: {TASK}, {args.steps} steps, seeds {' '.join(map(str, args.seeds))}")
+    learned = learned_text(choice.spec, args.without_learned)
+    points = sweep.demo_points(args.seeds, learned)
+    if args.steps is not None:
+        points = [replace(p, steps=args.steps) for p in points]
+    tasks = ", ".join(dict.fromkeys(p.task for p in points))
+    print(f"hubopt demo: {len(points)} runs ({tasks}; seeds 0-{args.seeds - 1})")
     if choice.available:
         print(f"Learned optimizer used: {choice.reason}")
     else:
         print(f"WARNING: {choice.reason}.")
-        if args.without_learned == "skip":
+        if learned is None:
             print("WARNING: HUB and LGL2O are skipped (--without-learned skip).")
         else:
-            other = "adamax" if args.hand != "adamax" else "adam"
             print(
-                f"WARNING: HUB and LGL2O run with {other} as a STAND-IN in the learned slot: "
+                "WARNING: HUB and LGL2O run with adamax as a STAND-IN in the learned slot: "
                 "a hand-designed optimizer, NOT a learned one. Their results say nothing "
                 "about learned optimizers."
             )
         print(f"To get a learned optimizer: {optimizers.HOW_TO_GET_LEARNED}.")
-    command = getattr(args, "command_line", None)
-    paths = []
+    command = getattr(args, "command_line", None) or "hubopt demo"
     try:
-        for spec in specs(args.hand, choice.spec, args.without_learned):
-            for seed in args.seeds:
-                paths.append(
-                    runner.train_and_record(
-                        TASK,
-                        spec,
-                        num_steps=args.steps,
-                        seed=seed,
-                        out_dir=out / "records",
-                        overwrite=args.overwrite,
-                        reuse=True,
-                        command=command,
-                    )
-                )
-        files = report.report(paths, out, report_command=command or "hubopt demo")
+        paths = sweep.run_sweep(
+            points, str(out / "records"), command=command, overwrite=args.overwrite
+        )
+        files = report.report(paths, out, report_command=command, formats=("md", "csv", "html"))
     except (FileExistsError, records.RecordError, ValueError) as e:
         print(f"hubopt demo: error: {e}", file=sys.stderr)
         return 1
     print()
-    print(files["table_md"].read_text(), end="")
+    print("Test metrics of the final params (best per task in bold):")
+    print(report.results_table(records.read_all(paths), "md"), end="")
     print()
-    for f in files.values():
-        print(f"wrote {f}")
     for line in hub_diagnostics(paths):
         print(line)
     if choice.available:
@@ -175,4 +147,6 @@ def run(args) -> int:
             "No learned optimizer was used (none available); rows marked 'NOT learned' "
             "used a hand-designed stand-in."
         )
+    print(f"Tables: {files['table_md']}")
+    print(f"Report (open in a browser): {files['html'].resolve()}")
     return 0

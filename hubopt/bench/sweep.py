@@ -77,7 +77,9 @@ def _smoke(size: str | None, seeds: int | None) -> list[Point]:
 # `hubopt.bench.tuning`), the bundled learned optimizer alone, LGL2O and HUB as the paper
 # runs them; the σ study adds its rules (issue 13). VeLO rows: replace "small" by "velo"
 # after `hubopt velo download`.
-CLIP = "0.001:0.5"  # clipping HUB's [B, A] in hubopt's examples (the paper's text is not here)
+# clipping HUB's [B, A] in hubopt's examples (the paper's values are not here): B must be well
+# above 1/n to matter (on nonconvex_l1cos σ ≡ 1/d = 0.001, so B = 0.001 would change nothing)
+CLIP = "0.1:0.9"
 PAPER_CONTENDERS = ("small", "lgl2o:preset+small", "hub:preset+small")
 TABLES = {
     # name: (tasks, extra contenders, default seeds)
@@ -138,9 +140,50 @@ def _ablations(size: str | None, seeds: int | None) -> list[Point]:
     return [Point(t, o, s, size) for t in ABLATION_TASKS for o in opts for s in range(seeds or 3)]
 
 
+# `hubopt demo`'s grid: (task, size, steps or None for the task's own). One function far out
+# of the learned optimizer's distribution, one recurrent net, one net with a ≥ 10⁴-entry
+# tensor (784 × 128), at budgets that keep the whole demo near 5 minutes on 2 cores.
+DEMO_TASKS = (
+    ("nonconvex_l1cos", "cpu", None),
+    ("sine_lstm", "cpu", 300),
+    ("fmnist_mlp", "cpu", 600),
+)
+DEMO_CONTENDERS = (
+    "preset",
+    "{L}",
+    "lgl2o:preset+{L}",
+    "hub:preset+{L}",
+    f"hub:preset+{{L}},clip={CLIP}",
+)
+
+
+def demo_points(seeds: int = 2, learned: str = "small") -> list[Point]:
+    """The demo's grid with `learned` (a learned spec text: "small", "velo", or a
+    "stand-in(...)") in the learned slot; `None` leaves out every contender that needs one."""
+    _check_seeds(seeds)
+    opts = [o for o in DEMO_CONTENDERS if learned is not None or "{L}" not in o]
+    if learned is not None and learned.startswith("stand-in"):  # only in a learned slot
+        opts = [o for o in opts if o != "{L}"]
+    opts = [o.replace("{L}", learned or "") for o in opts]
+    return [
+        Point(task, o, s, size, steps)
+        for task, size, steps in DEMO_TASKS
+        for o in opts
+        for s in range(seeds)
+    ]
+
+
+def _demo(size: str | None, seeds: int | None) -> list[Point]:
+    """`hubopt demo`'s grid with the bundled learned optimizer (its sizes are fixed)."""
+    if size is not None:
+        raise ValueError("the demo preset has its own sizes; leave out --size")
+    return demo_points(seeds or 2)
+
+
 # name -> (size, number of seeds) -> points; None means the preset's own default
 PRESETS: dict[str, Callable[[str | None, int | None], list[Point]]] = {
     "smoke": _smoke,
+    "demo": _demo,
     **{name: _table(name) for name in TABLES},
     "ablations": _ablations,
 }
@@ -198,8 +241,11 @@ def _task(name: str, size: str):
     return _TASKS[key]
 
 
-def run_point(point: Point | dict, out_dir: str, command: str | None = None) -> str:
-    """Runs `point` (or reuses its finished record) and returns the record's path."""
+def run_point(
+    point: Point | dict, out_dir: str, command: str | None = None, overwrite: bool = False
+) -> str:
+    """Runs `point` (or reuses its finished record) and returns the record's path;
+    `overwrite` replaces a record of another run at the same path (else an error)."""
     from hubopt.bench import optimizers, records, runner, spec_language
 
     point = Point(**point) if isinstance(point, dict) else point
@@ -214,6 +260,7 @@ def run_point(point: Point | dict, out_dir: str, command: str | None = None) -> 
             seed=point.seed,
             out_dir=out_dir,
             reuse=True,
+            overwrite=overwrite,
             command=command,
             log=lambda *_: None,
             **kwargs,
@@ -271,17 +318,21 @@ def run_sweep(
     ray_address: str | None = None,
     command: str | None = None,
     progress: bool | None = None,
+    overwrite: bool = False,
 ) -> list[str]:
     """Runs every point (finished records are reused) and returns the record paths in order.
 
     `workers` is the number of processes of the "process" executor (and of the CPUs
-    of a local Ray started for the sweep); `ray_address` the cluster of "ray".
+    of a local Ray started for the sweep); `ray_address` the cluster of "ray";
+    `overwrite` (local executor only) replaces records of other runs at the same paths.
     """
     from tqdm import tqdm
 
     points = list(points)
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; executors: {', '.join(EXECUTORS)}")
+    if overwrite and executor != "local":
+        raise ValueError("overwrite is for the local executor only")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     if progress is None:
         progress = sys.stderr.isatty() and not os.environ.get("CI")
@@ -291,7 +342,7 @@ def run_sweep(
         if executor == "local":
             for point in points:
                 bar.set_postfix_str(str(point), refresh=False)
-                paths.append(run_point(point, out_dir, command))
+                paths.append(run_point(point, out_dir, command, overwrite))
                 bar.update()
         elif executor == "ray":
             for path in _ray_map(points, out_dir, command, workers, ray_address):

