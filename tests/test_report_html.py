@@ -76,7 +76,10 @@ def test_results_table_marks_the_best_and_reports_divergence(record_dir):
     for _, label in best:
         line = next(line for line in md.splitlines() if f"**{report._cell(label)}**" in line)
         assert "test mse" in line
-    assert md.count("**sine_lstm**") == len(best)
+    # the tuned row: the diverged rate is ineligible, so it is the other rate's runs
+    ((tuned, selection),) = report.tuned_results(recs)
+    assert selection["learning_rate"] == 0.01 and tuned.values == rows["adam@0.01"].values
+    assert md.count("**sine_lstm**") == len(best) + (np.mean(tuned.values) == top)
     assert f"**{report._cell(diverged.label)}**" not in md
     # "× hand": every row's step time over the fastest hand optimizer's
     assert "1.00×" in md or "× hand" in md

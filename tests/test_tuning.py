@@ -123,7 +123,8 @@ def test_a_tuned_sweep_runs_the_grid_and_the_report_chooses_on_valid(tmp_path, c
     assert result.values == tuple(r["metrics"]["test"]["mse"] for r in chosen)
     assert result.label.startswith("tuned adam") and f"lr {best:g}" in result.label
     files = report.report([out], tmp_path / "report")
-    assert json.loads(files["tuned"].read_text())[0]["learning_rate"] == best
+    assert json.loads(files["tuned"].read_text().splitlines()[0])["learning_rate"] == best
+    assert len(records.read_all([tmp_path])) == len(recs)  # the report is not read as records
     assert result.label in files["table_md"].read_text()
     capsys.readouterr()
     assert cli.main([*argv, "--out", str(out)]) == 0  # rerun: every run is reused

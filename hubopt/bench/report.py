@@ -7,7 +7,7 @@ and writes
     table.md       the results table (below), the loss table and the tasks' metrics
     table.csv      the loss table (best and final loss: median [min, max] over seeds)
     table.tex      the results table as LaTeX (format "latex")
-    tuned.json     each tuned baseline's choice of learning rate, on the valid split
+    tuned.jsonl    each tuned baseline's choice of learning rate, on the valid split
     index.html     one self-contained page: tables, every figure embedded, and how
                    it was made (format "html")
     *.png          the figures of `hubopt.bench.figures` that the records support
@@ -29,6 +29,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -547,6 +548,54 @@ def html_page(recs: list[dict], figures: dict[str, bytes], report_command: str |
     )
 
 
+def markdown_report(recs: list[dict], report_command: str | None = None) -> str:
+    """table.md's text: the results table, the loss table, the tasks' metrics, the tuned
+    baselines' choices and the provenance."""
+    rows = summarize(recs)
+    md = "Results (test metrics of the final params; best per task in bold):\n\n"
+    md += results_table(recs, "md") + "\nTraining and validation loss:\n\n"
+    md += markdown_table(rows)
+    task_metrics = metrics_table(recs)
+    if task_metrics:
+        md += "\nThe tasks' own metrics of the final params (mean ± std over seeds):\n\n"
+        md += task_metrics
+    if any(r.learned.endswith("(NOT learned)") for r in rows):
+        md += (
+            '\n"NOT learned": a hand-designed optimizer stood in for the learned one '
+            "(no learned optimizer was available).\n"
+        )
+    tuned = tuned_results(recs)
+    if tuned:
+        md += "\nTuned baselines (learning rate chosen on the valid split, mean over seeds):\n\n"
+        for result, sel in tuned:
+            grid = ", ".join(f"{row['learning_rate']:g}: {row['mean']:.4g}" for row in sel["grid"])
+            chosen = f"{sel['learning_rate']:g}"
+            md += f"- {result.task}: valid {sel['metric']} by rate {grid} → {chosen}\n"
+    md += "\n```\n" + provenance(recs, report_command) + "\n```\n"
+    return md
+
+
+RESULTS_BLOCK = re.compile(
+    r"(?P<open><!-- results: (?P<folder>\S+) -->\n)(?P<body>.*?)(?P<close><!-- end results -->)",
+    re.S,
+)
+
+
+def fill_markdown(text: str, root: str | Path = ".") -> str:
+    """`text` with each results block replaced by the results table of its records.
+
+    A block is the lines between `<!-- results: FOLDER -->` and `<!-- end results -->`;
+    FOLDER (relative to `root`) holds the records. So a document's tables (BENCHMARKS.md)
+    are made from committed records by a command (`hubopt report --fill FILE`), and a
+    test can check that they still are."""
+
+    def table(match: re.Match) -> str:
+        recs = records.read_all([Path(root) / match["folder"]])
+        return match["open"] + results_table(recs, "md") + match["close"]
+
+    return RESULTS_BLOCK.sub(table, text)
+
+
 def report(
     paths, out_dir, *, report_command: str | None = None, formats=("md", "csv")
 ) -> dict[str, Path]:
@@ -575,41 +624,17 @@ def report(
         files[name] = out / f"{name}.png"
         write_atomic(files[name], png)
     if "md" in formats:
-        md = "Results (test metrics of the final params; best per task in bold):\n\n"
-        md += results_table(recs, "md") + "\nTraining and validation loss:\n\n"
-        md += markdown_table(rows)
-        task_metrics = metrics_table(recs)
-        if task_metrics:
-            md += "\nThe tasks' own metrics of the final params (mean ± std over seeds):\n\n"
-            md += task_metrics
-        if any(r.learned.endswith("(NOT learned)") for r in rows):
-            md += (
-                '\n"NOT learned": a hand-designed optimizer stood in for the learned one '
-                "(no learned optimizer was available).\n"
-            )
-        tuned = tuned_results(recs)
-        if tuned:
-            md += (
-                "\nTuned baselines (learning rate chosen on the valid split, mean over seeds):\n\n"
-            )
-            for result, sel in tuned:
-                grid = ", ".join(
-                    f"{row['learning_rate']:g}: {row['mean']:.4g}" for row in sel["grid"]
-                )
-                chosen = f"{sel['learning_rate']:g}"
-                md += f"- {result.task}: valid {sel['metric']} by rate {grid} → {chosen}\n"
-        md += "\n```\n" + provenance(recs, report_command) + "\n```\n"
+        md = markdown_report(recs, report_command)
         files["table_md"] = out / "table.md"
         write_atomic(files["table_md"], md.encode())
     tuned = tuned_results(recs)
     if tuned:
         import json
 
-        files["tuned"] = out / "tuned.json"
-        selections = [{"task": r.task, **sel} for r, sel in tuned]
-        write_atomic(
-            files["tuned"], (json.dumps(selections, indent=1, sort_keys=True) + "\n").encode()
-        )
+        # JSON lines, not *.json: a records folder's report must not look like a record
+        files["tuned"] = out / "tuned.jsonl"
+        lines = [json.dumps({"task": r.task, **sel}, sort_keys=True) for r, sel in tuned]
+        write_atomic(files["tuned"], ("\n".join(lines) + "\n").encode())
     if "csv" in formats:
         files["table_csv"] = out / "table.csv"
         write_atomic(files["table_csv"], csv_table(rows).encode())
@@ -629,7 +654,13 @@ def report(
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("records", nargs="+", help="record files or folders of records")
+    parser.add_argument("records", nargs="*", help="record files or folders of records")
+    parser.add_argument(
+        "--fill",
+        metavar="FILE",
+        help="instead: rewrite FILE's results blocks (<!-- results: FOLDER --> … <!-- end "
+        "results -->) from the records in each FOLDER (relative to FILE's folder)",
+    )
     parser.add_argument("--out", default="runs/report", help="output folder (default: runs/report)")
     parser.add_argument(
         "--format",
@@ -641,6 +672,13 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    if args.fill:
+        return _fill(args.fill)
+    if not args.records:
+        print(
+            "hubopt report: error: give record files or folders (or --fill FILE)", file=sys.stderr
+        )
+        return 2
     command = getattr(args, "command_line", None) or "hubopt report"
     formats = tuple(args.formats or ("md", "csv"))
     try:
@@ -653,4 +691,25 @@ def run(args) -> int:
     for name, f in files.items():
         if name != "figure":
             print(f"wrote {f}")
+    return 0
+
+
+def _fill(path: str) -> int:
+    file = Path(path)
+    try:
+        text = file.read_text()
+        blocks = [m["folder"] for m in RESULTS_BLOCK.finditer(text)]
+        if not blocks:
+            print(
+                f"hubopt report: error: {file} has no <!-- results: FOLDER --> blocks",
+                file=sys.stderr,
+            )
+            return 1
+        filled = fill_markdown(text, file.parent)
+    except (OSError, records.RecordError) as e:
+        print(f"hubopt report: error: {e}", file=sys.stderr)
+        return 1
+    if filled != text:
+        write_atomic(file, filled.encode())
+    print(f"{file}: {len(blocks)} results blocks {'rewritten' if filled != text else 'up to date'}")
     return 0
