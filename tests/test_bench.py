@@ -515,7 +515,7 @@ def test_cli_run_a_sized_task_with_its_preset_records_its_metrics(tmp_path, caps
 def test_metrics_table_mean_std_and_divergence():
     assert report._mean_std([1.0, 3.0]) == "2 ± 1.4"
     assert report._mean_std([1.0, float("nan"), 2.0]) == "NaN (1 of 3 seeds)"
-    assert report._mean_std([5.0]) == "5 ± 0"
+    assert report._mean_std([5.0]) == "5 (1 seed)"
     assert report.metrics_table([]) == ""
 
 

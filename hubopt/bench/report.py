@@ -136,13 +136,15 @@ def markdown_table(rows: list[Row]) -> str:
 
 
 def _mean_std(values: list[float]) -> str:
-    """ "mean ± std" over seeds (sample std); "NaN (k of n)" when some are not finite."""
+    """ "mean ± std" over seeds (sample std), "x (1 seed)" for one; "NaN (k of n seeds)"
+    when some are not finite."""
     bad = [v for v in values if not math.isfinite(v)]
     if bad:
         return f"NaN ({len(bad)} of {len(values)} seeds)"
     mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.4g} ± {std:.2g}"
+    if len(values) == 1:
+        return f"{mean:.4g} (1 seed)"
+    return f"{mean:.4g} ± {statistics.stdev(values):.2g}"
 
 
 def metrics_table(recs: list[dict]) -> str:
@@ -381,9 +383,7 @@ def best_rows(rows: list[Result]) -> set[tuple[str, str]]:
 
 def _result_cells(r: Result, hand_us: float | None) -> list[str]:
     if r.finite:
-        mean = statistics.fmean(r.values)
-        std = statistics.stdev(r.values) if len(r.values) > 1 else 0.0
-        value = f"{mean:.4g} ± {std:.2g}"
+        value = _mean_std(list(r.values))
     else:
         value = f"NaN ({r.diverged} of {len(r.values)} seeds"
         value += f"; first at step {r.first_divergence})" if r.first_divergence is not None else ")"
