@@ -692,3 +692,13 @@ def test_cli_report(adam_record, tmp_path, capsys):
     assert "adam@0.01" in capsys.readouterr().out
     assert cli.main(["report", str(tmp_path / "nothing-here")]) == 1
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_a_run_shows_a_progress_bar_only_when_asked_or_on_a_terminal(capsys):
+    task = nonconvex.make_task(dim=8, num_steps=20)
+    built = optimizers.build({"name": "adam", "learning_rate": 1e-3}, 20)
+    runner.train(task, built, num_steps=20, seed=0, num_evals=4)
+    assert capsys.readouterr().err == ""  # pytest's stderr is not a terminal: quiet
+    runner.train(task, built, num_steps=20, seed=0, num_evals=4, progress=True)
+    err = capsys.readouterr().err
+    assert "adam@0.001 seed 0" in err and "/20" in err and "step" in err

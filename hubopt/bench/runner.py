@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tqdm import tqdm
 
 from hubopt._src import members
 from hubopt._src.git_state import git_state
@@ -115,6 +116,11 @@ def _subsample(values: np.ndarray, max_points: int) -> dict:
     return {"step": idx, "loss": [float(values[i]) for i in idx], "loss_mean": means}
 
 
+def _interactive() -> bool:
+    """Whether progress bars are wanted: stderr is a terminal and this is not CI."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
 def train(
     task: Task,
     built: optimizers.Built,
@@ -123,8 +129,11 @@ def train(
     seed: int,
     num_evals: int = DEFAULT_EVALS,
     max_points: int = DEFAULT_POINTS,
+    progress: bool | None = None,
 ) -> dict:
-    """Runs `built` on `task`; returns the record fields that describe the run."""
+    """Runs `built` on `task`; returns the record fields that describe the run.
+
+    `progress`: a tqdm bar over the steps (default: only on a terminal, never in CI)."""
     num_steps = positive_int("num_steps", num_steps)
     num_evals = positive_int("num_evals", num_evals)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
@@ -190,6 +199,13 @@ def train(
     eval_steps, eval_losses, eval_metrics, diag_curve = [], [], {}, []
     evaluate_at(0, params, opt_state)
     step = 0
+    bar = tqdm(
+        total=num_steps,
+        desc=f"{task.name} {built.label} seed {seed}",
+        unit="step",
+        leave=False,
+        disable=not (_interactive() if progress is None else progress),
+    )
     for n in lengths:
         t0 = time.perf_counter()
         carry, vals = compiled[n](carry, jnp.int32(step))
@@ -198,6 +214,8 @@ def train(
         step += n
         values.append(np.asarray(vals, np.float64))
         evaluate_at(step, *carry)  # untimed
+        bar.update(n)
+    bar.close()
     values = np.concatenate(values)
     bad = np.flatnonzero(~np.isfinite(values))
     # the first step whose training loss is NaN or infinite (None: the run stayed finite)

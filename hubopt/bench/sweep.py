@@ -335,7 +335,9 @@ def run_sweep(
         raise ValueError("overwrite is for the local executor only")
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     if progress is None:
-        progress = sys.stderr.isatty() and not os.environ.get("CI")
+        from hubopt.bench.runner import _interactive
+
+        progress = _interactive()
     bar = tqdm(total=len(points), desc="sweep", unit="run", disable=not progress)
     paths: list[str] = []
     try:
