@@ -164,6 +164,7 @@ def test_cli_sweep_runs_a_grid_of_ones_own(tmp_path, capsys):
         (["--tasks", "nonconvex_l1cos", "--opt", "adam,lr=fast"], "lr"),
         (["--tasks", "no_such_task", "--opt", "adam"], "unknown task 'no_such_task'"),
         (["smoke", "--steps", "0"], "--steps must be >= 1"),
+        (["--tasks", "nonconvex_l1cos", "--opt", "adam", "--seeds", "0"], "positive number"),
     ],
 )
 def test_cli_sweep_grid_errors_name_the_problem(argv, message, capsys):

@@ -45,11 +45,10 @@ def learned_text(spec: dict | None, without_learned: str = "stand-in") -> str | 
     return spec.get("size", "small")
 
 
-def hub_diagnostics(paths) -> list[str]:
+def hub_diagnostics(recs: list[dict]) -> list[str]:
     """One line per HUB record: σ and the hand share of the update at the last step."""
     lines = []
-    for path in paths:
-        rec = records.read(path)
+    for rec in recs:
         stats = rec["diagnostics"].get("hub")
         if not stats:
             continue
@@ -136,9 +135,10 @@ def run(args) -> int:
         return 1
     print()
     print("Test metrics of the final params (best per task in bold):")
-    print(report.results_table(records.read_all(paths), "md"), end="")
+    recs = records.read_all(paths)
+    print(report.results_table(recs, "md"), end="")
     print()
-    for line in hub_diagnostics(paths):
+    for line in hub_diagnostics(recs):
         print(line)
     if choice.available:
         print(f"Learned optimizer used: {choice.reason}")

@@ -404,7 +404,8 @@ def run(args) -> int:
             if not args.tasks or not args.opt:
                 raise ValueError("a grid of one's own needs both --tasks and --opt")
             tasks = [t for t in args.tasks.split(",") if t]
-            points = grid_points(tasks, args.opt, args.seeds or 3, args.size or "cpu")
+            seeds = 3 if args.seeds is None else args.seeds  # --seeds 0 is an error, not 3
+            points = grid_points(tasks, args.opt, seeds, args.size or "cpu")
         elif args.preset is None:
             raise ValueError(f"give a preset ({', '.join(PRESETS)}) or --tasks and --opt")
         else:
