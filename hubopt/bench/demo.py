@@ -30,7 +30,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from hubopt.bench import optimizers, records, report, runner, sweep
+from hubopt.bench import optimizers, records, report, runner, spec_language, sweep
 
 DEFAULT_SEEDS = 2
 STAND_IN_TEXT = "stand-in(opt=adamax)"
@@ -40,9 +40,7 @@ def learned_text(spec: dict | None, without_learned: str = "stand-in") -> str | 
     """The spec text of the demo's learned slot, from `optimizers.resolve_learned`'s spec."""
     if spec is None:
         return None if without_learned == "skip" else STAND_IN_TEXT
-    if spec["name"] == "velo":
-        return "velo"
-    return spec.get("size", "small")
+    return spec_language.describe(spec)
 
 
 def hub_diagnostics(recs: list[dict]) -> list[str]:
