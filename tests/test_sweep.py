@@ -40,6 +40,17 @@ def test_smoke_preset_is_every_task_at_tiny_size():
         sweep.preset_points("smoke", seeds=0)
 
 
+def test_grids_run_seed_by_seed():
+    """An interrupted sweep has every contender at its first seeds, not one task done."""
+    grid = sweep.grid_points(["nonconvex_l1cos", "sine_lstm"], ["adam", "small"], 2, "tiny")
+    seeds = [p.seed for p in grid]
+    assert seeds == sorted(seeds) and seeds.count(0) == 4
+    assert [(p.task, p.opt) for p in grid[:4]] == [(p.task, p.opt) for p in grid[4:]]
+    for name in ("table3", "demo"):
+        seeds = [p.seed for p in sweep.preset_points(name)]
+        assert seeds == sorted(seeds) and len(set(seeds)) > 1
+
+
 def test_paper_presets_hold_the_tuned_grid_and_the_papers_contenders():
     from hubopt.bench.spec_language import parse
 

@@ -15,8 +15,10 @@ Crash safety comes from the records: each is written atomically when its run
 ends, so a sweep killed at any moment (SIGKILL included) loses only the runs in
 flight, and running the same command again keeps every finished record (a
 record of the same task, optimizer, seed and steps is reused, not retrained)
-and redoes the rest. A record that cannot be read (damaged by hand, say) is
-moved aside to `<name>.damaged` and its run redone; nothing is deleted.
+and redoes the rest. Grids run seed by seed (`seed_major`), so a sweep stopped
+part-way has every contender at its first seeds. A record that cannot be read
+(damaged by hand, say) is moved aside to `<name>.damaged` and its run redone;
+nothing is deleted.
 
     hubopt sweep smoke --out runs/smoke              # tiny size of every task
     hubopt sweep table2 --seeds 3 --out runs/table2  # the paper's Table 2 at "cpu" size
@@ -35,7 +37,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-__all__ = ["PRESETS", "Point", "grid_points", "preset_points", "run_point", "run_sweep"]
+__all__ = [
+    "PRESETS",
+    "Point",
+    "grid_points",
+    "preset_points",
+    "run_point",
+    "run_sweep",
+    "seed_major",
+]
 
 EXECUTORS = ("local", "process", "ray")
 
@@ -165,12 +175,12 @@ def demo_points(seeds: int = 2, learned: str = "small") -> list[Point]:
     if learned is not None and learned.startswith("stand-in"):  # only in a learned slot
         opts = [o for o in opts if o != "{L}"]
     opts = [o.replace("{L}", learned or "") for o in opts]
-    return [
+    return seed_major(
         Point(task, o, s, size, steps)
         for task, size, steps in DEMO_TASKS
         for o in opts
         for s in range(seeds)
-    ]
+    )
 
 
 def _demo(size: str | None, seeds: int | None) -> list[Point]:
@@ -209,7 +219,13 @@ def grid_points(
         for opt in task_opts:
             spec_language.parse(opt, task)
         out += [Point(task_name, o, s, size) for o in task_opts for s in range(seeds)]
-    return out
+    return seed_major(out)
+
+
+def seed_major(points: Iterable[Point]) -> list[Point]:
+    """`points` seed by seed (every task and optimizer at seed 0 first, then seed 1, …),
+    otherwise in their order: a sweep stopped part-way has compared every contender."""
+    return sorted(points, key=lambda p: p.seed)
 
 
 def _check_seeds(seeds) -> None:
@@ -224,7 +240,7 @@ def preset_points(name: str, size: str | None = None, seeds: int | None = None) 
         raise ValueError(f"unknown sweep preset {name!r}; presets: {', '.join(PRESETS)}")
     if seeds is not None:
         _check_seeds(seeds)
-    return PRESETS[name](size, seeds)
+    return seed_major(PRESETS[name](size, seeds))
 
 
 # ------------------------------------------------------------------------------ one run

@@ -96,7 +96,7 @@ NUM_CLASSES = 10
 IMAGE_SIDE = 28
 HAND_LR = 1e-4
 WEIGHT_DECAY = 1e-2  # PyTorch's AdamW default; decoupled (optax multiplies it by the rate)
-LR_GRID = (3e-4, 1e-4, 3e-5)  # tried by a tuned baseline (`hubopt.bench.tuning`)
+LR_GRID = (1e-3, 3e-4, 1e-4, 3e-5)  # tried by a tuned baseline (`hubopt.bench.tuning`)
 MODELS = {"mobilenet": True, "mobilenet_scratch": False}  # model -> pretrained
 
 
