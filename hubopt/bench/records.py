@@ -5,7 +5,8 @@ reports are made from records on disk only:
 
     schema         "hubopt.run/1"
     task           {"name", "num_steps" (recommended), "description"; since the task
-                    contract has sizes: "size", "metric", "higher_is_better"}
+                    contract has sizes: "size", "metric", "higher_is_better"; newer:
+                    "metric_split", the split tables report, "test" when absent}
     optimizer      {"label": legend text, "spec": the dict the optimizer was built
                     from (`hubopt.bench.optimizers`), "learned": what filled the
                     learned slot (its kind, label, and the checkpoint's SHA-256:
@@ -25,8 +26,9 @@ reports are made from records on disk only:
                    deterministic task, over the evaluations of a stochastic one;
                    final = evaluation of the params after the last step
     metrics        {"valid": {...}, "test": {...}}: the task's own metrics (its
-                   `evaluate`) of the final params on the splits it has; optional
-                   in older records. Test numbers are for reporting only.
+                   `evaluate`) of the final params on the splits it has (and
+                   "train" where that is the task's metric_split); optional in
+                   older records. Test numbers are for reporting only.
     timing         {"step_time_s": median seconds per step over timed chunks,
                     "step_time_stats_s": {"mean", "min", "max", "chunks"} (newer),
                     "compile_time_s", "wall_time_s": whole run incl. compile and eval}

@@ -149,27 +149,35 @@ def _mean_std(values: list[float]) -> str:
 
 def metrics_table(recs: list[dict]) -> str:
     """The tasks' own metrics of the final params (records' `metrics`) as Markdown:
-    the headline metric on the test and valid splits and every other test metric,
-    mean ± std over seeds. Empty when no record has metrics."""
+    the headline metric on the task's metric split (test, or train) and on valid, and
+    every other metric of that split, mean ± std over seeds. Empty when no record has metrics."""
     groups = {k: rs for k, rs in _groups(recs).items() if all(r.get("metrics") for r in rs)}
     if not groups:
         return ""
     lines = [
-        "| task | optimizer | seeds | test metric | valid metric | other test metrics |",
+        "| task | optimizer | seeds | reported metric | valid metric | other metrics |",
         "|---|---|---|---|---|---|",
     ]
     for (task, lab, _n), rs in groups.items():
         metric = rs[0]["task"].get("metric", "loss")
+        split = rs[0]["task"].get("metric_split", "test")
         better = "higher" if rs[0]["task"].get("higher_is_better") else "lower"
 
         def values(split, key, rs=rs):
             return [float(r["metrics"].get(split, {}).get(key, math.nan)) for r in rs]
 
-        others = sorted(set(rs[0]["metrics"].get("test", {})) - {metric, "loss"})
-        other = "; ".join(f"{k} {_mean_std(values('test', k))}" for k in others) or "-"
+        # every other metric of the reported split, and of valid when that is train's
+        # companion (the held-out data of an optimization-quality task)
+        other_splits = [split] + (["valid"] if split == "train" else [])
+        others = [
+            (sp, k)
+            for sp in other_splits
+            for k in sorted(set(rs[0]["metrics"].get(sp, {})) - {metric, "loss"})
+        ]
+        other = "; ".join(f"{sp} {k} {_mean_std(values(sp, k))}" for sp, k in others) or "-"
         lines.append(
             f"| {task} | {_cell(lab)} | {','.join(str(r['seed']) for r in rs)} "
-            f"| {metric} {_mean_std(values('test', metric))} ({better} is better) "
+            f"| {split} {metric} {_mean_std(values(split, metric))} ({better} is better) "
             f"| {_mean_std(values('valid', metric))} | {other} |"
         )
     return "\n".join(lines) + "\n"
@@ -250,7 +258,8 @@ class Result:
     label: str
     metric: str
     higher_is_better: bool
-    split: str  # where `values` come from: "test", or "valid loss" for records without metrics
+    split: str  # where `values` come from: the task's metric split ("test", or "train"
+    # for an optimization-quality task), or "valid loss" for records without metrics
     values: tuple[float, ...]  # one per seed
     seeds: tuple[int, ...]
     diverged: int  # seeds whose training loss became non-finite, or whose metric is
@@ -268,15 +277,16 @@ class Result:
 
 
 def results(recs: list[dict]) -> list[Result]:
-    """One `Result` per (task, optimizer label, steps), from the records' test metrics."""
+    """One `Result` per (task, optimizer label, steps), from the records' metrics on their
+    task's metric split (test, unless the task reports its final training loss)."""
     from hubopt.bench.optimizers import HAND
 
     out = []
     for (task, label, _n), rs in _groups(recs).items():
         head = rs[0]["task"]
-        metric = head.get("metric", "loss")
-        if all(metric in (r.get("metrics") or {}).get("test", {}) for r in rs):
-            values, split = [float(r["metrics"]["test"][metric]) for r in rs], "test"
+        metric, split = head.get("metric", "loss"), head.get("metric_split", "test")
+        if all(metric in (r.get("metrics") or {}).get(split, {}) for r in rs):
+            values = [float(r["metrics"][split][metric]) for r in rs]
         else:  # records without test metrics: their final (valid) loss
             values, split, metric = [float(r["final_loss"]) for r in rs], "valid loss", "loss"
         steps = [r.get("first_nonfinite_step") for r in rs]
@@ -289,7 +299,7 @@ def results(recs: list[dict]) -> list[Result]:
                 task=task,
                 label=label,
                 metric=metric,
-                higher_is_better=bool(head.get("higher_is_better")) and split == "test",
+                higher_is_better=bool(head.get("higher_is_better")) and split != "valid loss",
                 split=split,
                 values=tuple(values),
                 seeds=tuple(r["seed"] for r in rs),
@@ -315,9 +325,9 @@ def tuned_results(recs: list[dict]) -> list[tuple[Result, dict]]:
     rate (same optimizer, schedule and steps) and cover at least two rates, each over
     the same seeds. Its rate is chosen on the **valid** split by
     `hubopt.bench.tuning.select_learning_rate` (test metrics are never looked at); the
-    row holds that rate's test values, labelled `tuned <optimizer>+<schedule>`. Returns
-    (result, selection) pairs; a family whose records lack valid metrics, or whose
-    rates were run over different seeds, is left out.
+    row holds that rate's values on the task's metric split, labelled
+    `tuned <optimizer>+<schedule>`. Returns (result, selection) pairs; a family whose
+    records lack valid metrics, or whose rates were run over different seeds, is left out.
     """
     from hubopt.bench import tuning
     from hubopt.bench.optimizers import HAND
@@ -552,7 +562,8 @@ def markdown_report(recs: list[dict], report_command: str | None = None) -> str:
     """table.md's text: the results table, the loss table, the tasks' metrics, the tuned
     baselines' choices and the provenance."""
     rows = summarize(recs)
-    md = "Results (test metrics of the final params; best per task in bold):\n\n"
+    md = "Results (the final params' metrics, on test unless a row says otherwise; best per "
+    md += "task in bold):\n\n"
     md += results_table(recs, "md") + "\nTraining and validation loss:\n\n"
     md += markdown_table(rows)
     task_metrics = metrics_table(recs)

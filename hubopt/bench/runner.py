@@ -230,11 +230,11 @@ def train(
         all_losses = np.concatenate([values, eval_losses])
     best = int(np.argmin(np.where(np.isnan(all_losses), np.inf, all_losses)))
     best_loss = float(all_losses[best])  # NaN only if every loss is NaN
-    # the task's own metrics of the final params, untimed: valid (for choosing) and
-    # test (for reporting only), where the task has those splits
-    metrics = {
-        split: task.evaluate(carry[0], split) for split in ("valid", "test") if split in task.splits
-    }
+    # the task's own metrics of the final params, untimed: valid (for choosing), test
+    # (for reporting only) where the task has those splits, and its metric_split (train,
+    # for a task whose headline is its final training loss)
+    final_splits = [s for s in task.splits if s in ("valid", "test", task.metric_split)]
+    metrics = {split: task.evaluate(carry[0], split) for split in final_splits}
     return {
         "num_steps": num_steps,
         "curve": _subsample(values, max_points),
@@ -336,6 +336,7 @@ def train_and_record(
             "size": task.size,
             "num_steps": task.num_steps,
             "metric": task.metric,
+            "metric_split": task.metric_split,
             "higher_is_better": task.higher_is_better,
             "description": task.description,
         },

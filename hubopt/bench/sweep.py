@@ -150,6 +150,24 @@ def _ablations(size: str | None, seeds: int | None) -> list[Point]:
     return [Point(t, o, s, size) for t in ABLATION_TASKS for o in opts for s in range(seeds or 3)]
 
 
+# The learned optimizer's quality benchmark: its held-out tasks (`hubopt.tasks.lopt_heldout`;
+# headline: the final training loss) × the tuned hand preset, the learned optimizer alone,
+# LGL2O and the three HUB variants.
+LOPT_CONTENDERS = (
+    TUNED,
+    *PAPER_CONTENDERS,
+    "hub:preset+small,mode=inverted",
+    f"hub:preset+small,clip={CLIP}",
+)
+
+
+def _lopt(size: str | None, seeds: int | None) -> list[Point]:
+    """The learned optimizer's held-out tasks × `LOPT_CONTENDERS` (3 seeds, "cpu": 1,000 steps)."""
+    from hubopt.tasks.lopt_heldout import NAMES
+
+    return grid_points(NAMES, LOPT_CONTENDERS, seeds or 3, size or "cpu")
+
+
 # `hubopt demo`'s grid: (task, size, steps or None for the task's own). One function far out
 # of the learned optimizer's distribution, one recurrent net, one net with a ≥ 10⁴-entry
 # tensor (784 × 128), at budgets that keep the whole demo near 5 minutes on 2 cores.
@@ -196,6 +214,7 @@ PRESETS: dict[str, Callable[[str | None, int | None], list[Point]]] = {
     "demo": _demo,
     **{name: _table(name) for name in TABLES},
     "ablations": _ablations,
+    "lopt": _lopt,
 }
 
 

@@ -68,6 +68,16 @@ TASKS: dict[str, Callable[[str], Task]] = {
 }
 
 
+def _lopt_heldout_names() -> tuple[str, ...]:
+    from hubopt.tasks.lopt_heldout import NAMES
+
+    return NAMES
+
+
+# the learned optimizer's held-out tasks (its quality benchmark, `hubopt sweep lopt`)
+TASKS.update({name: _in_module("lopt_heldout", name) for name in _lopt_heldout_names()})
+
+
 def task_names() -> list[str]:
     """The registered task names, sorted."""
     return sorted(TASKS)

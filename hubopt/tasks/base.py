@@ -82,6 +82,10 @@ class Task:
         means all three with a `metrics_fn` or for a deterministic task (no
         data: every split is the same function), else only "valid".
       metric: the headline key of `metrics_fn`'s dict (what tables report).
+      metric_split: the split whose `metric` tables report: "test" for the paper's
+        tasks; "train" for optimization-quality tasks whose headline is the final
+        loss on the whole training split (the learned optimizer's held-out tasks,
+        whose other data meta-training has seen). One of `splits`.
       higher_is_better: whether a larger `metric` is better (accuracy, PSNR).
       hand: the paper's hand-designed optimizer for this task, as keyword
         arguments of `hubopt.baselines.hand_optimizer` (`total_steps` is
@@ -104,6 +108,7 @@ class Task:
     metrics_fn: Callable[[Params, str], Mapping[str, jax.Array]] | None = None
     splits: tuple[str, ...] | None = None
     metric: str = "loss"
+    metric_split: str = "test"
     higher_is_better: bool = False
     hand: Mapping[str, Any] = field(default_factory=lambda: {"name": "adam", "learning_rate": 1e-3})
     lr_grid: tuple[float, ...] = ()
@@ -166,6 +171,13 @@ class Task:
                 f"{self.splits!r}"
             )
         object.__setattr__(self, "splits", tuple(self.splits))
+        if self.metric_split not in self.splits and not (
+            self.metric_split == "test" and "test" not in self.splits
+        ):
+            raise ValueError(
+                f"Task {self.name}: metric_split must be one of its splits {self.splits}, "
+                f"got {self.metric_split!r}"
+            )
         object.__setattr__(self, "_compiled", {})  # split -> jitted metrics (not a field)
 
     @property

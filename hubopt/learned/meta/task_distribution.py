@@ -282,16 +282,28 @@ class MetaTask:
     def base_data(self) -> dict[str, Any]:
         return dict(DATASETS[self.dataset].load()) if self.classification else {}
 
+    def _teacher(self, key):
+        """A regression instance's teacher: a tanh MLP (in_dim, 32, 1), weights × 1.5."""
+        return mlp_init(jax.random.split(key, 4)[0], (self.in_dim, 32, 1), 1.5)
+
     def instance_data(self, key, base) -> dict[str, Any]:
         if self.classification:
             return base
-        k_t, k_x, k_te, k_n = jax.random.split(key, 4)
-        teacher = mlp_init(k_t, (self.in_dim, 32, 1), 1.5)
+        _k_t, k_x, k_te, k_n = jax.random.split(key, 4)
+        teacher = self._teacher(key)
         x_tr = jax.random.normal(k_x, (self.n_train, self.in_dim), jnp.float32)
         x_te = jax.random.normal(k_te, (512, self.in_dim), jnp.float32)
         f = lambda x: mlp_apply(teacher, x, "tanh")  # noqa: E731
         y_tr = f(x_tr) + 0.1 * jax.random.normal(k_n, (self.n_train, 1), jnp.float32)
         return {"x_tr": x_tr, "y_tr": y_tr, "x_te": x_te, "y_te": f(x_te)}
+
+    def regression_points(self, instance_key, key, n: int) -> tuple[jax.Array, jax.Array]:
+        """`n` fresh noiseless points (x, teacher(x)) of the regression instance drawn
+        with `instance_key`, their inputs drawn with `key`."""
+        if self.classification:
+            raise ValueError(f"{self.name} is a classification task: it has no teacher")
+        x = jax.random.normal(key, (n, self.in_dim), jnp.float32)
+        return x, mlp_apply(self._teacher(instance_key), x, "tanh")
 
     def init(self, key) -> dict:
         k_scale, k_p = jax.random.split(key)
@@ -403,7 +415,8 @@ TINY_TASKS: tuple[MetaTask, ...] = (
     _mk("regression", "mlp", (8,), "relu", 8, in_dim=4, n_train=32),
 )
 
-# Held-out evaluation tasks (benchmarks/lopt_quality.py), never meta-trained on.
+# Held-out evaluation tasks (hubopt.tasks.lopt_heldout, `hubopt sweep lopt`), never
+# meta-trained on.
 # In distribution: other widths, batch sizes and instances of the training
 # families, and the MNIST CNN (a CNN, trained on digits, on MNIST, trained on
 # with an MLP).
