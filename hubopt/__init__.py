@@ -6,10 +6,20 @@ weights σ = softmax(|g|) computed over each parameter tensor.
 
 from hubopt import baselines
 from hubopt._src.aliases import hub_adam, hub_adamax, hub_adamw
-from hubopt._src.hub import MODES, HubLeafStats, HubState, hub, hub_stats, layer_softmax
+from hubopt._src.hub import (
+    MODES,
+    SIGMA_HIST_EDGES,
+    HubLeafStats,
+    HubState,
+    hub,
+    hub_stats,
+    layer_softmax,
+    sigma_histogram,
+)
 
 __all__ = [
     "MODES",
+    "SIGMA_HIST_EDGES",
     "HubLeafStats",
     "HubState",
     "baselines",
@@ -19,5 +29,6 @@ __all__ = [
     "hub_adamw",
     "hub_stats",
     "layer_softmax",
+    "sigma_histogram",
 ]
 __version__ = "0.1.0"

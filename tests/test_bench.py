@@ -126,6 +126,45 @@ def test_hub_record_diagnostics_have_uniform_sigma(tmp_path):
     assert rec["optimizer"]["label"] == "hub(adam@0.01 | stand-in adamax@0.002)"
 
 
+def test_hub_records_hold_sigma_histograms_of_the_steps_updates(tmp_path):
+    """The histogram at step k is that of σ = clip(softmax(|g|)) of step k's gradient:
+    checked against σ computed by hand from the run's own key, params and batch."""
+    import hubopt
+
+    task = get_task("sine_lstm", "tiny")
+    spec = {
+        "name": "hub",
+        "hand": ADAM,
+        "learned": STAND_IN,
+        "mode": "inverted",
+        "clip": [1e-4, 0.5],
+    }
+    rec = records.read(
+        runner.train_and_record(task, spec, seed=2, out_dir=tmp_path, log=lambda *_: None)
+    )
+    hist = rec["sigma_histograms"]
+    n = rec["num_steps"]
+    assert hist["steps"][0] == 0 and hist["steps"][-1] == n and len(hist["steps"]) >= 3
+    assert hist["edges"] == list(hubopt.SIGMA_HIST_EDGES)
+    init_key, data_key = jax.random.split(jax.random.key(2))
+    params = task.init(init_key)
+    grads = jax.grad(task.loss)(params, task.batch(jax.random.fold_in(data_key, 0), 0))
+    edges = np.asarray(hist["edges"], np.float32)
+    leaves = jax.tree_util.tree_flatten_with_path(grads)[0]
+    assert len(hist["counts"]) == len(leaves)
+    for path, g in leaves:
+        a = np.abs(np.asarray(g, np.float64)).ravel()
+        sigma = np.clip(np.exp(a - a.max()) / np.exp(a - a.max()).sum(), 1e-4, 0.5)
+        key = "/".join(str(getattr(k, "key", k)) for k in path)
+        counts = hist["counts"][key]
+        assert len(counts) == len(hist["steps"]) and all(sum(c) == a.size for c in counts)
+        np.testing.assert_array_equal(counts[0], np.histogram(sigma, bins=edges)[0], err_msg=key)
+    plain = records.read(
+        runner.train_and_record(task, ADAM, num_steps=4, out_dir=tmp_path, log=lambda *_: None)
+    )
+    assert plain["sigma_histograms"] is None
+
+
 def test_lgl2o_record_counts_its_steps(tmp_path):
     spec = {"name": "lgl2o", "hand": ADAM, "learned": STAND_IN}
     rec = records.read(

@@ -226,6 +226,27 @@ def test_stats_match_numpy(mode, clip):
     np.testing.assert_allclose(got["hand_share"], hand / (hand + learned), rtol=1e-5)
 
 
+@pytest.mark.parametrize("clip", [None, (1e-4, 0.5)])
+def test_sigma_histogram_matches_numpy(clip):
+    _params, grads = make_tree()
+    grads = {**grads, "big": jnp.asarray(np.random.default_rng(3).normal(0, 4, (40, 25)))}
+    counts = hubopt.sigma_histogram(grads, clip=clip)
+    edges = np.asarray(hubopt.SIGMA_HIST_EDGES, np.float64)
+    assert edges[0] == 0 and edges[-1] == 1 and np.all(np.diff(edges) > 0)
+    for path, g in [("dense", grads["dense"]["w"]), ("big", grads["big"]), ("s", grads["scalar"])]:
+        sigma = np_softmax_abs(np.asarray(g, np.float64))
+        if clip is not None:
+            sigma = np.clip(sigma, *clip)
+        want, _ = np.histogram(sigma.ravel(), bins=edges.astype(np.float32))
+        got = {"dense": counts["dense"]["w"], "big": counts["big"], "s": counts["scalar"]}[path]
+        np.testing.assert_array_equal(got, want, err_msg=path)
+        assert int(np.sum(got)) == np.size(g)
+    # a one-entry tensor's σ = 1 lands in the last (closed) bin
+    assert int(counts["scalar"][-1]) == 1
+    with pytest.raises(ValueError, match="B <= A"):
+        hubopt.sigma_histogram(grads, clip=(0.5, 0.1))
+
+
 def test_stats_are_nan_before_first_step_and_found_inside_chain():
     params, grads = make_tree()
     tx = optax.chain(optax.clip_by_global_norm(10.0), hubopt.hub(neg_grad(), value_times_params()))

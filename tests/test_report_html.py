@@ -101,9 +101,9 @@ def test_every_format_is_written_from_the_records(record_dir, tmp_path):
     )
     for name in ("table_md", "table_csv", "table_tex", "html", "loss_curves", "metric_curves"):
         assert files[name].is_file(), name
-    assert {"hand_share", "lgl2o_choice", "step_times"} <= set(files)
+    assert {"hand_share", "sigma_histograms", "lgl2o_choice", "step_times"} <= set(files)
     page = files["html"].read_text()
-    assert page.count("data:image/png;base64,") == 5  # every figure embedded
+    assert page.count("data:image/png;base64,") == 6  # every figure embedded
     assert "http://" not in page and "https://" not in page  # self-contained
     assert "pytest" in page and "records made by" in page
     assert files["table_tex"].read_text().startswith("% records made by")

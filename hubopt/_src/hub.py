@@ -21,7 +21,9 @@ recipe in the README uses the reading of §5 (the pretrained backbone is
 "inverted": it should mostly follow the hand-designed optimizer where the
 gradient is small and dense, and the new head is "default").
 
-Diagnostics: for the last step and each tensor, the state keeps min/mean/max
+Diagnostics: `sigma_histogram(g, clip=...)` bins the σ of every tensor (the
+harness records it at a few steps of every HUB run); for the last step and each
+tensor, the state keeps min/mean/max
 of σ (after clamping) and the hand share of the update,
 
     share = ‖w ⊙ U_hand‖₁ / (‖w ⊙ U_hand‖₁ + ‖(1 − w) ⊙ U_learned‖₁),
@@ -147,6 +149,31 @@ def _mix_leaf(g, u_hand, u_learned, mode: str, clip):
     mean_w_hand = sigma_mean if mode == "default" else 1.0 - sigma_mean
     share = jnp.where(total_l1 > 0, hand_l1 / jnp.where(total_l1 > 0, total_l1, 1.0), mean_w_hand)
     return update, (sigma_min, sigma_mean, sigma_max, share)
+
+
+# σ histogram bins: [0, 1e-9), then half-decades [10^k, 10^(k+1/2)) up to 1 (the last bin
+# holds σ = 1, a one-entry tensor's): where a tensor of n entries sits (σ ≈ 1/n) and how
+# much of it a clamp [B, A] moves
+SIGMA_HIST_EDGES = (0.0, *(10.0 ** (k / 2) for k in range(-18, 1)))
+
+
+def sigma_histogram(grads, *, clip=None, edges=SIGMA_HIST_EDGES):
+    """For every tensor of `grads`, how many of its entries have σ (the weight HUB gives
+    them at this gradient, clamped into `clip` = (B, A) if given) in each bin of `edges`:
+    int32 counts of length `len(edges) − 1`, bin i holding edges[i] <= σ < edges[i+1]
+    and the last bin closed on the right (so counts sum to the tensor's size)."""
+    clip = _validate_clip(clip)
+    edges_arr = jnp.asarray(edges, jnp.float32)
+    bins = edges_arr.shape[0] - 1
+
+    def one(g):
+        sigma = layer_softmax(g).ravel()
+        if clip is not None:
+            sigma = jnp.clip(sigma, clip[0], clip[1])
+        idx = jnp.clip(jnp.searchsorted(edges_arr, sigma, side="right") - 1, 0, bins - 1)
+        return jnp.bincount(idx, length=bins).astype(jnp.int32)
+
+    return jax.tree_util.tree_map(one, grads)
 
 
 def _empty_stats(params) -> HubLeafStats:

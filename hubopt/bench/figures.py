@@ -3,6 +3,8 @@
     loss_curves      training loss per task: median over seeds, min–max band
     metric_curves    each task's headline metric on the valid split over training
     hand_share       HUB: the hand optimizer's share of the update per tensor over training
+    sigma_histograms HUB: the distribution of σ over the entries of every tensor at a few
+                     steps (the smallest and the largest tensor, and all pooled)
     lgl2o_choice     LGL2O: the fraction of steps the learned candidate won, over training
     step_times       µs per training step of every optimizer, per task
 
@@ -17,7 +19,14 @@ from collections import defaultdict
 
 import numpy as np
 
-__all__ = ["hand_share", "lgl2o_choice", "loss_curves", "metric_curves", "step_times"]
+__all__ = [
+    "hand_share",
+    "lgl2o_choice",
+    "loss_curves",
+    "metric_curves",
+    "sigma_histograms",
+    "step_times",
+]
 
 
 def _groups(recs):
@@ -139,6 +148,53 @@ def hand_share(recs, note: str | None = None) -> bytes | None:
         )
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=6, ncol=2)
+    return _finish(fig, note)
+
+
+def sigma_histograms(recs, note: str | None = None) -> bytes | None:
+    """HUB runs: the fraction of entries with σ in each bin at the recorded steps, summed
+    over seeds, for the largest tensor, the smallest one (σ ≈ 1/n marked for both) and
+    all tensors pooled; one panel per task and HUB variant."""
+    groups = {
+        k: rs for k, rs in _groups(recs).items() if all(r.get("sigma_histograms") for r in rs)
+    }
+    if not groups:
+        return None
+    fig, axes = _figure(len(groups), 3.6)
+    for ax, ((task, label, _n), rs) in zip(axes, groups.items(), strict=True):
+        hist = rs[0]["sigma_histograms"]
+        edges = np.asarray(hist["edges"], np.float64)
+        # counts summed over seeds: (tensor, step, bin)
+        paths = sorted(hist["counts"])
+        counts = sum(
+            np.asarray([r["sigma_histograms"]["counts"][p] for p in paths], np.float64) for r in rs
+        )
+        sizes = counts[:, 0].sum(axis=-1) / len(rs)
+        x = np.arange(len(edges) - 1)
+        big, small = int(np.argmax(sizes)), int(np.argmin(sizes))
+        tensors = [("all tensors", counts.sum(axis=0), None, "-")]
+        tensors.append((f"largest ({paths[big]}, n={sizes[big]:.0f})", counts[big], big, "--"))
+        if small != big:
+            tensors.append(
+                (f"smallest ({paths[small]}, n={sizes[small]:.0f})", counts[small], small, ":")
+            )
+        for i, step in enumerate(hist["steps"]):
+            color = f"C{i}"
+            for name, c, _k, style in tensors:
+                frac = c[i] / max(c[i].sum(), 1)
+                ax.step(
+                    x, frac, where="mid", color=color, ls=style, lw=1, label=f"step {step}: {name}"
+                )
+        for _name, _c, k, _style in tensors[1:]:  # where σ = 1/n falls, in bin units
+            inv = 1.0 / max(sizes[k], 1)
+            ax.axvline(np.searchsorted(edges, inv, side="right") - 1, color="gray", lw=0.6, ls=":")
+        ticks = x[1::2]  # the decades 1e-9 … 1
+        ax.set_xticks(ticks, [f"{edges[t]:.0e}" if edges[t] else "0" for t in ticks], fontsize=6)
+        ax.set(
+            title=f"{task}: {label}", xlabel="σ (bin's lower edge)", ylabel="fraction of entries"
+        )
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=5, ncol=2)
     return _finish(fig, note)
 
 

@@ -34,6 +34,10 @@ reports are made from records on disk only:
                     "compile_time_s", "wall_time_s": whole run incl. compile and eval}
     diagnostics    optimizer statistics at the end (HUB σ / hand share, LGL2O wins)
     diagnostics_curve  [{"step", ...the same statistics}] at every evaluation (newer)
+    sigma_histograms   HUB runs (newer): {"edges": σ bin edges, "steps": the evaluation
+                   steps nearest 0, 10, 50 and 100 % of the run, "counts": {tensor
+                   path: [counts per bin, one list per step]}}: how many entries of
+                   each tensor had σ in each bin (`hubopt.sigma_histogram`); else null
     meta           {"versions", "platform", "device", "git", "date", "command"}
 
 Non-finite losses (a diverged run) are kept as JSON NaN / Infinity, which

@@ -488,7 +488,14 @@ def render_table(headers: list[str], body: list[list[str]], fmt: str, bold=None)
 # --------------------------------------------------------------------------- the report
 
 FORMATS = ("md", "csv", "latex", "html")
-FIGURES = ("loss_curves", "metric_curves", "hand_share", "lgl2o_choice", "step_times")
+FIGURES = (
+    "loss_curves",
+    "metric_curves",
+    "hand_share",
+    "sigma_histograms",
+    "lgl2o_choice",
+    "step_times",
+)
 
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>hubopt report</title>

@@ -3,7 +3,8 @@
 `train(task, built, ...)` runs; `train_and_record(task, spec, ...)` runs and
 writes the record; `add_arguments`/`run(args)` are the `hubopt run` command.
 
-The training loop is a jitted `lax.scan` over chunks of steps. One step:
+The training loop is a jitted `lax.scan` over chunks of steps of the one training
+step (`hubopt._src.train_step`, which meta-training's inner loop runs too):
 
     value, g = value_and_grad(task.loss)(params, batch)
     U, state = tx.update(g, state, params, value=value, value_fn=loss(·, batch))
@@ -35,8 +36,9 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from hubopt._src import members
 from hubopt._src.git_state import git_state
+from hubopt._src.hub import SIGMA_HIST_EDGES
+from hubopt._src.train_step import train_step
 from hubopt.bench import optimizers, records
 from hubopt.tasks import Task, get_task
 
@@ -144,18 +146,7 @@ def train(
     params = task.init(init_key)
     opt_state = tx.init(params)
 
-    def one_step(carry, step):
-        params, opt_state = carry
-        batch = task.batch(jax.random.fold_in(data_key, step), step) if task.stochastic else None
-        value, grads = jax.value_and_grad(task.loss)(params, batch)
-
-        def value_fn(p):  # the loss on this step's batch (what LGL2O compares)
-            return task.loss(p, batch)
-
-        updates, opt_state = members.call_member(
-            "optimizer", tx, grads, opt_state, params, {"value": value, "value_fn": value_fn}
-        )
-        return (optax.apply_updates(params, updates), opt_state), value
+    one_step = train_step(task, tx, lambda step: jax.random.fold_in(data_key, step))
 
     def chunk(carry, start, length):
         return jax.lax.scan(one_step, carry, start + jnp.arange(length, dtype=jnp.int32))
@@ -183,6 +174,8 @@ def train(
         return out
 
     eval_fn = jax.jit(evaluation).lower(params).compile()
+    eval_schedule = [0, *np.cumsum(lengths).tolist()]
+    sigma_hist = _sigma_histogram_fn(task, built.spec, data_key, params, eval_schedule)
     compile_time = time.perf_counter() - t0
 
     def evaluate_at(step, p, state):
@@ -194,9 +187,13 @@ def train(
         diag = optimizers.diagnostics(built.spec, state)
         if diag:
             diag_curve.append({"step": step, **diag})
+        if sigma_hist is not None and step in sigma_hist["steps"]:
+            counts = jax.device_get(sigma_hist["fn"](p, jnp.int32(step)))
+            for path, c in zip(sigma_hist["paths"], jax.tree_util.tree_leaves(counts), strict=True):
+                sigma_counts.setdefault(path, []).append(np.asarray(c).tolist())
 
     values, chunk_times = [], []
-    eval_steps, eval_losses, eval_metrics, diag_curve = [], [], {}, []
+    eval_steps, eval_losses, eval_metrics, diag_curve, sigma_counts = [], [], {}, [], {}
     evaluate_at(0, params, opt_state)
     step = 0
     bar = tqdm(
@@ -258,8 +255,40 @@ def train(
         },
         "diagnostics": optimizers.diagnostics(built.spec, carry[1]),
         "diagnostics_curve": diag_curve,  # the same at every evaluation (HUB, LGL2O)
+        "sigma_histograms": None
+        if sigma_hist is None
+        else {
+            "edges": list(SIGMA_HIST_EDGES),
+            "steps": sigma_hist["steps"],
+            "counts": sigma_counts,
+        },
         "_final_state": carry,
     }
+
+
+SIGMA_HIST_AT = (0.0, 0.1, 0.5, 1.0)  # fractions of a HUB run with a σ histogram
+
+
+def _sigma_histogram_fn(task, spec, data_key, params, eval_schedule):
+    """For a HUB run: the evaluation steps nearest `SIGMA_HIST_AT` of the run and a
+    compiled `(params, step) -> counts` — the histogram (`hubopt.sigma_histogram`) of
+    the σ that step's update weighs with (the gradient of the params before it, on its
+    batch; at the last step, the one a next step would take). None for other runs."""
+    if spec.get("name") != "hub":
+        return None
+    from hubopt import sigma_histogram
+    from hubopt._src.tree_paths import leaf_paths
+
+    clip = None if spec.get("clip") is None else tuple(spec["clip"])
+    total = eval_schedule[-1]
+    steps = sorted({min(eval_schedule, key=lambda s: abs(s - f * total)) for f in SIGMA_HIST_AT})
+
+    def counts(p, step):
+        batch = task.batch(jax.random.fold_in(data_key, step), step) if task.stochastic else None
+        return sigma_histogram(jax.grad(task.loss)(p, batch), clip=clip)
+
+    fn = jax.jit(counts).lower(params, jnp.int32(0)).compile()
+    return {"steps": steps, "fn": fn, "paths": leaf_paths(params)}
 
 
 def _slug(text: str) -> str:

@@ -43,8 +43,8 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
+from hubopt._src.train_step import train_step
 from hubopt.learned.lopt import MLPLOpt
 from hubopt.learned.meta.task_distribution import MetaTask
 
@@ -217,12 +217,11 @@ class Unroll:
         opt = self.make_optimizer(theta, st.horizon)
         cap = st.log_loss0 + self.margin
 
+        step = train_step(task, opt, lambda t: jax.random.fold_in(st.task_key, 1000 + t))
+
         def body(carry, t):
-            p, s = carry
-            batch = task.batch(jax.random.fold_in(st.task_key, 1000 + t), t)
-            v, g = jax.value_and_grad(task.loss)(p, batch)
-            u, s = opt.update(g, s, p, value=v)
-            return (optax.apply_updates(p, u), s), self._safe_log(v, cap)
+            carry, v = step(carry, t)
+            return carry, self._safe_log(v, cap)
 
         steps = st.step + jnp.arange(self.trunc_len, dtype=jnp.int32)
         (params, opt_state), logs_K = jax.lax.scan(body, (params, opt_state), steps)

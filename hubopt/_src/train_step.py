@@ -1,0 +1,42 @@
+"""The one training step, shared by the benchmark runner and meta-training's inner loop.
+
+    batch    = task.batch(batch_key(step), step)          (None for a deterministic task)
+    value, g = value_and_grad(task.loss)(params, batch)
+    U, state = tx.update(g, state, params, value=value, value_fn=loss(·, batch))
+    params   = params + U
+
+Each extra arg reaches the optimizer only if it accepts it (`members.call_member`);
+`value_fn` is what LGL2O evaluates its candidates with, on the same batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import optax
+
+from hubopt._src import members
+
+__all__ = ["train_step"]
+
+
+def train_step(task, tx: optax.GradientTransformation, batch_key: Callable[[jax.Array], jax.Array]):
+    """The scan body `((params, opt_state), step) -> ((params', opt_state'), loss)` of `tx`
+    on `task` (a `hubopt.tasks.Task`); `batch_key(step)` is the key of that step's batch.
+    The loss returned is the training loss of the params before the update."""
+
+    def one_step(carry, step):
+        params, opt_state = carry
+        batch = task.batch(batch_key(step), step) if task.stochastic else None
+        value, grads = jax.value_and_grad(task.loss)(params, batch)
+
+        def value_fn(p):  # the loss on this step's batch (what LGL2O compares)
+            return task.loss(p, batch)
+
+        updates, opt_state = members.call_member(
+            "optimizer", tx, grads, opt_state, params, {"value": value, "value_fn": value_fn}
+        )
+        return (optax.apply_updates(params, updates), opt_state), value
+
+    return one_step
