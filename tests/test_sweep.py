@@ -220,3 +220,14 @@ def test_ray_executor_without_ray_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
     with pytest.raises(ImportError, match=r"pip install 'hubopt\[ray\]'"):
         sweep.run_sweep(GRID[:1], str(tmp_path), executor="ray")
+
+
+def test_a_points_steps_rescale_the_presets_warm_up(tmp_path):
+    task = get_task("fmnist_mlp", "tiny")
+    steps = 2 * task.num_steps
+    (path,) = sweep.run_sweep(
+        [Point("fmnist_mlp", "preset", 0, "tiny", steps=steps)], str(tmp_path)
+    )
+    rec = records.read(path)
+    assert rec["num_steps"] == steps
+    assert rec["optimizer"]["spec"]["warmup_steps"] == 2 * task.hand["warmup_steps"]

@@ -286,3 +286,25 @@ def test_hand_preset_lays_the_schedule_over_the_budget():
     assert abs(first_updates(task.hand_preset(num_steps=100), 10)[-1]) > 0.09
     with pytest.raises(ValueError, match="num_steps must be a positive int"):
         task.hand_preset(num_steps=0)
+
+
+def test_with_budget_lays_the_presets_schedule_over_the_new_budget():
+    task = get_task("fmnist_mlp", "tiny")
+    assert task.hand["warmup_steps"] == task.num_steps // 10 > 0
+    longer = task.with_budget(task.num_steps * 4)
+    assert longer.num_steps == task.num_steps * 4 and longer.name == task.name
+    assert longer.hand["warmup_steps"] == 4 * task.hand["warmup_steps"]
+    assert longer.hand["learning_rate"] == task.hand["learning_rate"]
+    assert task.with_budget(task.num_steps) is task
+    step_decay = {"name": "adam", "learning_rate": 1e-2, "schedule": "step", "decay_every": 4}
+    toy = Task(
+        name="toy_quadratic",
+        init=lambda key: jnp.zeros(2),
+        loss=lambda p, b: jnp.sum(p**2),
+        num_steps=40,
+        hand=step_decay,
+    )
+    assert toy.with_budget(100).hand["decay_every"] == 10
+    assert toy.with_budget(4).hand["decay_every"] == 1  # round(0.4) = 0: never 0
+    with pytest.raises(ValueError, match="num_steps must be a positive int"):
+        task.with_budget(0)

@@ -439,7 +439,8 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--steps",
         type=_cli_positive_int,
-        help="number of steps (default: the task's recommendation)",
+        help="number of steps (default: the task's budget); the preset's warm-up and decay "
+        "steps scale with it",
     )
     parser.add_argument(
         "--seed", "--seeds", dest="seeds", type=_cli_seed, nargs="+", default=[0], metavar="N"
@@ -462,6 +463,8 @@ def run(args) -> int:
     """`hubopt run`: one record per seed."""
     try:
         task = get_task(args.task, size=args.size)
+        if args.steps is not None:  # the preset's schedule laid over the steps asked for
+            task = task.with_budget(args.steps)
         spec = spec_from_args(args, task)
     except ValueError as e:
         print(f"hubopt run: error: {e}", file=sys.stderr)

@@ -267,12 +267,17 @@ def preset_points(name: str, size: str | None = None, seeds: int | None = None) 
 _TASKS: dict[tuple[str, str], object] = {}  # built tasks, per process
 
 
-def _task(name: str, size: str):
+def _task(name: str, size: str, steps: int | None = None):
+    """Task `name` at `size`, over `steps` steps (None: its own budget) with its preset's
+    schedule laid over them (`Task.with_budget`); built once per process."""
     from hubopt.tasks import get_task
 
-    key = (name, size)
+    key = (name, size, steps)
     if key not in _TASKS:
-        _TASKS[key] = get_task(name, size=size)
+        task = _TASKS[(name, size, None)] = _TASKS.get((name, size, None)) or get_task(
+            name, size=size
+        )
+        _TASKS[key] = task if steps is None else task.with_budget(steps)
     return _TASKS[key]
 
 
@@ -284,7 +289,7 @@ def run_point(
     from hubopt.bench import optimizers, records, runner, spec_language
 
     point = Point(**point) if isinstance(point, dict) else point
-    task = _task(point.task, point.size)
+    task = _task(point.task, point.size, point.steps)
     spec = spec_language.parse(point.opt, task).to_dict()
 
     def train(**kwargs):

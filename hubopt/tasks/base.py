@@ -47,7 +47,7 @@ How a run is trained, timed and recorded is not the task's business
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import jax
@@ -224,6 +224,23 @@ class Task:
                 f"headline metric {self.metric!r}"
             )
         return out
+
+    def with_budget(self, num_steps: int) -> Task:
+        """This task with a budget of `num_steps` and its preset's schedule laid over it:
+        the step counts of `hand` (warm-up, steps between decays) scaled by
+        num_steps / self.num_steps and rounded (a decay every ≥ 1 step), so that a
+        shorter or longer run keeps the schedule's shape (warm-up 1/10 stays 1/10)."""
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
+            raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+        if num_steps == self.num_steps:
+            return self
+        scale = num_steps / self.num_steps
+        hand = dict(self.hand)
+        if hand.get("warmup_steps"):
+            hand["warmup_steps"] = round(hand["warmup_steps"] * scale)
+        if hand.get("decay_every"):
+            hand["decay_every"] = max(1, round(hand["decay_every"] * scale))
+        return replace(self, num_steps=num_steps, hand=hand)
 
     def hand_preset(self, num_steps: int | None = None) -> optax.GradientTransformationExtraArgs:
         """The paper's hand-designed optimizer for this task, its schedule laid over
