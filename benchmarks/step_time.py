@@ -13,6 +13,8 @@ same gradients):
              — falls back to hubopt's MLPLOpt (random theta), then to a
              labelled Adamax stand-in, if VeLO is not importable
     hub      hubopt.hub(hand, learned), mode="default"
+    hub_nostats, hub_<rule>   the same without diagnostics (stats=False), and with
+             every other σ rule of hubopt.SIGMA_RULES (rank, sigmoid, softmax_n, hyper)
 
 and, to isolate HUB's own cost from VeLO's run-to-run noise, a cheap pair:
 
@@ -58,6 +60,7 @@ import optax
 import hubopt
 from hubopt._src import hub as hub_src
 from hubopt._src import members
+from hubopt._src.sigma_rules import SIGMA_RULES, layer_softmax
 from hubopt.baselines import hand_optimizer
 from hubopt.bench.runner import metadata
 
@@ -217,6 +220,12 @@ def main(argv=None) -> int:
         "hub": hubopt.hub(hand, learned),
         "adamax": adamax,
         "hub_cheap": hubopt.hub(hand, adamax),
+        "hub_nostats": hubopt.hub(hand, learned, stats=False),
+        **{
+            f"hub_{rule}": hubopt.hub(hand, learned, sigma=rule)
+            for rule in hubopt.SIGMA_RULES
+            if rule != "softmax"
+        },
     }
 
     fns, t_compile = {}, {}
@@ -253,14 +262,16 @@ def main(argv=None) -> int:
 
     def mix_only(g_tree, uh_tree, ul_tree):
         def leaf(g, uh, ul):
-            sigma = hub_src.layer_softmax(g)
+            sigma = layer_softmax(g)
             return sigma * uh + (1.0 - sigma) * ul
 
         return jax.tree_util.tree_map(leaf, g_tree, uh_tree, ul_tree)
 
     def mix_diag(g_tree, uh_tree, ul_tree):
         return jax.tree_util.tree_map(
-            lambda g, uh, ul: hub_src._mix_leaf(g, uh, ul, "default", None),
+            lambda g, uh, ul: hub_src._mix_leaf(
+                g, uh, ul, "default", None, SIGMA_RULES["softmax"], None, True
+            )[:2],
             g_tree,
             uh_tree,
             ul_tree,
@@ -350,6 +361,8 @@ def main(argv=None) -> int:
                 "hub_cheap_over_sum": t["hub_cheap"] / (t["hand"] + t["adamax"]),
                 "hub_cheap_own_ms": t["hub_cheap"] - t["hand"] - t["adamax"] + g,
             }
+            variants = [n for n in t if n.startswith("hub_") and n != "hub_cheap"]
+            ratios["variant_over_hub"] = {n: t[n] / t["hub"] for n in variants}
             if kind == "update":
                 ratios["mix_diag_over_sum"] = t["mix+diag"] / (t["hand"] + t["learned"])
                 ratios["mix_diag_over_hand"] = t["mix+diag"] / t["hand"]
@@ -365,6 +378,10 @@ def main(argv=None) -> int:
                 f" cheap pair: t(hub(adam|adamax))/(t(adam)+t(adamax)) = "
                 f"{ratios['hub_cheap_over_sum']:.3f}, own cost {ratios['hub_cheap_own_ms']:+.3f}"
                 " ms"
+            )
+            print(
+                "           σ rules and diagnostics off, t(variant)/t(hub): "
+                + ", ".join(f"{n[4:]} {r:.3f}" for n, r in ratios["variant_over_hub"].items())
             )
             if kind == "update":
                 print(

@@ -13,13 +13,15 @@ from hubopt._src.hub import (
     HubState,
     hub,
     hub_stats,
-    layer_softmax,
     sigma_histogram,
 )
+from hubopt._src.sigma_rules import SIGMA_RULES, SigmaRule, layer_softmax
 
 __all__ = [
     "MODES",
     "SIGMA_HIST_EDGES",
+    "SIGMA_RULES",
+    "SigmaRule",
     "HubLeafStats",
     "HubState",
     "baselines",

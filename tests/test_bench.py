@@ -382,6 +382,10 @@ def test_report_rejects_a_bad_record(adam_record, tmp_path):
             "hub[inverted; clip=0.01,0.5](adam@0.01 | stand-in adamax@0.002)",
         ),
         (
+            {"name": "hub", "hand": ADAM, "learned": STAND_IN, "sigma": "rank"},
+            "hub[sigma=rank](adam@0.01 | stand-in adamax@0.002)",
+        ),
+        (
             {"name": "lgl2o", "hand": ADAM, "learned": STAND_IN},
             "lgl2o(adam@0.01 | stand-in adamax@0.002)",
         ),

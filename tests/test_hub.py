@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import hubopt
-from hubopt._src.hub import layer_softmax
+from hubopt import layer_softmax
 
 # --- members with updates that are easy to write down in NumPy --------------
 
@@ -335,7 +335,7 @@ def test_invalid_arguments_are_named(kwargs, exc, match):
 
 def test_blocks_not_matching_params_raise():
     tx = hubopt.hub(optax.sgd(1.0), optax.sgd(1.0), blocks={"a": "default"})
-    with pytest.raises(ValueError, match="blocks must have the same tree structure"):
+    with pytest.raises(ValueError, match="blocks must have the params' tree structure or a"):
         tx.init({"a": jnp.ones(2), "b": jnp.ones(2)})
     tx = hubopt.hub(optax.sgd(1.0), optax.sgd(1.0), blocks=lambda p: {"a": "nope"})
     with pytest.raises(ValueError, match="label"):
@@ -368,3 +368,65 @@ def test_aliases_equal_hub_of_the_named_optimizer(alias, hand):
     a, _ = run_hub(alias(1e-2, value_times_params(), clip=(0.01, 0.5)), params, grads)
     b, _ = run_hub(hubopt.hub(hand, value_times_params(), clip=(0.01, 0.5)), params, grads)
     jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+
+
+def test_blocks_take_one_label_per_sub_tree():
+    """A prefix label tree equals the same labels written out per leaf."""
+    params, grads = make_tree()
+    per_leaf = {
+        "conv": {"w": "inverted"},
+        "dense": {"b": "default", "w": "default"},
+        "scalar": "inverted",
+    }
+    prefix = {"conv": "inverted", "dense": "default", "scalar": "inverted"}
+    a, _ = run_hub(hubopt.hub(neg_grad(), value_times_params(), blocks=per_leaf), params, grads)
+    b, _ = run_hub(hubopt.hub(neg_grad(), value_times_params(), blocks=prefix), params, grads)
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_stats_off_gives_the_same_update_and_nan_diagnostics():
+    params, grads = make_tree()
+    on, _ = run_hub(hubopt.hub(neg_grad(), value_times_params()), params, grads)
+    off, state = run_hub(hubopt.hub(neg_grad(), value_times_params(), stats=False), params, grads)
+    for x, y in zip(jax.tree_util.tree_leaves(on), jax.tree_util.tree_leaves(off), strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert all(np.isnan(v) for d in hubopt.hub_stats(state).values() for v in d.values())
+
+
+def test_hub_stats_finds_hub_states_in_any_pytree_and_picks_one_of_several():
+    import flax.struct
+
+    @flax.struct.dataclass
+    class TrainState:
+        step: jax.Array
+        opt_state: object
+
+    params, grads = make_tree()
+    _, first = run_hub(hubopt.hub(neg_grad(), value_times_params()), params, grads)
+    _, second = run_hub(
+        hubopt.hub(neg_grad(), value_times_params(), clip=(0.2, 0.3)), params, grads
+    )
+    lone = TrainState(step=jnp.int32(1), opt_state=(optax.EmptyState(), first))
+    assert hubopt.hub_stats(lone) == hubopt.hub_stats(first)
+    both = TrainState(step=jnp.int32(1), opt_state={"a": first, "b": second})
+    with pytest.raises(ValueError, match="found 2; pass which=i"):
+        hubopt.hub_stats(both)
+    assert hubopt.hub_stats(both, which=1)["dense/w"]["sigma_min"] == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="which=2 is not one of the 2"):
+        hubopt.hub_stats(both, which=2)
+
+
+@pytest.mark.parametrize("rule", ["rank", "sigmoid", "softmax_n"])
+def test_a_stateless_rule_mixes_with_its_own_weights(rule):
+    params, grads = make_tree()
+    tx = hubopt.hub(neg_grad(), value_times_params(), sigma=rule, mode="inverted")
+    updates, state = run_hub(tx, params, grads, value=0.7)
+    g, p = grads["dense"]["w"], np.asarray(params["dense"]["w"])
+    w = 1.0 - np.asarray(hubopt.SIGMA_RULES[rule].weights(jnp.asarray(g), None)[0])
+    want = w * -np.asarray(g) + (1 - w) * (-0.7 * p)
+    np.testing.assert_allclose(updates["dense"]["w"], want, rtol=1e-5, atol=1e-7)
+    counts = hubopt.sigma_histogram(grads, sigma=rule)
+    assert int(np.sum(counts["dense"]["w"])) == g.size
+    with pytest.raises(ValueError, match="unknown sigma rule 'nope'"):
+        hubopt.hub(neg_grad(), value_times_params(), sigma="nope")

@@ -62,6 +62,8 @@ def test_learned_and_combined_specs():
     default_lr = parse("hub:adam+stand-in(opt=adamax)").to_dict()["learned"]["optimizer"]
     assert default_lr["learning_rate"] == spec_language.STAND_IN_LR
     assert parse("hub:adam+small,blocks=finetune").to_dict()["blocks"] == "finetune"
+    assert parse("hub:adam+small,sigma=rank").to_dict()["sigma"] == "rank"
+    assert "sigma" not in parse("hub:adam+small,sigma=softmax").to_dict()  # the default
 
 
 @pytest.mark.parametrize(
@@ -76,6 +78,7 @@ def test_learned_and_combined_specs():
         "hub:adam(lr=0.001)+small",
         "hub:adamw(lr=0.0001,wd=0.05)+small,mode=inverted,clip=0.05:0.5",
         "hub:adam(lr=0.001)+velo,blocks=finetune",
+        "hub:adam(lr=0.001)+small,mode=inverted,sigma=hyper,clip=0.1:0.9",
         "lgl2o:adamax(lr=0.002)+small",
         "blend:adam(lr=0.001)+small,lam=0.5",
         "hub:adam(lr=0.001)+stand-in(opt=adamax,lr=0.002)",
@@ -96,6 +99,7 @@ def test_describe_inverts_parse(text):
         ("hub:adam+small,clip=0.6:0.5", "clip needs 0 <= B <= A <= 1", "0.6:0.5"),
         ("hub:adam+small,clip=0.5", "clip is B:A", "0.5"),
         ("hub:adam+small,lam=0.5", "unknown option 'lam' for hub", "lam=0.5"),
+        ("hub:adam+small,sigma=mean", "sigma must be one of softmax, rank", "mean"),
         ("blend:adam+small", "blend needs lam", "blend:adam+small"),
         ("blend:adam+small,lam=2", "'lam' must lie in [0, 1]", "2"),
         ("adam,lr=-1", "'lr' must lie in (0, inf]", "-1"),

@@ -5,13 +5,16 @@ One gradient g per step feeds both members. For every parameter tensor (a
 
     σ = softmax(|g|)            σ_i = exp(|g_i| − max|g|) / Σ_j exp(|g_j| − max|g|)
 
-computed over all n entries of that tensor (a one-entry tensor gets σ = 1),
-optionally clamped, σ ← clip(σ, B, A)  (clipping HUB, paper eqs. 16–17), and
+computed over all n entries of that tensor (a one-entry tensor gets σ = 1) — the
+paper's rule, and the default of `sigma=`, which also takes the width- and
+scale-free rules of `hubopt.SIGMA_RULES` (`hubopt._src.sigma_rules`) or a callable
+g -> σ — optionally clamped, σ ← clip(σ, B, A)  (clipping HUB, paper eqs. 16–17), and
 
     default  (eq. 5):   U = σ ⊙ U_hand + (1 − σ) ⊙ U_learned
     inverted (eq. 13):  U = (1 − σ) ⊙ U_hand + σ ⊙ U_learned
 
-Block-wise HUB (App. C.2) gives each tensor its own mode through `blocks`.
+Block-wise HUB (App. C.2) gives each tensor its own mode through `blocks`: a
+label per tensor, or per sub-tree (a prefix of the params tree).
 
 On the paper's contradiction: App. C.2 assigns the equations to the pretrained
 backbone and the new head in opposite ways in its text and its algorithm
@@ -23,7 +26,7 @@ gradient is small and dense, and the new head is "default").
 
 Diagnostics: `sigma_histogram(g, clip=...)` bins the σ of every tensor (the
 harness records it at a few steps of every HUB run); for the last step and each
-tensor, the state keeps min/mean/max
+tensor, the state keeps (unless `stats=False`) min/mean/max
 of σ (after clamping) and the hand share of the update,
 
     share = ‖w ⊙ U_hand‖₁ / (‖w ⊙ U_hand‖₁ + ‖(1 − w) ⊙ U_learned‖₁),
@@ -43,6 +46,7 @@ import jax.numpy as jnp
 import optax
 
 from hubopt._src import members
+from hubopt._src.sigma_rules import SigmaRule, resolve_rule
 from hubopt._src.state_search import find_one
 from hubopt._src.tree_paths import leaf_paths
 
@@ -59,24 +63,13 @@ class HubLeafStats(NamedTuple):
 
 
 class HubState(NamedTuple):
-    """State of `hub`: the step count, both members' states and diagnostics."""
+    """State of `hub`: the step count, both members' states, diagnostics and, for a
+    σ rule with state (`hyper`), its state per tensor (else ())."""
 
     count: jax.Array
     members: members.MemberStates
     stats: HubLeafStats
-
-
-def layer_softmax(g: jax.Array) -> jax.Array:
-    """σ = softmax(|g|) over all entries of one tensor, in float32, same shape as g.
-
-    Stable for any finite |g| (the max is subtracted before exp); a one-entry
-    tensor gets σ = 1 and an empty one an empty σ.
-    """
-    a = jnp.abs(jnp.asarray(g).astype(jnp.float32))
-    if a.size == 0:
-        return a
-    e = jnp.exp(a - jnp.max(a))
-    return e / jnp.sum(e)
+    rule_state: Any = ()
 
 
 def _validate_clip(clip) -> tuple[float, float] | None:
@@ -102,53 +95,53 @@ def _validate_mode(mode, where: str) -> str:
 
 
 def _resolve_modes(mode: str, blocks, tree) -> list[str]:
-    """One mode per leaf of `tree`, from `blocks` (labels or callable) or `mode`."""
+    """One mode per leaf of `tree`, from `blocks` (labels or callable) or `mode`.
+
+    Labels are a tree with the params' structure or a prefix of it (one label for a
+    whole sub-tree, e.g. {"backbone": "inverted", "head": "default"})."""
     n_leaves = len(jax.tree_util.tree_leaves(tree))
     if blocks is None:
         return [mode] * n_leaves
     labels = blocks(tree) if callable(blocks) else blocks
-    tree_def = jax.tree_util.tree_structure(tree)
     try:
-        label_leaves = tree_def.flatten_up_to(labels)
+        full = jax.tree_util.tree_map(
+            lambda label, sub: jax.tree_util.tree_map(lambda _: label, sub), labels, tree
+        )
+        label_leaves = jax.tree_util.tree_structure(tree).flatten_up_to(full)
     except (ValueError, TypeError) as e:
         raise ValueError(
-            "blocks must have the same tree structure as the params "
-            f"(one mode label per tensor): {e}"
+            "blocks must have the params' tree structure or a prefix of it (one mode "
+            f"label per tensor or per sub-tree): {e}"
         ) from e
     return [_validate_mode(lab, "every label in blocks") for lab in label_leaves]
 
 
-def _mix_leaf(g, u_hand, u_learned, mode: str, clip):
-    """Mixed update of one tensor and its four diagnostics.
-
-    The σ statistics come in closed form from the softmax's own reductions
-    (max σ = 1/Z, min σ = exp(min|g| − max|g|)/Z, mean σ = 1/n), so that σ is
-    never reduced again; only a clamped σ needs its mean summed.
-    """
+def _mix_leaf(g, u_hand, u_learned, mode: str, clip, rule: SigmaRule, rule_state, stats: bool):
+    """Mixed update of one tensor, its four diagnostics (NaN when `stats` is off) and
+    the rule's new state."""
     out_dtype = jnp.asarray(g).dtype
-    a = jnp.abs(jnp.asarray(g).astype(jnp.float32))
-    if a.size == 0:
-        nan = jnp.float32(jnp.nan)
-        return jnp.zeros(a.shape, out_dtype), (nan, nan, nan, nan)
-    a_max = jnp.max(a)
-    z = jnp.sum(jnp.exp(a - a_max))
-    sigma = jnp.exp(a - a_max) / z
-    sigma_min, sigma_max = jnp.exp(jnp.min(a) - a_max) / z, 1.0 / z
-    if clip is None:
-        sigma_mean = jnp.float32(1.0 / a.size)
-    else:
+    nan = jnp.float32(jnp.nan)
+    if jnp.size(g) == 0:
+        return jnp.zeros(jnp.shape(g), out_dtype), (nan, nan, nan, nan), rule_state
+    sigma, rule_state = rule.weights(g, rule_state)
+    sigma = jnp.asarray(sigma, jnp.float32)
+    if clip is not None:
         sigma = jnp.clip(sigma, clip[0], clip[1])
-        sigma_min, sigma_max = (jnp.clip(s, clip[0], clip[1]) for s in (sigma_min, sigma_max))
-        sigma_mean = jnp.mean(sigma)
     w_hand = sigma if mode == "default" else 1.0 - sigma
     hand_part = w_hand * jnp.asarray(u_hand).astype(jnp.float32)
     learned_part = (1.0 - w_hand) * jnp.asarray(u_learned).astype(jnp.float32)
     update = (hand_part + learned_part).astype(out_dtype)
+    if rule.observe is not None:
+        u_sigma, u_other = (u_hand, u_learned) if mode == "default" else (u_learned, u_hand)
+        rule_state = rule.observe(rule_state, u_sigma, u_other)
+    if not stats:
+        return update, (nan, nan, nan, nan), rule_state
+    sigma_mean = jnp.mean(sigma)
     hand_l1 = jnp.sum(jnp.abs(hand_part))
     total_l1 = hand_l1 + jnp.sum(jnp.abs(learned_part))
     mean_w_hand = sigma_mean if mode == "default" else 1.0 - sigma_mean
     share = jnp.where(total_l1 > 0, hand_l1 / jnp.where(total_l1 > 0, total_l1, 1.0), mean_w_hand)
-    return update, (sigma_min, sigma_mean, sigma_max, share)
+    return update, (jnp.min(sigma), sigma_mean, jnp.max(sigma), share), rule_state
 
 
 # σ histogram bins: [0, 1e-9), then half-decades [10^k, 10^(k+1/2)) up to 1 (the last bin
@@ -157,23 +150,34 @@ def _mix_leaf(g, u_hand, u_learned, mode: str, clip):
 SIGMA_HIST_EDGES = (0.0, *(10.0 ** (k / 2) for k in range(-18, 1)))
 
 
-def sigma_histogram(grads, *, clip=None, edges=SIGMA_HIST_EDGES):
-    """For every tensor of `grads`, how many of its entries have σ (the weight HUB gives
-    them at this gradient, clamped into `clip` = (B, A) if given) in each bin of `edges`:
-    int32 counts of length `len(edges) − 1`, bin i holding edges[i] <= σ < edges[i+1]
-    and the last bin closed on the right (so counts sum to the tensor's size)."""
+def sigma_histogram(grads, *, sigma="softmax", clip=None, rule_state=None, edges=SIGMA_HIST_EDGES):
+    """For every tensor of `grads`, how many of its entries have σ (the weight HUB's rule
+    `sigma` gives them at this gradient, clamped into `clip` = (B, A) if given) in each
+    bin of `edges`: int32 counts of length `len(edges) − 1`, bin i holding
+    edges[i] <= σ < edges[i+1] and the last bin closed on the right (so counts sum to
+    the tensor's size). A rule with state needs `rule_state`, a `HubState`'s."""
     clip = _validate_clip(clip)
+    rule = resolve_rule(sigma)
+    if rule.stateful and rule_state is None:
+        raise ValueError(f"sigma rule {rule.name!r} has state: pass rule_state (a HubState's)")
     edges_arr = jnp.asarray(edges, jnp.float32)
     bins = edges_arr.shape[0] - 1
 
-    def one(g):
-        sigma = layer_softmax(g).ravel()
+    def one(g, state=None):
+        w, _ = rule.weights(g, state)
+        w = jnp.asarray(w, jnp.float32).ravel()
         if clip is not None:
-            sigma = jnp.clip(sigma, clip[0], clip[1])
-        idx = jnp.clip(jnp.searchsorted(edges_arr, sigma, side="right") - 1, 0, bins - 1)
+            w = jnp.clip(w, clip[0], clip[1])
+        idx = jnp.clip(jnp.searchsorted(edges_arr, w, side="right") - 1, 0, bins - 1)
         return jnp.bincount(idx, length=bins).astype(jnp.int32)
 
-    return jax.tree_util.tree_map(one, grads)
+    if not rule.stateful:
+        return jax.tree_util.tree_map(one, grads)
+    tree_def = jax.tree_util.tree_structure(grads)
+    states = tree_def.flatten_up_to(rule_state)
+    return tree_def.unflatten(
+        [one(g, st) for g, st in zip(tree_def.flatten_up_to(grads), states, strict=True)]
+    )
 
 
 def _empty_stats(params) -> HubLeafStats:
@@ -188,6 +192,8 @@ def hub(
     mode: str = "default",
     clip: tuple[float, float] | None = None,
     blocks: Any | Callable[[Any], Any] | None = None,
+    sigma: str | SigmaRule | Callable[[jax.Array], jax.Array] = "softmax",
+    stats: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
     """HUB of a hand-designed and a learned optimizer (see the module docstring).
 
@@ -197,8 +203,13 @@ def hub(
         `params` and extra args such as `value=`).
       mode: "default" (eq. 5) or "inverted" (eq. 13) for every tensor.
       clip: `(B, A)` with 0 <= B <= A <= 1: σ is clamped into [B, A].
-      blocks: a pytree of mode labels with the params' structure, or a
-        callable `params -> labels`; overrides `mode` tensor by tensor.
+      blocks: a pytree of mode labels with the params' structure or a prefix of
+        it (one label per sub-tree), or a callable `params -> labels`; overrides
+        `mode` tensor by tensor.
+      sigma: the σ rule: a name of `SIGMA_RULES` ("softmax", the paper's, is the
+        default), a `SigmaRule`, or a callable `g -> σ` (g's shape, in [0, 1]).
+      stats: keep the per-tensor diagnostics of the last step (`hub_stats`); off,
+        they stay NaN and the step skips their reductions.
 
     Both members see the same gradients and the whole tree and advance every
     step. Extra args given to `update` reach each member that accepts them.
@@ -207,6 +218,8 @@ def hub(
     members.check_member("learned", learned)
     _validate_mode(mode, "mode")
     clip = _validate_clip(clip)
+    rule = resolve_rule(sigma)
+    stats = bool(stats)
     if blocks is not None and not callable(blocks):
         # Labels given as a tree are checked now, not at the first step.
         for label in jax.tree_util.tree_leaves(blocks):
@@ -214,10 +227,14 @@ def hub(
 
     def init_fn(params):
         _resolve_modes(mode, blocks, params)  # fail early on mismatched labels
+        rule_state = ()
+        if rule.stateful:
+            rule_state = jax.tree_util.tree_map(rule.init, params)
         return HubState(
             count=jnp.zeros((), jnp.int32),
             members=members.init_members(hand, learned, params),
             stats=_empty_stats(params),
+            rule_state=rule_state,
         )
 
     def update_fn(updates, state: HubState, params=None, **extra_args):
@@ -229,13 +246,18 @@ def hub(
         g_leaves = tree_def.flatten_up_to(updates)
         h_leaves = tree_def.flatten_up_to(u_hand)
         l_leaves = tree_def.flatten_up_to(u_learned)
-        mixed, stats = [], []
-        for g, uh, ul, m in zip(g_leaves, h_leaves, l_leaves, modes, strict=True):
-            u, s = _mix_leaf(g, uh, ul, m, clip)
+        r_leaves = (
+            tree_def.flatten_up_to(state.rule_state) if rule.stateful else [None] * len(g_leaves)
+        )
+        mixed, leaf_stats, rule_leaves = [], [], []
+        for g, uh, ul, m, r in zip(g_leaves, h_leaves, l_leaves, modes, r_leaves, strict=True):
+            u, st, r = _mix_leaf(g, uh, ul, m, clip, rule, r, stats)
             mixed.append(u)
-            stats.append(s)
+            leaf_stats.append(st)
+            rule_leaves.append(r)
         stat_trees = [
-            jax.tree_util.tree_unflatten(tree_def, list(col)) for col in zip(*stats, strict=True)
+            jax.tree_util.tree_unflatten(tree_def, list(col))
+            for col in zip(*leaf_stats, strict=True)
         ]
         if not stat_trees:  # an empty params tree
             stat_trees = [tree_def.unflatten([])] * 4
@@ -243,21 +265,23 @@ def hub(
             count=optax.safe_increment(state.count),
             members=new_members,
             stats=HubLeafStats(*stat_trees),
+            rule_state=tree_def.unflatten(rule_leaves) if rule.stateful else (),
         )
         return jax.tree_util.tree_unflatten(tree_def, mixed), new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def hub_stats(state) -> dict[str, dict[str, float]]:
+def hub_stats(state, which: int | None = None) -> dict[str, dict[str, float]]:
     """Diagnostics of the last HUB step by tensor path.
 
-    `state` is a `HubState` or any optimizer state that contains exactly one
-    (e.g. `optax.chain(clip, hub(...))`'s). Returns
-    `{path: {"sigma_min", "sigma_mean", "sigma_max", "hand_share"}}` as floats;
-    NaN before the first update.
+    `state` is a `HubState` or any pytree that contains one (`optax.chain(clip,
+    hub(...))`'s state, a Flax `TrainState`, ...); with several, `which` picks one
+    (0-based, in pytree order). Returns `{path: {"sigma_min", "sigma_mean",
+    "sigma_max", "hand_share"}}` as floats; NaN before the first update and when
+    the HUB was built with `stats=False`.
     """
-    stats = jax.device_get(find_one(state, HubState, "hub_stats").stats)
+    stats = jax.device_get(find_one(state, HubState, "hub_stats", which).stats)
     paths = leaf_paths(stats.sigma_min)
     columns = [jax.tree_util.tree_leaves(field) for field in stats]
     return {

@@ -9,7 +9,8 @@ exactly what ran, and `build(spec, num_steps)` makes the optax transform:
     {"name": "velo"}                                   # VeLO, from `hubopt velo download`
     {"name": "pretrained", "size": "small"}            # hubopt's bundled learned optimizer
     {"name": "hub",   "hand": H, "learned": L, "mode": "default", "clip": None,
-     "blocks": "finetune"}                             # blocks optional: a `BLOCK_RULES` name
+     "blocks": "finetune", "sigma": "rank"}            # blocks optional: a `BLOCK_RULES`
+                                                       # name; sigma optional (softmax)
     {"name": "lgl2o", "hand": H, "learned": L}
     {"name": "blend", "hand": H, "learned": L, "lam": 0.5}
 
@@ -118,6 +119,8 @@ def label(spec: dict) -> str:
         extra = []
         if name == "hub" and spec.get("mode", "default") != "default":
             extra.append(spec["mode"])
+        if name == "hub" and spec.get("sigma", "softmax") != "softmax":
+            extra.append(f"sigma={spec['sigma']}")
         if name == "hub" and spec.get("clip") is not None:
             extra.append("clip=" + ",".join(_fmt(float(c)) for c in spec["clip"]))
         if name == "hub" and spec.get("blocks") is not None:
@@ -212,11 +215,16 @@ def build(spec: dict, num_steps: int) -> Built:
         hand = _build_member("hand", spec["hand"], num_steps)
         learned = _build_member("learned", spec["learned"], num_steps)
         if name == "hub":
-            from hubopt import hub
+            from hubopt import SIGMA_RULES, hub
 
-            unknown = set(spec) - {"name", "hand", "learned", "mode", "clip", "blocks"}
+            unknown = set(spec) - {"name", "hand", "learned", "mode", "sigma", "clip", "blocks"}
             if unknown:
                 raise OptimizerSpecError(f"hub: unknown field(s) {sorted(unknown)}")
+            sigma = spec.get("sigma", "softmax")
+            if sigma not in SIGMA_RULES:
+                raise OptimizerSpecError(
+                    f"hub: unknown sigma rule {sigma!r}; known: {', '.join(SIGMA_RULES)}"
+                )
             clip = spec.get("clip")
             blocks = spec.get("blocks")
             if blocks is not None and blocks not in BLOCK_RULES:
@@ -227,6 +235,7 @@ def build(spec: dict, num_steps: int) -> Built:
                 hand,
                 learned,
                 mode=spec.get("mode", "default"),
+                sigma=sigma,
                 clip=None if clip is None else tuple(clip),
                 blocks=None if blocks is None else BLOCK_RULES[blocks],
             )

@@ -176,6 +176,8 @@ def train(
     eval_fn = jax.jit(evaluation).lower(params).compile()
     eval_schedule = [0, *np.cumsum(lengths).tolist()]
     sigma_hist = _sigma_histogram_fn(task, built.spec, data_key, params, eval_schedule)
+    if sigma_hist is not None:  # compiled ahead with the evaluation
+        sigma_hist["fn"] = sigma_hist["fn"].lower(params, jnp.int32(0), opt_state).compile()
     compile_time = time.perf_counter() - t0
 
     def evaluate_at(step, p, state):
@@ -188,7 +190,7 @@ def train(
         if diag:
             diag_curve.append({"step": step, **diag})
         if sigma_hist is not None and step in sigma_hist["steps"]:
-            counts = jax.device_get(sigma_hist["fn"](p, jnp.int32(step)))
+            counts = jax.device_get(sigma_hist["fn"](p, jnp.int32(step), state))
             for path, c in zip(sigma_hist["paths"], jax.tree_util.tree_leaves(counts), strict=True):
                 sigma_counts.setdefault(path, []).append(np.asarray(c).tolist())
 
@@ -273,22 +275,28 @@ def _sigma_histogram_fn(task, spec, data_key, params, eval_schedule):
     """For a HUB run: the evaluation steps nearest `SIGMA_HIST_AT` of the run and a
     compiled `(params, step) -> counts` — the histogram (`hubopt.sigma_histogram`) of
     the σ that step's update weighs with (the gradient of the params before it, on its
-    batch; at the last step, the one a next step would take). None for other runs."""
+    batch; at the last step, the one a next step would take; for a σ rule with state,
+    from the state that update starts from). None for other runs."""
     if spec.get("name") != "hub":
         return None
-    from hubopt import sigma_histogram
+    from hubopt import SIGMA_RULES, HubState, sigma_histogram
+    from hubopt._src.state_search import find_one
     from hubopt._src.tree_paths import leaf_paths
 
     clip = None if spec.get("clip") is None else tuple(spec["clip"])
+    rule = spec.get("sigma", "softmax")
     total = eval_schedule[-1]
     steps = sorted({min(eval_schedule, key=lambda s: abs(s - f * total)) for f in SIGMA_HIST_AT})
 
-    def counts(p, step):
+    def counts(p, step, opt_state):
         batch = task.batch(jax.random.fold_in(data_key, step), step) if task.stochastic else None
-        return sigma_histogram(jax.grad(task.loss)(p, batch), clip=clip)
+        rule_state = None
+        if SIGMA_RULES[rule].stateful:  # the state the step's update starts from
+            rule_state = find_one(opt_state, HubState, "the sigma histogram").rule_state
+        grads = jax.grad(task.loss)(p, batch)
+        return sigma_histogram(grads, sigma=rule, clip=clip, rule_state=rule_state)
 
-    fn = jax.jit(counts).lower(params, jnp.int32(0)).compile()
-    return {"steps": steps, "fn": fn, "paths": leaf_paths(params)}
+    return {"steps": steps, "fn": jax.jit(counts), "paths": leaf_paths(params)}
 
 
 def _slug(text: str) -> str:

@@ -9,7 +9,7 @@
     stand-in(opt=adamax,lr=2e-3)     a hand optimizer in the learned slot, labelled a
                                      stand-in everywhere (for machines without a learned one,
                                      and fast smoke runs); as a member only
-    hub:HAND+LEARNED[,mode=inverted][,clip=0.05:0.5][,blocks=finetune]
+    hub:HAND+LEARNED[,mode=inverted][,clip=0.05:0.5][,blocks=finetune][,sigma=rank]
     lgl2o:HAND+LEARNED
     blend:HAND+LEARNED,lam=0.5
 
@@ -17,7 +17,9 @@ Inside a combination a member takes its options in parentheses:
 `hub:adamw(lr=1e-4,wd=0.05)+small,mode=inverted`. Hand options: `lr`,
 `schedule` (`constant`, `cosine` = warm-up + cosine, `step`), `warmup` (steps),
 `decay_every`, `decay_factor`, `wd` (AdamW's weight decay). HUB options: `mode`
-(`default`, `inverted`), `clip=B:A` (σ clamped into [B, A]), `blocks` (a named
+(`default`, `inverted`), `sigma` (a σ rule of `hubopt.SIGMA_RULES`: `softmax`, the
+paper's and the default, `rank`, `sigmoid`, `softmax_n`, `hyper`), `clip=B:A` (σ
+clamped into [B, A]), `blocks` (a named
 block rule the task provides, e.g. `finetune`: its pretrained backbone inverted,
 its new head default). Blend: `lam`, the hand weight λ in [0, 1].
 
@@ -53,7 +55,8 @@ PRESET = "preset"
 SCHEDULES = {"constant": None, "cosine": "warmup_cosine", "step": "step"}
 HUB_MODES = ("default", "inverted")
 _HAND_OPTIONS = ("lr", "schedule", "warmup", "decay_every", "decay_factor", "wd")
-_COMBINED_OPTIONS = {"hub": ("mode", "clip", "blocks"), "lgl2o": (), "blend": ("lam",)}
+_COMBINED_OPTIONS = {"hub": ("mode", "sigma", "clip", "blocks"), "lgl2o": (), "blend": ("lam",)}
+DEFAULT_SIGMA = "softmax"
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 
 
@@ -119,6 +122,7 @@ class CombinedSpec:
     clip: tuple[float, float] | None = None
     blocks: str | None = None
     lam: float | None = None
+    sigma: str = "softmax"
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {
@@ -128,6 +132,8 @@ class CombinedSpec:
         }
         if self.kind == "hub":
             out["mode"] = self.mode
+            if self.sigma != DEFAULT_SIGMA:  # absent for the paper's rule, as before rules
+                out["sigma"] = self.sigma
             if self.clip is not None:  # absent when unset, as in hand-written specs
                 out["clip"] = list(self.clip)
             if self.blocks is not None:
@@ -400,6 +406,16 @@ def _combined(scan, kind, hand, learned, options) -> CombinedSpec:
                     f"clip needs 0 <= B <= A <= 1, got {opt.value}", opt.value_start, opt.end
                 )
             fields["clip"] = (low, high)
+        elif opt.key == "sigma":
+            from hubopt import SIGMA_RULES
+
+            if opt.value not in SIGMA_RULES:
+                raise scan.error(
+                    f"sigma must be one of {', '.join(SIGMA_RULES)}, got {opt.value}",
+                    opt.value_start,
+                    opt.end,
+                )
+            fields["sigma"] = opt.value
         elif opt.key == "blocks":
             if not _NAME.fullmatch(opt.value):
                 raise scan.error("blocks names a block rule", opt.value_start, opt.end)
@@ -441,6 +457,8 @@ def describe(spec: Mapping[str, Any]) -> str:
         if name == "hub":
             if spec.get("mode", "default") != "default":
                 text += f",mode={spec['mode']}"
+            if spec.get("sigma", DEFAULT_SIGMA) != DEFAULT_SIGMA:
+                text += f",sigma={spec['sigma']}"
             if spec.get("clip") is not None:
                 text += f",clip={spec['clip'][0]:g}:{spec['clip'][1]:g}"
             if spec.get("blocks") is not None:

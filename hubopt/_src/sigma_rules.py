@@ -1,0 +1,198 @@
+r"""σ rules: how HUB weighs the two members, entry by entry, from one tensor's gradient.
+
+A rule maps the gradient g of one tensor (n entries) to weights σ ∈ [0, 1] of g's
+shape; HUB gives σ to the hand update in default mode and to the learned one in
+inverted mode (`hubopt.hub(..., sigma=NAME)`, `SIGMA_RULES`).
+
+    softmax      σ = softmax(|g|) over the tensor            the paper; mean 1/n, and
+                                                             σ changes with the scale of g
+    rank         σ_i = rank of |g_i| among the tensor's |g|,   mean ½ at any width; ties
+                 scaled to [0, 1]: (#{|g_j| < |g_i|} +         share their mean rank; a
+                 ½ #{j ≠ i: |g_j| = |g_i|}) / (n − 1)          one-entry tensor gets ½
+    sigmoid      σ = sigmoid(4 (r − 1)), r = |g| / mean|g|     the entries above the
+                                                             tensor's mean magnitude lean
+                                                             to σ's side
+    softmax_n    σ = min(1, ½ n softmax(min(r, 2)))            the paper's softmax made
+                                                             width- and scale-free: mean ½
+                                                             before the cap at 1
+    hyper        σ = sigmoid(λ) for the whole tensor, λ moved   adapts to which member is
+                 each step by −β cos(g_t, d_{t−1}) (β = 0.2,   doing better, from the loss's
+                 |λ| ≤ 4), d = (σ-side update − other update)  own gradient: no extra pass
+
+Every rule but `softmax` is invariant to the gradient's scale (σ(c·g) = σ(g) for
+c > 0) and, for i.i.d. gradient entries, keeps its mean weight at any width; all
+but `hyper` are non-decreasing in |g| within a tensor. The magnitude r is relative
+to the mean |g|, not the rms: with heavy-tailed gradients (Student's t, 4 degrees of
+freedom) the rms of a 10-entry tensor is so noisy that a sigmoid of |g|/rms moves
+its mean weight by 16% between 10 and 10⁶ entries (|g|/mean|g|: 4%); and r is
+capped at 2 inside `softmax_n`, whose mean weight would otherwise be set by the
+tensor's largest entries (7% at a cap of 4, 1% at 2). A zero gradient gives σ = ½
+everywhere (`softmax`: 1/n).
+
+`hyper` is hypergradient descent on the mixing weight (Baydin et al., 2018, for
+learning rates): with U = σ U_a + (1 − σ) U_b, dL/dσ at the next step is
+⟨g_{t+1}, U_a − U_b⟩, so σ grows where the side it weighs would have lowered the
+loss. It keeps per tensor λ and d_{t−1} (one extra buffer of the tensor's size);
+the cosine makes the step free of the gradient's and the updates' scales, and the
+bound |λ| ≤ 4 keeps the weaker member at ≥ 1.8% so that it can win back.
+
+A rule of one's own: any callable `g -> σ` (same shape, values in [0, 1]); or a
+`SigmaRule` with state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["SIGMA_RULES", "SigmaRule", "layer_softmax", "resolve_rule"]
+
+HYPER_STEP = 0.2  # β: the change of λ per step at |cos| = 1
+HYPER_BOUND = 4.0  # |λ| ≤ 4: σ ∈ [0.018, 0.982]
+SIGMOID_SLOPE = 4.0
+SOFTMAX_N_CAP = 2.0  # r is capped here inside softmax_n
+
+
+def _abs32(g) -> jax.Array:
+    return jnp.abs(jnp.asarray(g).astype(jnp.float32))
+
+
+def layer_softmax(g: jax.Array) -> jax.Array:
+    """σ = softmax(|g|) over all entries of one tensor, in float32, same shape as g.
+
+    Stable for any finite |g| (the max is subtracted before exp); a one-entry
+    tensor gets σ = 1 and an empty one an empty σ.
+    """
+    a = _abs32(g)
+    if a.size == 0:
+        return a
+    e = jnp.exp(a - jnp.max(a))
+    return e / jnp.sum(e)
+
+
+def _relative_magnitude(a: jax.Array) -> jax.Array:
+    """r = |g| / mean|g|, and 1 everywhere when g is zero."""
+    scale = jnp.mean(a)
+    return jnp.where(scale > 0, a / jnp.where(scale > 0, scale, 1.0), 1.0)
+
+
+def rank_weights(g: jax.Array) -> jax.Array:
+    """σ_i = (#{j: |g_j| < |g_i|} + ½ #{j ≠ i: |g_j| = |g_i|}) / (n − 1); ½ when n = 1."""
+    a = _abs32(g)
+    if a.size <= 1:
+        return jnp.full(a.shape, 0.5, jnp.float32)
+    flat = a.ravel()
+    ordered = jnp.sort(flat)
+    below = jnp.searchsorted(ordered, flat, side="left")
+    ties = jnp.searchsorted(ordered, flat, side="right") - below - 1
+    return ((below + 0.5 * ties) / (flat.size - 1)).astype(jnp.float32).reshape(a.shape)
+
+
+def sigmoid_weights(g: jax.Array) -> jax.Array:
+    """σ = sigmoid(4 (|g| / mean|g| − 1))."""
+    a = _abs32(g)
+    if a.size == 0:
+        return a
+    return jax.nn.sigmoid(SIGMOID_SLOPE * (_relative_magnitude(a) - 1.0))
+
+
+def softmax_n_weights(g: jax.Array) -> jax.Array:
+    """σ = min(1, ½ n softmax(min(|g| / mean|g|, 2))): mean ½ before the cap at 1."""
+    a = _abs32(g)
+    if a.size == 0:
+        return a
+    x = jnp.minimum(_relative_magnitude(a), SOFTMAX_N_CAP)
+    e = jnp.exp(x - jnp.max(x))
+    return jnp.minimum(1.0, 0.5 * e / jnp.mean(e))
+
+
+class HyperState(NamedTuple):
+    """`hyper`'s state of one tensor: the logit λ of σ and the last update difference d."""
+
+    logit: jax.Array
+    diff: jax.Array
+
+
+def _cosine(x: jax.Array, y: jax.Array) -> jax.Array:
+    x, y = x.astype(jnp.float32).ravel(), y.astype(jnp.float32).ravel()
+    norms = jnp.sqrt(jnp.sum(x * x) * jnp.sum(y * y))
+    return jnp.where(norms > 0, jnp.sum(x * y) / jnp.where(norms > 0, norms, 1.0), 0.0)
+
+
+def _hyper_init(param) -> HyperState:
+    return HyperState(
+        logit=jnp.zeros((), jnp.float32), diff=jnp.zeros(jnp.shape(param), jnp.float32)
+    )
+
+
+def _hyper_weights(g, state: HyperState):
+    logit = jnp.clip(
+        state.logit - HYPER_STEP * _cosine(jnp.asarray(g), state.diff), -HYPER_BOUND, HYPER_BOUND
+    )
+    sigma = jnp.full(jnp.shape(g), jax.nn.sigmoid(logit), jnp.float32)
+    return sigma, state._replace(logit=logit)
+
+
+def _hyper_observe(state: HyperState, u_sigma, u_other) -> HyperState:
+    diff = jnp.asarray(u_sigma).astype(jnp.float32) - jnp.asarray(u_other).astype(jnp.float32)
+    return state._replace(diff=diff)
+
+
+class SigmaRule(NamedTuple):
+    """A σ rule. Stateless: `weights(g, None) -> (σ, None)`. With state (per tensor):
+    `init(param) -> state`, `weights(g, state) -> (σ, state)` before the mix and
+    `observe(state, u_sigma, u_other) -> state` after it (u_sigma: the update σ weighs).
+
+    scale_free, width_free, monotone: the properties the rule claims (tested)."""
+
+    name: str
+    weights: Callable[[jax.Array, Any], tuple[jax.Array, Any]]
+    init: Callable[[jax.Array], Any] | None = None
+    observe: Callable[[Any, jax.Array, jax.Array], Any] | None = None
+    scale_free: bool = True
+    width_free: bool = True
+    monotone: bool = True
+
+    @property
+    def stateful(self) -> bool:
+        return self.init is not None
+
+
+def _stateless(name: str, fn: Callable[[jax.Array], jax.Array], **claims) -> SigmaRule:
+    return SigmaRule(name=name, weights=lambda g, state: (fn(g), state), **claims)
+
+
+SIGMA_RULES: dict[str, SigmaRule] = {
+    "softmax": _stateless("softmax", layer_softmax, scale_free=False, width_free=False),
+    "rank": _stateless("rank", rank_weights),
+    "sigmoid": _stateless("sigmoid", sigmoid_weights),
+    "softmax_n": _stateless("softmax_n", softmax_n_weights),
+    "hyper": SigmaRule(
+        name="hyper",
+        weights=_hyper_weights,
+        init=_hyper_init,
+        observe=_hyper_observe,
+        monotone=False,
+    ),
+}
+
+
+def resolve_rule(sigma) -> SigmaRule:
+    """The `SigmaRule` that `sigma` names (a key of `SIGMA_RULES`), is, or wraps (a
+    callable `g -> σ`)."""
+    if isinstance(sigma, SigmaRule):
+        return sigma
+    if isinstance(sigma, str):
+        if sigma not in SIGMA_RULES:
+            raise ValueError(f"unknown sigma rule {sigma!r}; rules: {', '.join(SIGMA_RULES)}")
+        return SIGMA_RULES[sigma]
+    if callable(sigma):
+        name = getattr(sigma, "__name__", "custom")
+        return _stateless(name, sigma, scale_free=False, width_free=False, monotone=False)
+    raise TypeError(
+        f"sigma must be a rule name ({', '.join(SIGMA_RULES)}), a SigmaRule or a callable "
+        f"g -> weights, got {type(sigma).__name__}"
+    )

@@ -1,0 +1,157 @@
+"""σ rules (hubopt._src.sigma_rules): the properties each rule claims, against NumPy."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import hubopt
+from hubopt._src.sigma_rules import HYPER_BOUND, SIGMA_RULES
+
+STATELESS = [name for name, rule in SIGMA_RULES.items() if not rule.stateful]
+SCALE_FREE = [name for name in STATELESS if SIGMA_RULES[name].scale_free]
+# entries 0 or of magnitude 1e-20 … 1e3, so that a scale of 1e-3 never underflows
+# (XLA flushes subnormals to zero, which would make ties the rule never saw)
+MAGNITUDES = st.one_of(
+    st.just(0.0),
+    st.floats(float(np.float32(1e-20)), 1e3, width=32),
+    st.floats(-1e3, -float(np.float32(1e-20)), width=32),
+)
+GRADS = hnp.arrays(
+    np.float32,
+    hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=7),
+    elements=MAGNITUDES,
+)
+
+
+def weights(name, g):
+    return np.asarray(SIGMA_RULES[name].weights(jnp.asarray(g), None)[0], np.float64)
+
+
+@pytest.mark.parametrize("name", STATELESS)
+@settings(max_examples=40, deadline=None)
+@given(g=GRADS)
+def test_weights_lie_in_the_unit_interval_with_the_gradients_shape(name, g):
+    w = weights(name, g)
+    assert w.shape == g.shape and np.all((w >= 0) & (w <= 1))
+
+
+@pytest.mark.parametrize("name", SCALE_FREE)
+@settings(max_examples=40, deadline=None)
+@given(g=GRADS, c=st.sampled_from([1e-3, 0.5, 7.0, 1e3]))
+def test_scale_free_rules_ignore_the_gradients_scale(name, g, c):
+    np.testing.assert_allclose(weights(name, c * g), weights(name, g), rtol=2e-4, atol=2e-6)
+
+
+@pytest.mark.parametrize("name", [n for n in STATELESS if SIGMA_RULES[n].monotone])
+@settings(max_examples=40, deadline=None)
+@given(g=GRADS)
+def test_monotone_rules_never_give_a_larger_abs_gradient_a_smaller_weight(name, g):
+    a, w = np.abs(g).ravel(), weights(name, g).ravel()
+    order = np.argsort(a, kind="stable")
+    assert np.all(np.diff(w[order]) >= -1e-6)
+
+
+def test_rank_rule_by_hand():
+    # |g| = 3, 1, 1, 0: ranks 3, (1 + 2)/2, (1 + 2)/2, 0 over n − 1 = 3
+    np.testing.assert_allclose(weights("rank", [3.0, -1.0, 1.0, 0.0]), [1, 0.5, 0.5, 0])
+    assert weights("rank", [5.0]).tolist() == [0.5]
+    np.testing.assert_allclose(weights("rank", np.zeros(6)), 0.5)
+
+
+def test_sigmoid_and_rescaled_softmax_by_hand():
+    g = np.array([1.0, -2.0, 0.5, 4.0])
+    r = np.abs(g) / np.mean(np.abs(g))
+    np.testing.assert_allclose(weights("sigmoid", g), 1 / (1 + np.exp(-4 * (r - 1))), rtol=1e-5)
+    e = np.exp(np.minimum(r, 2.0))
+    np.testing.assert_allclose(
+        weights("softmax_n", g), np.minimum(1, 0.5 * e / e.mean()), rtol=1e-5
+    )
+    for name in ("sigmoid", "softmax_n"):  # a zero gradient: ½ everywhere
+        np.testing.assert_allclose(weights(name, np.zeros(5)), 0.5)
+
+
+@pytest.mark.parametrize("name", [n for n in STATELESS if SIGMA_RULES[n].width_free])
+def test_the_mean_weight_does_not_move_with_the_width(name):
+    """i.i.d. heavy-tailed gradients (Student's t, 4 degrees of freedom): the mean
+    weight of 2,000 tensors of 10 entries against that of one of 10⁶, within 5%; the
+    paper's softmax falls as 1/n."""
+    rng = np.random.default_rng(0)
+    narrow = np.mean(
+        jax.vmap(lambda g: SIGMA_RULES[name].weights(g, None)[0])(
+            jnp.asarray(rng.standard_t(4, (2_000, 10)), jnp.float32)
+        )
+    )
+    wide = np.mean(weights(name, rng.standard_t(4, 10**6).astype(np.float32)))
+    assert abs(wide - narrow) <= 0.05 * narrow, (narrow, wide)
+    assert np.mean(weights("softmax", rng.normal(size=10**4))) == pytest.approx(1e-4, rel=1e-3)
+
+
+def _quadratic_run(rule, hand, learned, steps=60):
+    """HUB on f(x) = ½‖x‖² from x = 1 (100 entries); returns the final loss and state."""
+    tx = hubopt.hub(hand, learned, sigma=rule)
+    x = jnp.ones(100)
+    state = tx.init(x)
+    for _ in range(steps):
+        g = x
+        u, state = tx.update(g, state, x)
+        x = x + u
+    return float(0.5 * jnp.sum(x**2)), state
+
+
+def test_hyper_moves_weight_to_the_member_that_lowers_the_loss():
+    good, useless = optax.sgd(0.2), optax.sgd(0.0)
+    # default mode: σ weighs the hand member
+    loss_good_hand, state = _quadratic_run("hyper", good, useless)
+    logit = float(state.rule_state.logit)
+    assert logit > 1.0, logit  # σ → the good hand member
+    loss_good_learned, state = _quadratic_run("hyper", useless, good)
+    assert float(state.rule_state.logit) < -1.0  # σ → away from the useless hand member
+    assert abs(float(state.rule_state.logit)) <= HYPER_BOUND
+    # both beat the fixed half-half blend of the same members (rank gives ½ on equal |g|)
+    half, _ = _quadratic_run("rank", good, useless)
+    assert loss_good_hand < half and loss_good_learned < half
+
+
+def test_hyper_is_free_of_the_losss_scale():
+    """With members whose steps ignore the gradient's scale (sign descent, and a member
+    that stands still), the cosine makes λ's path, and so the run, the same for a loss
+    scaled by 10⁻³ or 10³."""
+    sign_descent = optax.chain(optax.scale_by_sign(), optax.scale(-0.05))
+    still = optax.scale(0.0)
+    tx = hubopt.hub(sign_descent, still, sigma="hyper")
+    runs = []
+    for scale in (1e-3, 1.0, 1e3):
+        x = jnp.linspace(-1, 1, 50)
+        state = tx.init(x)
+        for _ in range(25):
+            u, state = tx.update(scale * x, state, x)  # the gradient of scale · ½‖x‖²
+            x = x + u
+        runs.append((float(state.rule_state.logit), np.asarray(x)))
+    for logit, x in runs[1:]:
+        assert logit == pytest.approx(runs[0][0], rel=1e-5)
+        np.testing.assert_allclose(x, runs[0][1], rtol=1e-5, atol=1e-7)
+    assert runs[0][0] > 0  # and it leans to the member that moves
+
+
+def test_sigma_histogram_of_a_stateful_rule_needs_its_state():
+    x = jnp.ones(10)
+    tx = hubopt.hub(optax.sgd(0.1), optax.sgd(0.0), sigma="hyper")
+    state = tx.init(x)
+    with pytest.raises(ValueError, match="has state: pass rule_state"):
+        hubopt.sigma_histogram(x, sigma="hyper")
+    counts = hubopt.sigma_histogram(x, sigma="hyper", rule_state=state.rule_state)
+    assert int(np.sum(counts)) == 10 and int(np.max(counts)) == 10  # one σ for the tensor
+
+
+def test_a_callable_rule_and_bad_rules():
+    params = {"w": jnp.arange(4.0)}
+    half = hubopt.hub(optax.sgd(1.0), optax.sgd(0.0), sigma=lambda g: jnp.full(g.shape, 0.5))
+    u, _ = half.update(params, half.init(params), params)
+    np.testing.assert_allclose(u["w"], -0.5 * np.arange(4.0))
+    with pytest.raises(TypeError, match="sigma must be a rule name"):
+        hubopt.hub(optax.sgd(1.0), optax.sgd(0.0), sigma=3)
