@@ -10,6 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from hubopt.bench import cli, records, sweep
@@ -231,3 +232,32 @@ def test_a_points_steps_rescale_the_presets_warm_up(tmp_path):
     rec = records.read(path)
     assert rec["num_steps"] == steps
     assert rec["optimizer"]["spec"]["warmup_steps"] == 2 * task.hand["warmup_steps"]
+
+
+def test_sigma_study_presets_hold_every_rule_in_both_modes_and_the_loss_scales():
+    from hubopt import SIGMA_RULES
+
+    opts = {p.opt for p in sweep.preset_points("sigma", size="tiny", seeds=1)}
+    for rule in SIGMA_RULES:
+        assert {
+            f"hub:preset+small,sigma={rule}",
+            f"hub:preset+small,sigma={rule},mode=inverted",
+        } <= opts
+    assert {"small", "lgl2o:preset+small", "blend:preset+small,lam=0.75"} <= opts
+    assert any(o.startswith("preset,lr=") for o in opts)  # the tuned baseline's grid
+    scale = sweep.preset_points("sigma_scale", size="tiny", seeds=1)
+    assert {p.loss_scale for p in scale} == set(sweep.LOSS_SCALES)
+    assert {p.task for p in scale} == set(sweep.SCALE_TASKS)
+
+
+def test_a_loss_scaled_point_is_its_own_task_and_adam_does_not_see_the_scale(tmp_path):
+    points = [Point("sine_lstm", "adam", 0, "tiny", loss_scale=c) for c in (None, 1e3)]
+    plain, scaled = (records.read(p) for p in sweep.run_sweep(points, str(tmp_path)))
+    assert scaled["task"]["name"] == "sine_lstm_x1000" and plain["task"]["name"] == "sine_lstm"
+    # Adam's step is free of the gradient's scale (up to eps): the same run in task units
+    np.testing.assert_allclose(
+        scaled["metrics"]["test"]["mse"], plain["metrics"]["test"]["mse"], rtol=1e-3
+    )
+    np.testing.assert_allclose(
+        np.asarray(scaled["curve"]["loss"]), 1e3 * np.asarray(plain["curve"]["loss"]), rtol=1e-3
+    )

@@ -308,3 +308,21 @@ def test_with_budget_lays_the_presets_schedule_over_the_new_budget():
     assert toy.with_budget(4).hand["decay_every"] == 1  # round(0.4) = 0: never 0
     with pytest.raises(ValueError, match="num_steps must be a positive int"):
         task.with_budget(0)
+
+
+def test_with_loss_scale_scales_what_the_optimizer_sees_and_nothing_else():
+    task = get_task("sine_lstm", "tiny")
+    scaled = task.with_loss_scale(1e3)
+    assert scaled.name == "sine_lstm_x1000" and task.with_loss_scale(1) is task
+    params = task.init(jax.random.key(0))
+    batch = task.batch(jax.random.key(1), 0)
+    np.testing.assert_allclose(
+        scaled.loss(params, batch), 1e3 * task.loss(params, batch), rtol=1e-6
+    )
+    assert scaled.evaluate(params, "valid") == task.evaluate(params, "valid")
+    assert float(scaled.eval_loss(params)) == float(task.eval_loss(params))
+    quad = nonconvex.make_task(dim=3, num_steps=5)  # deterministic, no metrics_fn
+    x = quad.init(jax.random.key(0))
+    assert float(quad.with_loss_scale(1e-3).eval_loss(x)) == float(quad.eval_loss(x))
+    with pytest.raises(ValueError, match="loss scale must be a positive number"):
+        task.with_loss_scale(0)

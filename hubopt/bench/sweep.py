@@ -22,6 +22,9 @@ nothing is deleted.
 
     hubopt sweep smoke --out runs/smoke              # tiny size of every task
     hubopt sweep table2 --seeds 3 --out runs/table2  # the paper's Table 2 at "cpu" size
+    hubopt sweep sigma --out runs/sigma              # the σ study: every rule, both modes
+    hubopt sweep sigma_scale --out runs/sigma        # ... and the loss × 10⁻³, 1, 10³ sweep
+    hubopt sweep lopt --out runs/lopt                # the learned optimizer's quality
     hubopt sweep smoke --executor process --workers 2
     hubopt sweep --tasks fmnist_resnet,mnist_vit --opt tuned --opt small \\
         --opt hub:preset+small --seeds 3 --out runs/mine      # a grid of one's own
@@ -59,10 +62,12 @@ class Point:
     seed: int
     size: str = "cpu"
     steps: int | None = None
+    loss_scale: float | None = None  # the training loss × this (`Task.with_loss_scale`)
 
     def __str__(self) -> str:
         steps = "" if self.steps is None else f", {self.steps} steps"
-        return f"{self.task}[{self.size}] {self.opt} seed {self.seed}{steps}"
+        scale = "" if self.loss_scale is None else f", loss × {self.loss_scale:g}"
+        return f"{self.task}[{self.size}] {self.opt} seed {self.seed}{steps}{scale}"
 
 
 # ------------------------------------------------------------------------------ presets
@@ -150,6 +155,59 @@ def _ablations(size: str | None, seeds: int | None) -> list[Point]:
     return [Point(t, o, s, size) for t in ABLATION_TASKS for o in opts for s in range(seeds or 3)]
 
 
+# The σ study (issue 13): every paper task × every σ rule in both modes, against the tuned
+# preset, the learned optimizer alone, LGL2O, fixed blends and clipped softmax HUB; and a
+# loss-scale sweep on two tasks (a scale-free rule gives the same metrics at every scale).
+SIGMA_TASKS = (
+    "nonconvex_l1cos",
+    "sine_ltc",
+    "sine_lstm",
+    "carracing_ltc",
+    "carracing_lstm",
+    "volume_siren",
+    "fmnist_resnet",
+    "fmnist_vit",
+    "mnist_resnet",
+    "mnist_vit",
+    "fmnist_mobilenet_finetune",
+)
+
+
+def _sigma_rule_contenders(modes=("default", "inverted")) -> list[str]:
+    from hubopt import SIGMA_RULES
+
+    return [
+        f"hub:preset+small,sigma={rule}" + ("" if mode == "default" else f",mode={mode}")
+        for rule in SIGMA_RULES
+        for mode in modes
+    ]
+
+
+def _sigma(size: str | None, seeds: int | None) -> list[Point]:
+    """The σ study: `SIGMA_TASKS` × the baselines × every σ rule in both modes."""
+    opts = [
+        TUNED,
+        "small",
+        "lgl2o:preset+small",
+        *(f"blend:preset+small,lam={lam}" for lam in (0.25, 0.5, 0.75)),
+        f"hub:preset+small,clip={CLIP}",
+        *_sigma_rule_contenders(),
+    ]
+    return grid_points(SIGMA_TASKS, opts, seeds or 3, size or "cpu")
+
+
+SCALE_TASKS = ("sine_lstm", "fmnist_mlp")
+LOSS_SCALES = (1e-3, None, 1e3)  # None: the task as it is
+
+
+def _sigma_scale(size: str | None, seeds: int | None) -> list[Point]:
+    """The loss-scale sweep: two tasks × loss × 10⁻³, 1, 10³ × the preset, the learned
+    optimizer alone and every σ rule (default mode)."""
+    opts = ["preset", "small", *_sigma_rule_contenders(("default",))]
+    base = grid_points(SCALE_TASKS, opts, seeds or 3, size or "cpu")
+    return seed_major(replace(p, loss_scale=c) for p in base for c in LOSS_SCALES)
+
+
 # The learned optimizer's quality benchmark: its held-out tasks (`hubopt.tasks.lopt_heldout`;
 # headline: the final training loss) × the tuned hand preset, the learned optimizer alone,
 # LGL2O and the three HUB variants.
@@ -215,6 +273,8 @@ PRESETS: dict[str, Callable[[str | None, int | None], list[Point]]] = {
     **{name: _table(name) for name in TABLES},
     "ablations": _ablations,
     "lopt": _lopt,
+    "sigma": _sigma,
+    "sigma_scale": _sigma_scale,
 }
 
 
@@ -267,17 +327,18 @@ def preset_points(name: str, size: str | None = None, seeds: int | None = None) 
 _TASKS: dict[tuple[str, str], object] = {}  # built tasks, per process
 
 
-def _task(name: str, size: str, steps: int | None = None):
+def _task(name: str, size: str, steps: int | None = None, loss_scale: float | None = None):
     """Task `name` at `size`, over `steps` steps (None: its own budget) with its preset's
-    schedule laid over them (`Task.with_budget`); built once per process."""
+    schedule laid over them (`Task.with_budget`), its training loss × `loss_scale`
+    (`Task.with_loss_scale`); built once per process."""
     from hubopt.tasks import get_task
 
-    key = (name, size, steps)
+    key = (name, size, steps, loss_scale)
     if key not in _TASKS:
-        task = _TASKS[(name, size, None)] = _TASKS.get((name, size, None)) or get_task(
-            name, size=size
-        )
-        _TASKS[key] = task if steps is None else task.with_budget(steps)
+        base = _TASKS.get((name, size, None, None)) or get_task(name, size=size)
+        _TASKS[(name, size, None, None)] = base
+        task = base if steps is None else base.with_budget(steps)
+        _TASKS[key] = task if loss_scale is None else task.with_loss_scale(loss_scale)
     return _TASKS[key]
 
 
@@ -289,7 +350,7 @@ def run_point(
     from hubopt.bench import optimizers, records, runner, spec_language
 
     point = Point(**point) if isinstance(point, dict) else point
-    task = _task(point.task, point.size, point.steps)
+    task = _task(point.task, point.size, point.steps, point.loss_scale)
     spec = spec_language.parse(point.opt, task).to_dict()
 
     def train(**kwargs):

@@ -242,6 +242,27 @@ class Task:
             hand["decay_every"] = max(1, round(hand["decay_every"] * scale))
         return replace(self, num_steps=num_steps, hand=hand)
 
+    def with_loss_scale(self, scale: float) -> Task:
+        """This task with its training loss multiplied by `scale` > 0, named
+        `<name>_x<scale>`: what the optimizers see changes, the task does not (its
+        validation loss and metrics stay in the task's units), so a method that is
+        free of the loss's scale gets the same metrics at every scale."""
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not scale > 0:
+            raise ValueError(f"loss scale must be a positive number, got {scale!r}")
+        if scale == 1:
+            return self
+        loss, c = self.loss, float(scale)
+        eval_fn = self.eval_fn
+        if eval_fn is None and self.metrics_fn is None:  # the valid loss stays unscaled
+            eval_fn = lambda params: loss(params, None)  # noqa: E731
+        return replace(
+            self,
+            name=f"{self.name}_x{c:g}",
+            loss=lambda params, batch: c * loss(params, batch),
+            eval_fn=eval_fn,
+            description=f"{self.description} [training loss × {c:g}]",
+        )
+
     def hand_preset(self, num_steps: int | None = None) -> optax.GradientTransformationExtraArgs:
         """The paper's hand-designed optimizer for this task, its schedule laid over
         `num_steps` (default: the task's budget)."""
