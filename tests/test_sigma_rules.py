@@ -155,3 +155,26 @@ def test_a_callable_rule_and_bad_rules():
     np.testing.assert_allclose(u["w"], -0.5 * np.arange(4.0))
     with pytest.raises(TypeError, match="sigma must be a rule name"):
         hubopt.hub(optax.sgd(1.0), optax.sgd(0.0), sigma=3)
+
+
+@pytest.mark.parametrize("name", list(SIGMA_RULES))
+def test_a_non_finite_gradient_entry_stays_in_its_entry(name):
+    """σ sees a NaN or ∞ entry as |g| = 0: the tensor's other entries stay finite, and
+    for a rule without state get the update they would get with that entry at 0."""
+    g = jnp.asarray(np.random.default_rng(4).normal(size=(6, 5)), jnp.float32)
+    rule = SIGMA_RULES[name]
+    tx = hubopt.hub(optax.sgd(1.0), optax.sgd(0.5), sigma=name)
+    others = np.ones((6, 5), bool)
+    others[2, 3] = False
+    for bad in (jnp.inf, -jnp.inf, jnp.nan):
+        g_bad = g.at[2, 3].set(bad)
+        state = tx.init(g)
+        for _ in range(2):  # `hyper` also uses the step before
+            u_bad, state = tx.update(g_bad, state, g)
+        assert np.all(np.isfinite(np.asarray(u_bad)[others])), (name, bad)
+        if rule.stateful:
+            assert np.isfinite(float(state.rule_state.logit))
+            continue
+        w = np.asarray(rule.weights(g.at[2, 3].set(0.0), None)[0])
+        want = -(w * np.asarray(g) + (1 - w) * 0.5 * np.asarray(g))  # σ weighs sgd(1.0)
+        np.testing.assert_allclose(np.asarray(u_bad)[others], want[others], rtol=1e-5)

@@ -13,6 +13,10 @@ g -> σ — optionally clamped, σ ← clip(σ, B, A)  (clipping HUB, paper eqs.
     default  (eq. 5):   U = σ ⊙ U_hand + (1 − σ) ⊙ U_learned
     inverted (eq. 13):  U = (1 − σ) ⊙ U_hand + σ ⊙ U_learned
 
+Non-finite gradients: every rule sees a NaN or infinite entry as |g| = 0, so a bad
+entry stays in its own entry (as with Adam alone) instead of turning its whole
+tensor's σ into NaN; the members' updates pass through as they are.
+
 Block-wise HUB (App. C.2) gives each tensor its own mode through `blocks`: a
 label per tensor, or per sub-tree (a prefix of the params tree).
 

@@ -36,6 +36,13 @@ loss. It keeps per tensor λ and d_{t−1} (one extra buffer of the tensor's siz
 the cosine makes the step free of the gradient's and the updates' scales, and the
 bound |λ| ≤ 4 keeps the weaker member at ≥ 1.8% so that it can win back.
 
+Non-finite gradients: σ sees a NaN or infinite entry as |g| = 0, so it stays
+inside its own entry (whose update the members make non-finite or not, as they
+would alone) and never spreads to the rest of its tensor through the tensor's
+max, sum or mean; `hyper` likewise leaves non-finite entries out of its cosine
+and its stored difference. (The paper's softmax would turn a whole tensor's σ
+into NaN: ∞ − ∞.)
+
 A rule of one's own: any callable `g -> σ` (same shape, values in [0, 1]); or a
 `SigmaRule` with state.
 """
@@ -57,7 +64,9 @@ SOFTMAX_N_CAP = 2.0  # r is capped here inside softmax_n
 
 
 def _abs32(g) -> jax.Array:
-    return jnp.abs(jnp.asarray(g).astype(jnp.float32))
+    """|g| in float32, a non-finite entry counted as 0 (the non-finite policy)."""
+    a = jnp.abs(jnp.asarray(g).astype(jnp.float32))
+    return jnp.where(jnp.isfinite(a), a, 0.0)
 
 
 def layer_softmax(g: jax.Array) -> jax.Array:
@@ -116,8 +125,13 @@ class HyperState(NamedTuple):
     diff: jax.Array
 
 
+def _finite32(x) -> jax.Array:
+    x = jnp.asarray(x).astype(jnp.float32)
+    return jnp.where(jnp.isfinite(x), x, 0.0)
+
+
 def _cosine(x: jax.Array, y: jax.Array) -> jax.Array:
-    x, y = x.astype(jnp.float32).ravel(), y.astype(jnp.float32).ravel()
+    x, y = _finite32(x).ravel(), _finite32(y).ravel()
     norms = jnp.sqrt(jnp.sum(x * x) * jnp.sum(y * y))
     return jnp.where(norms > 0, jnp.sum(x * y) / jnp.where(norms > 0, norms, 1.0), 0.0)
 
@@ -137,8 +151,7 @@ def _hyper_weights(g, state: HyperState):
 
 
 def _hyper_observe(state: HyperState, u_sigma, u_other) -> HyperState:
-    diff = jnp.asarray(u_sigma).astype(jnp.float32) - jnp.asarray(u_other).astype(jnp.float32)
-    return state._replace(diff=diff)
+    return state._replace(diff=_finite32(u_sigma) - _finite32(u_other))
 
 
 class SigmaRule(NamedTuple):
