@@ -196,6 +196,24 @@ def test_low_precision_params_keep_their_dtype(dtype):
         assert np.all(np.isfinite(np.asarray(u, np.float32)))
 
 
+def test_float64_params_are_mixed_in_float64():
+    """With x64 on, a float64 tensor's update is the eq. 5 mixture to float64 precision
+    (σ itself is a float32 weight), not rounded through float32."""
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(2)
+        params = {"w": jnp.asarray(rng.normal(size=(5, 4)))}
+        grads = {"w": jnp.asarray(rng.normal(size=(5, 4)) * 1e-3)}
+        assert params["w"].dtype == jnp.float64
+        tx = hubopt.hub(neg_grad(), optax.scale(-(1 + 1e-12)))
+        updates, _ = tx.update(grads, tx.init(params), params)
+        u = updates["w"]
+        assert u.dtype == jnp.float64
+        w = np.asarray(hubopt.layer_softmax(grads["w"]), np.float64)
+        g = np.asarray(grads["w"], np.float64)
+        want = w * -g + (1 - w) * -(1 + 1e-12) * g
+        np.testing.assert_allclose(np.asarray(u), want, rtol=1e-13)
+
+
 def test_huge_gradients_give_finite_updates():
     params = {"w": jnp.ones((10,))}
     grads = {"w": jnp.array([1e30] + [1.0] * 9, jnp.float32)}

@@ -131,9 +131,11 @@ def _mix_leaf(g, u_hand, u_learned, mode: str, clip, rule: SigmaRule, rule_state
     sigma = jnp.asarray(sigma, jnp.float32)
     if clip is not None:
         sigma = jnp.clip(sigma, clip[0], clip[1])
-    w_hand = sigma if mode == "default" else 1.0 - sigma
-    hand_part = w_hand * jnp.asarray(u_hand).astype(jnp.float32)
-    learned_part = (1.0 - w_hand) * jnp.asarray(u_learned).astype(jnp.float32)
+    # mixed in float32, or in the update's own precision where that is higher (float64)
+    mix_dtype = jnp.promote_types(out_dtype, jnp.float32)
+    w_hand = (sigma if mode == "default" else 1.0 - sigma).astype(mix_dtype)
+    hand_part = w_hand * jnp.asarray(u_hand).astype(mix_dtype)
+    learned_part = (1.0 - w_hand) * jnp.asarray(u_learned).astype(mix_dtype)
     update = (hand_part + learned_part).astype(out_dtype)
     if rule.observe is not None:
         u_sigma, u_other = (u_hand, u_learned) if mode == "default" else (u_learned, u_hand)
