@@ -278,16 +278,30 @@ def hub(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+def _without_nnx_variables(tree):
+    """`tree` with Flax nnx Variables replaced by their arrays (an `nnx.Optimizer` keeps
+    its state in Variables, whose pytree adds a "value" key to every path); unchanged
+    when nnx is not in use."""
+    import sys
+
+    nnx = sys.modules.get("flax.nnx")
+    if nnx is None:
+        return tree
+    return nnx.as_pure(tree)
+
+
 def hub_stats(state, which: int | None = None) -> dict[str, dict[str, float]]:
     """Diagnostics of the last HUB step by tensor path.
 
     `state` is a `HubState` or any pytree that contains one (`optax.chain(clip,
-    hub(...))`'s state, a Flax `TrainState`, ...); with several, `which` picks one
+    hub(...))`'s state, a Flax `TrainState`, an `nnx.Optimizer`'s `opt_state`, ...);
+    with several, `which` picks one
     (0-based, in pytree order). Returns `{path: {"sigma_min", "sigma_mean",
     "sigma_max", "hand_share"}}` as floats; NaN before the first update and when
     the HUB was built with `stats=False`.
     """
-    stats = jax.device_get(find_one(state, HubState, "hub_stats", which).stats)
+    stats = _without_nnx_variables(find_one(state, HubState, "hub_stats", which).stats)
+    stats = jax.device_get(stats)
     paths = leaf_paths(stats.sigma_min)
     columns = [jax.tree_util.tree_leaves(field) for field in stats]
     return {
