@@ -34,3 +34,15 @@ __all__ = [
     "sigma_histogram",
 ]
 __version__ = "0.1.0"
+
+_SUBPACKAGES = ("learned", "tasks", "bench", "flax")  # imported on first use
+
+
+def __getattr__(name):
+    """`hubopt.learned`, `hubopt.tasks`, `hubopt.bench`, `hubopt.flax` after a plain
+    `import hubopt`, imported when first used (so that `import hubopt` stays light)."""
+    if name in _SUBPACKAGES:
+        import importlib
+
+        return importlib.import_module(f"hubopt.{name}")
+    raise AttributeError(f"module 'hubopt' has no attribute {name!r}")
