@@ -448,3 +448,38 @@ def test_a_stateless_rule_mixes_with_its_own_weights(rule):
     assert int(np.sum(counts["dense"]["w"])) == g.size
     with pytest.raises(ValueError, match="unknown sigma rule 'nope'"):
         hubopt.hub(neg_grad(), value_times_params(), sigma="nope")
+
+
+def _nan_on_steps(steps):
+    """A learned-like member: U = −0.5 g, but NaN in one entry of `w` on `steps`."""
+
+    def init_fn(params):
+        return {"count": jnp.zeros((), jnp.int32)}
+
+    def update_fn(updates, state, params=None):
+        bad = jnp.isin(state["count"], jnp.asarray(steps))
+        out = jax.tree_util.tree_map(lambda g: -0.5 * g, updates)
+        out["w"] = out["w"].at[0].set(jnp.where(bad, jnp.nan, out["w"][0]))
+        return out, {"count": state["count"] + 1}
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def test_nan_guard_falls_back_to_the_hand_update_and_counts_it():
+    params = {"w": jnp.arange(1.0, 5.0), "b": jnp.ones(3)}
+    grads = jax.tree_util.tree_map(lambda p: 0.1 * p, params)
+    guarded = hubopt.hub(neg_grad(), _nan_on_steps([1, 3]), nan_guard=True)
+    plain = hubopt.hub(neg_grad(), _nan_on_steps([1, 3]))
+    gs, ps = guarded.init(params), plain.init(params)
+    for step in range(5):
+        ug, gs = guarded.update(grads, gs, params)
+        up, ps = plain.update(grads, ps, params)
+        if step in (1, 3):  # the whole tensor takes the hand update: −g
+            np.testing.assert_allclose(ug["w"], -grads["w"])
+            assert np.isnan(np.asarray(up["w"])[0])  # unguarded, the NaN passes through
+        else:
+            np.testing.assert_allclose(ug["w"], up["w"])
+        np.testing.assert_allclose(ug["b"], up["b"])  # the other tensor is untouched
+    stats = hubopt.hub_stats(gs)
+    assert stats["w"]["guard_fired"] == 2 and stats["b"]["guard_fired"] == 0
+    assert "guard_fired" not in hubopt.hub_stats(ps)["w"]

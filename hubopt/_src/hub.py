@@ -74,6 +74,7 @@ class HubState(NamedTuple):
     members: members.MemberStates
     stats: HubLeafStats
     rule_state: Any = ()
+    guard_fired: Any = ()  # with nan_guard: per tensor, the steps it fell back to hand
 
 
 def _validate_clip(clip) -> tuple[float, float] | None:
@@ -200,6 +201,7 @@ def hub(
     blocks: Any | Callable[[Any], Any] | None = None,
     sigma: str | SigmaRule | Callable[[jax.Array], jax.Array] = "softmax",
     stats: bool = True,
+    nan_guard: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """HUB of a hand-designed and a learned optimizer (see the module docstring).
 
@@ -216,6 +218,10 @@ def hub(
         default), a `SigmaRule`, or a callable `g -> σ` (g's shape, in [0, 1]).
       stats: keep the per-tensor diagnostics of the last step (`hub_stats`); off,
         they stay NaN and the step skips their reductions.
+      nan_guard: per tensor and step, where the learned update has a non-finite
+        entry, the tensor takes the hand update instead; `hub_stats` counts the
+        steps each tensor fell back ("guard_fired"). The learned member still
+        advances on the gradient (its own state is its own).
 
     Both members see the same gradients and the whole tree and advance every
     step. Extra args given to `update` reach each member that accepts them.
@@ -225,7 +231,7 @@ def hub(
     _validate_mode(mode, "mode")
     clip = _validate_clip(clip)
     rule = resolve_rule(sigma)
-    stats = bool(stats)
+    stats, nan_guard = bool(stats), bool(nan_guard)
     if blocks is not None and not callable(blocks):
         # Labels given as a tree are checked now, not at the first step.
         for label in jax.tree_util.tree_leaves(blocks):
@@ -241,6 +247,9 @@ def hub(
             members=members.init_members(hand, learned, params),
             stats=_empty_stats(params),
             rule_state=rule_state,
+            guard_fired=jax.tree_util.tree_map(lambda _: jnp.zeros((), jnp.int32), params)
+            if nan_guard
+            else (),
         )
 
     def update_fn(updates, state: HubState, params=None, **extra_args):
@@ -255,12 +264,22 @@ def hub(
         r_leaves = (
             tree_def.flatten_up_to(state.rule_state) if rule.stateful else [None] * len(g_leaves)
         )
-        mixed, leaf_stats, rule_leaves = [], [], []
-        for g, uh, ul, m, r in zip(g_leaves, h_leaves, l_leaves, modes, r_leaves, strict=True):
+        f_leaves = (
+            tree_def.flatten_up_to(state.guard_fired) if nan_guard else [None] * len(g_leaves)
+        )
+        mixed, leaf_stats, rule_leaves, fired_leaves = [], [], [], []
+        for g, uh, ul, m, r, f in zip(
+            g_leaves, h_leaves, l_leaves, modes, r_leaves, f_leaves, strict=True
+        ):
             u, st, r = _mix_leaf(g, uh, ul, m, clip, rule, r, stats)
+            if nan_guard:  # the learned update went non-finite: this tensor takes hand's
+                fire = jnp.logical_not(jnp.all(jnp.isfinite(jnp.asarray(ul))))
+                u = jnp.where(fire, jnp.asarray(uh).astype(u.dtype), u)
+                f = f + fire.astype(jnp.int32)
             mixed.append(u)
             leaf_stats.append(st)
             rule_leaves.append(r)
+            fired_leaves.append(f)
         stat_trees = [
             jax.tree_util.tree_unflatten(tree_def, list(col))
             for col in zip(*leaf_stats, strict=True)
@@ -272,6 +291,7 @@ def hub(
             members=new_members,
             stats=HubLeafStats(*stat_trees),
             rule_state=tree_def.unflatten(rule_leaves) if rule.stateful else (),
+            guard_fired=tree_def.unflatten(fired_leaves) if nan_guard else (),
         )
         return jax.tree_util.tree_unflatten(tree_def, mixed), new_state
 
@@ -297,14 +317,20 @@ def hub_stats(state, which: int | None = None) -> dict[str, dict[str, float]]:
     hub(...))`'s state, a Flax `TrainState`, an `nnx.Optimizer`'s `opt_state`, ...);
     with several, `which` picks one
     (0-based, in pytree order). Returns `{path: {"sigma_min", "sigma_mean",
-    "sigma_max", "hand_share"}}` as floats; NaN before the first update and when
-    the HUB was built with `stats=False`.
+    "sigma_max", "hand_share"}}` as floats (and, with `nan_guard`, the int
+    "guard_fired"); NaN before the first update and when the HUB was built with
+    `stats=False`.
     """
-    stats = _without_nnx_variables(find_one(state, HubState, "hub_stats", which).stats)
-    stats = jax.device_get(stats)
+    hub_state = _without_nnx_variables(find_one(state, HubState, "hub_stats", which))
+    stats = jax.device_get(hub_state.stats)
     paths = leaf_paths(stats.sigma_min)
     columns = [jax.tree_util.tree_leaves(field) for field in stats]
-    return {
+    out = {
         path: {name: float(col[i]) for name, col in zip(HubLeafStats._fields, columns, strict=True)}
         for i, path in enumerate(paths)
     }
+    if not isinstance(hub_state.guard_fired, tuple) or hub_state.guard_fired:  # nan_guard on
+        fired = jax.tree_util.tree_leaves(jax.device_get(hub_state.guard_fired))
+        for path, count in zip(paths, fired, strict=True):
+            out[path]["guard_fired"] = int(count)
+    return out
