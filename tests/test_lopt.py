@@ -268,7 +268,7 @@ def test_bad_inputs():
         MLPLOpt(momentum_decays=(1.5,))
     opt = lo.optimizer(theta, 10)
     params = _params()
-    with pytest.raises(ValueError, match="params"):
+    with pytest.raises(TypeError, match="MLPLOpt needs the params"):
         opt.update(params, opt.init(params), None, value=1.0)
 
 

@@ -74,3 +74,28 @@ def test_bundled_recipe_is_the_documented_command_and_the_defaults():
     for field in dataclasses.fields(MetaTrainConfig):  # what `hubopt meta-train` would run
         assert getattr(args, field.name) == getattr(config, field.name), field.name
     assert config.outer_steps == prov["outer_steps"]
+
+
+def test_the_bundled_optimizer_names_itself_and_warns_once_past_its_budget():
+    import warnings
+
+    import hubopt.learned
+
+    tx = hubopt.learned.pretrained("small", num_steps=3)
+    params = {"w": jnp.ones(3)}
+    state = tx.init(params)
+    with pytest.raises(TypeError, match="hubopt-small needs the loss"):
+        tx.update(params, state, params)
+    with pytest.raises(TypeError, match="hubopt-small needs the params"):
+        tx.update(params, state, value=1.0)
+    update = jax.jit(lambda g, s, p: tx.update(g, s, p, value=1.0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):  # within the budget: silent
+            _, state = update(params, state, params)
+        jax.effects_barrier()
+        assert not caught
+        for _ in range(3):  # steps 4, 5, 6: one warning, at step 4
+            _, state = update(params, state, params)
+        jax.effects_barrier()
+    assert [str(w.message)[:42] for w in caught] == ["hubopt-small is running past its num_steps"]

@@ -83,4 +83,4 @@ def pretrained(name: str = "small", *, num_steps: int) -> optax.GradientTransfor
         raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
     num_steps = int(num_steps)
     lopt, theta = load(name)
-    return lopt.optimizer(theta, num_steps)
+    return lopt.optimizer(theta, num_steps, name=f"hubopt-{name}")

@@ -42,6 +42,17 @@ from hubopt.learned import _features as F
 NUM_GLOBAL_FEATURES = 3
 
 
+def _warn_past_budget(name: str, num_steps) -> None:
+    import warnings
+
+    warnings.warn(
+        f"{name} is running past its num_steps={int(num_steps)}: its schedule features "
+        "stay at the end of the run (t/T = 1); give the run's real number of steps",
+        UserWarning,
+        stacklevel=2,
+    )
+
+
 class MLPLOptState(NamedTuple):
     """State of `MLPLOpt.optimizer`.
 
@@ -180,11 +191,17 @@ class MLPLOpt:
                     f"shape {(n_out,)} for layer sizes {sizes}"
                 )
 
-    def optimizer(self, theta: dict, num_steps) -> optax.GradientTransformationExtraArgs:
+    def optimizer(
+        self, theta: dict, num_steps, *, name: str = "MLPLOpt"
+    ) -> optax.GradientTransformationExtraArgs:
         """The optimizer with meta-parameters θ for a run of `num_steps` steps.
 
-        `update(grads, state, params, *, value)` needs the params and the loss.
-        `num_steps` may be a traced scalar (meta-training varies it).
+        `update(grads, state, params, *, value)` needs the params and the loss; errors
+        name the optimizer `name`. `num_steps` may be a traced scalar (meta-training
+        varies it). Past `num_steps` its schedule features stay at the end of the
+        run (t/T = 1); with a Python int `num_steps`, the first step past it warns
+        once, from the host (`UserWarning`), as a run longer than its budget is
+        usually a wrong `num_steps`.
         """
         self._check_theta(theta)
         if isinstance(num_steps, int | float) and num_steps <= 0:
@@ -207,11 +224,21 @@ class MLPLOpt:
                 loss_ema=jnp.zeros((), jnp.float32),
             )
 
-        def update_fn(updates, state: MLPLOptState, params=None, *, value, **extra_args):
+        def update_fn(updates, state: MLPLOptState, params=None, *, value=None, **extra_args):
             del extra_args
-            if params is None:
-                raise ValueError("MLPLOpt's update needs params (update(grads, state, params))")
+            if params is None:  # TypeError: a missing argument, as VeLO's and HUB's
+                raise TypeError(
+                    f"{name} needs the params: update(grads, state, params, value=loss)"
+                )
+            if value is None:
+                raise TypeError(f"{name} needs the loss: update(grads, state, params, value=loss)")
             count = state.count + 1
+            if isinstance(num_steps, int) and not isinstance(num_steps, bool):
+                jax.lax.cond(
+                    count == num_steps + 1,
+                    lambda: jax.debug.callback(_warn_past_budget, name, num_steps),
+                    lambda: None,
+                )
             value = jnp.asarray(value, jnp.float32)
             loss_ema = jnp.where(state.count == 0, value, state.loss_ema)
             loss_feat = jnp.tanh((value - loss_ema) / (jnp.abs(loss_ema) + 1e-8))
