@@ -34,8 +34,6 @@ Markdown table and the goal checks from the records alone.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import functools
 import json
 import math
 import os
@@ -62,70 +60,15 @@ ADAM_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 HUB_CLIP = (0.1, 0.9)
 
 
-# ------------------------------------------------------------ fine-tuning task
-
-
-@functools.lru_cache(maxsize=1)
-def _pretrained_backbone():
-    """MLP 64-64-64 pretrained with Adam(1e-3) for 500 steps on digits 0–4 (seed 0)."""
-    d = td.load_digits_split()
-    m = d["y_tr"] < 5
-    x, y = jnp.asarray(d["x_tr"][m]), jnp.asarray(d["y_tr"][m])
-    params = td.mlp_init(jax.random.PRNGKey(0), (64, 64, 64, 5), 1.0)
-    opt = optax.adam(1e-3)
-
-    @jax.jit
-    def run(params):
-        def body(c, t):
-            p, s = c
-            idx = jax.random.randint(jax.random.PRNGKey(t), (64,), 0, x.shape[0])
-            g = jax.grad(lambda q: td.softmax_xent(td.mlp_apply(q, x[idx], "relu"), y[idx]))(p)
-            u, s = opt.update(g, s, p)
-            return (optax.apply_updates(p, u), s), None
-
-        (p, _), _ = jax.lax.scan(body, (params, opt.init(params)), jnp.arange(500))
-        return p
-
-    with jax.ensure_compile_time_eval():  # concrete even when first asked for inside a trace
-        p = jax.device_get(run(params))
-    return {k: v for k, v in p.items() if k != "layer2"}
-
-
-@dataclasses.dataclass(frozen=True)
-class FinetuneDigits(td.MetaTask):
-    """Digits 5–9 (relabelled 0–4) from a backbone pretrained on 0–4; a new head."""
-
-    def base_data(self):
-        _pretrained_backbone()  # pretrain now, outside any trace
-        d = td.load_digits_split()
-        tr, te = d["y_tr"] >= 5, d["y_te"] >= 5
-        return {
-            "x_tr": d["x_tr"][tr],
-            "y_tr": d["y_tr"][tr] - 5,
-            "x_te": d["x_te"][te],
-            "y_te": d["y_te"][te] - 5,
-        }
-
-    def init(self, key):
-        head = td.mlp_init(key, (64, 5), 1.0)["layer0"]
-        return {**jax.tree_util.tree_map(jnp.asarray, _pretrained_backbone()), "layer2": head}
-
-
-FINETUNE = FinetuneDigits(
-    name="digits59_finetune_mlp64x64relu",
-    dataset="digits",
-    hidden=(64, 64),
-    activation="relu",
-    batch_size=64,
-)
+# ---------------------------------------------------------------------- tasks
 
 
 def all_tasks() -> dict[str, tuple[td.MetaTask, str]]:
-    out = {t.name: (t, "in_distribution") for t in td.HELDOUT_IN_DISTRIBUTION}
-    out.update({t.name: (t, "out_of_distribution") for t in td.HELDOUT_OUT_OF_DISTRIBUTION})
-    out.update({t.name: (t, "other_data_set") for t in td.HELDOUT_OTHER_DATA})
-    out[FINETUNE.name] = (FINETUNE, "fine_tuning")
-    return out
+    """The held-out tasks and their kinds: those of the harness (`hubopt sweep lopt`,
+    which supersedes this script), `hubopt.tasks.lopt_heldout.KINDS`."""
+    from hubopt.tasks.lopt_heldout import KINDS
+
+    return dict(KINDS)
 
 
 # ------------------------------------------------------------------ running
