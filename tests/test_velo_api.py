@@ -281,3 +281,16 @@ def test_lstm_features_against_numpy(case):
         assert np.all(np.abs(want[24:27]) < 2.4)  # var_m features inside the clip range
     if case == "constant":
         np.testing.assert_array_equal(got[24:27], -2.5)  # var_m exactly 0
+
+
+def test_a_run_past_num_steps_warns_once_from_the_host():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _run(10)  # the whole budget: silent
+        jax.effects_barrier()
+        assert not caught
+        _run(13)  # three steps past it: one warning, at step 11
+        jax.effects_barrier()
+    assert [str(w.message)[:34] for w in caught] == ["velo is running past its num_steps"]

@@ -37,20 +37,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hubopt._src.budget import warn_once_past_budget
 from hubopt.learned import _features as F
 
 NUM_GLOBAL_FEATURES = 3
-
-
-def _warn_past_budget(name: str, num_steps) -> None:
-    import warnings
-
-    warnings.warn(
-        f"{name} is running past its num_steps={int(num_steps)}: its schedule features "
-        "stay at the end of the run (t/T = 1); give the run's real number of steps",
-        UserWarning,
-        stacklevel=2,
-    )
 
 
 class MLPLOptState(NamedTuple):
@@ -234,11 +224,7 @@ class MLPLOpt:
                 raise TypeError(f"{name} needs the loss: update(grads, state, params, value=loss)")
             count = state.count + 1
             if isinstance(num_steps, int) and not isinstance(num_steps, bool):
-                jax.lax.cond(
-                    count == num_steps + 1,
-                    lambda: jax.debug.callback(_warn_past_budget, name, num_steps),
-                    lambda: None,
-                )
+                warn_once_past_budget(name, count, num_steps)
             value = jnp.asarray(value, jnp.float32)
             loss_ema = jnp.where(state.count == 0, value, state.loss_ema)
             loss_feat = jnp.tanh((value - loss_ema) / (jnp.abs(loss_ema) + 1e-8))

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hubopt._src.budget import warn_once_past_budget
 from hubopt.learned import _velo_math as vm
 from hubopt.learned.velo_checkpoint import (
     GROUP_WIDTHS,
@@ -314,6 +315,7 @@ def velo(
         loss = jnp.asarray(value, jnp.float32)
         if loss.shape != ():
             raise ValueError(f"value must be a scalar loss, got shape {loss.shape}")
+        warn_once_past_budget("velo", state.iteration + 1, state.num_steps)
         if weight_decay > 0.0:
             # learned_optimization's WeightDecayWrapper: the decay goes through VeLO.
             l2 = [
