@@ -33,7 +33,7 @@ def weights(name, g):
 
 
 @pytest.mark.parametrize("name", STATELESS)
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(g=GRADS)
 def test_weights_lie_in_the_unit_interval_with_the_gradients_shape(name, g):
     w = weights(name, g)
@@ -41,14 +41,14 @@ def test_weights_lie_in_the_unit_interval_with_the_gradients_shape(name, g):
 
 
 @pytest.mark.parametrize("name", SCALE_FREE)
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(g=GRADS, c=st.sampled_from([1e-3, 0.5, 7.0, 1e3]))
 def test_scale_free_rules_ignore_the_gradients_scale(name, g, c):
     np.testing.assert_allclose(weights(name, c * g), weights(name, g), rtol=2e-4, atol=2e-6)
 
 
 @pytest.mark.parametrize("name", [n for n in STATELESS if SIGMA_RULES[n].monotone])
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(g=GRADS)
 def test_monotone_rules_never_give_a_larger_abs_gradient_a_smaller_weight(name, g):
     a, w = np.abs(g).ravel(), weights(name, g).ravel()

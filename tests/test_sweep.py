@@ -47,8 +47,8 @@ def test_grids_run_seed_by_seed():
     seeds = [p.seed for p in grid]
     assert seeds == sorted(seeds) and seeds.count(0) == 4
     assert [(p.task, p.opt) for p in grid[:4]] == [(p.task, p.opt) for p in grid[4:]]
-    for name in ("table3", "demo"):
-        seeds = [p.seed for p in sweep.preset_points(name)]
+    for points in (sweep.preset_points("table3", size="tiny"), sweep.demo_points(2)):
+        seeds = [p.seed for p in points]
         assert seeds == sorted(seeds) and len(set(seeds)) > 1
 
 
