@@ -178,13 +178,10 @@ def sigma_histogram(grads, *, sigma="softmax", clip=None, rule_state=None, edges
         idx = jnp.clip(jnp.searchsorted(edges_arr, w, side="right") - 1, 0, bins - 1)
         return jnp.bincount(idx, length=bins).astype(jnp.int32)
 
-    if not rule.stateful:
-        return jax.tree_util.tree_map(one, grads)
     tree_def = jax.tree_util.tree_structure(grads)
-    states = tree_def.flatten_up_to(rule_state)
-    return tree_def.unflatten(
-        [one(g, st) for g, st in zip(tree_def.flatten_up_to(grads), states, strict=True)]
-    )
+    leaves = tree_def.flatten_up_to(grads)
+    states = tree_def.flatten_up_to(rule_state) if rule.stateful else [None] * len(leaves)
+    return tree_def.unflatten([one(g, st) for g, st in zip(leaves, states, strict=True)])
 
 
 def _empty_stats(params) -> HubLeafStats:
@@ -315,11 +312,10 @@ def hub_stats(state, which: int | None = None) -> dict[str, dict[str, float]]:
 
     `state` is a `HubState` or any pytree that contains one (`optax.chain(clip,
     hub(...))`'s state, a Flax `TrainState`, an `nnx.Optimizer`'s `opt_state`, ...);
-    with several, `which` picks one
-    (0-based, in pytree order). Returns `{path: {"sigma_min", "sigma_mean",
-    "sigma_max", "hand_share"}}` as floats (and, with `nan_guard`, the int
-    "guard_fired"); NaN before the first update and when the HUB was built with
-    `stats=False`.
+    with several, `which` picks one (0-based, in pytree order). Returns
+    `{path: {"sigma_min", "sigma_mean", "sigma_max", "hand_share"}}` as floats (and,
+    with `nan_guard`, the int "guard_fired"); NaN before the first update and when
+    the HUB was built with `stats=False`.
     """
     hub_state = _without_nnx_variables(find_one(state, HubState, "hub_stats", which))
     stats = jax.device_get(hub_state.stats)
@@ -329,8 +325,8 @@ def hub_stats(state, which: int | None = None) -> dict[str, dict[str, float]]:
         path: {name: float(col[i]) for name, col in zip(HubLeafStats._fields, columns, strict=True)}
         for i, path in enumerate(paths)
     }
-    if not isinstance(hub_state.guard_fired, tuple) or hub_state.guard_fired:  # nan_guard on
-        fired = jax.tree_util.tree_leaves(jax.device_get(hub_state.guard_fired))
+    fired = jax.tree_util.tree_leaves(jax.device_get(hub_state.guard_fired))
+    if fired:  # nan_guard on (its counters have the params' tree; off, it is ())
         for path, count in zip(paths, fired, strict=True):
             out[path]["guard_fired"] = int(count)
     return out

@@ -63,10 +63,15 @@ SIGMOID_SLOPE = 4.0
 SOFTMAX_N_CAP = 2.0  # r is capped here inside softmax_n
 
 
+def _finite32(x) -> jax.Array:
+    """x in float32, a non-finite entry counted as 0 (the non-finite policy)."""
+    x = jnp.asarray(x).astype(jnp.float32)
+    return jnp.where(jnp.isfinite(x), x, 0.0)
+
+
 def _abs32(g) -> jax.Array:
-    """|g| in float32, a non-finite entry counted as 0 (the non-finite policy)."""
-    a = jnp.abs(jnp.asarray(g).astype(jnp.float32))
-    return jnp.where(jnp.isfinite(a), a, 0.0)
+    """|g| in float32, a non-finite entry counted as 0."""
+    return jnp.abs(_finite32(g))
 
 
 def layer_softmax(g: jax.Array) -> jax.Array:
@@ -123,11 +128,6 @@ class HyperState(NamedTuple):
 
     logit: jax.Array
     diff: jax.Array
-
-
-def _finite32(x) -> jax.Array:
-    x = jnp.asarray(x).astype(jnp.float32)
-    return jnp.where(jnp.isfinite(x), x, 0.0)
 
 
 def _cosine(x: jax.Array, y: jax.Array) -> jax.Array:

@@ -18,7 +18,13 @@ import optax
 
 from hubopt._src import members
 
-__all__ = ["train_step"]
+__all__ = ["step_batch", "train_step"]
+
+
+def step_batch(task, batch_key: Callable[[jax.Array], jax.Array], step):
+    """The batch step `step` trains on: `task.batch(batch_key(step), step)`, or None for
+    a deterministic task."""
+    return task.batch(batch_key(step), step) if task.stochastic else None
 
 
 def train_step(task, tx: optax.GradientTransformation, batch_key: Callable[[jax.Array], jax.Array]):
@@ -28,7 +34,7 @@ def train_step(task, tx: optax.GradientTransformation, batch_key: Callable[[jax.
 
     def one_step(carry, step):
         params, opt_state = carry
-        batch = task.batch(batch_key(step), step) if task.stochastic else None
+        batch = step_batch(task, batch_key, step)
         value, grads = jax.value_and_grad(task.loss)(params, batch)
 
         def value_fn(p):  # the loss on this step's batch (what LGL2O compares)

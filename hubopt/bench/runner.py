@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from hubopt._src.git_state import git_state
 from hubopt._src.hub import SIGMA_HIST_EDGES
-from hubopt._src.train_step import train_step
+from hubopt._src.train_step import step_batch, train_step
 from hubopt.bench import optimizers, records
 from hubopt.tasks import Task, get_task
 
@@ -146,7 +146,10 @@ def train(
     params = task.init(init_key)
     opt_state = tx.init(params)
 
-    one_step = train_step(task, tx, lambda step: jax.random.fold_in(data_key, step))
+    def batch_key(step):
+        return jax.random.fold_in(data_key, step)
+
+    one_step = train_step(task, tx, batch_key)
 
     def chunk(carry, start, length):
         return jax.lax.scan(one_step, carry, start + jnp.arange(length, dtype=jnp.int32))
@@ -175,9 +178,7 @@ def train(
 
     eval_fn = jax.jit(evaluation).lower(params).compile()
     eval_schedule = [0, *np.cumsum(lengths).tolist()]
-    sigma_hist = _sigma_histogram_fn(task, built.spec, data_key, params, eval_schedule)
-    if sigma_hist is not None:  # compiled ahead with the evaluation
-        sigma_hist["fn"] = sigma_hist["fn"].lower(params, jnp.int32(0), opt_state).compile()
+    sigma_hist = _sigma_histogram_fn(task, built.spec, batch_key, carry, eval_schedule)
     compile_time = time.perf_counter() - t0
 
     def evaluate_at(step, p, state):
@@ -271,12 +272,13 @@ def train(
 SIGMA_HIST_AT = (0.0, 0.1, 0.5, 1.0)  # fractions of a HUB run with a σ histogram
 
 
-def _sigma_histogram_fn(task, spec, data_key, params, eval_schedule):
+def _sigma_histogram_fn(task, spec, batch_key, carry, eval_schedule):
     """For a HUB run: the evaluation steps nearest `SIGMA_HIST_AT` of the run and a
-    compiled `(params, step) -> counts` — the histogram (`hubopt.sigma_histogram`) of
-    the σ that step's update weighs with (the gradient of the params before it, on its
-    batch; at the last step, the one a next step would take; for a σ rule with state,
-    from the state that update starts from). None for other runs."""
+    `(params, step, opt_state) -> counts` compiled ahead for `carry`'s shapes: the
+    histogram (`hubopt.sigma_histogram`) of the σ that step's update weighs with (the
+    gradient of the params before it, on its batch; at the last step, the one a next
+    step would take; for a σ rule with state, from the state that update starts
+    from). None for other runs."""
     if spec.get("name") != "hub":
         return None
     from hubopt import SIGMA_RULES, HubState, sigma_histogram
@@ -289,14 +291,16 @@ def _sigma_histogram_fn(task, spec, data_key, params, eval_schedule):
     steps = sorted({min(eval_schedule, key=lambda s: abs(s - f * total)) for f in SIGMA_HIST_AT})
 
     def counts(p, step, opt_state):
-        batch = task.batch(jax.random.fold_in(data_key, step), step) if task.stochastic else None
+        batch = step_batch(task, batch_key, step)  # the batch that step's update sees
         rule_state = None
         if SIGMA_RULES[rule].stateful:  # the state the step's update starts from
             rule_state = find_one(opt_state, HubState, "the sigma histogram").rule_state
         grads = jax.grad(task.loss)(p, batch)
         return sigma_histogram(grads, sigma=rule, clip=clip, rule_state=rule_state)
 
-    return {"steps": steps, "fn": jax.jit(counts), "paths": leaf_paths(params)}
+    params, opt_state = carry
+    fn = jax.jit(counts).lower(params, jnp.int32(0), opt_state).compile()
+    return {"steps": steps, "fn": fn, "paths": leaf_paths(params)}
 
 
 def _slug(text: str) -> str:

@@ -205,7 +205,7 @@ def _sigma_scale(size: str | None, seeds: int | None) -> list[Point]:
     optimizer alone and every σ rule (default mode)."""
     opts = ["preset", "small", *_sigma_rule_contenders(("default",))]
     base = grid_points(SCALE_TASKS, opts, seeds or 3, size or "cpu")
-    return seed_major(replace(p, loss_scale=c) for p in base for c in LOSS_SCALES)
+    return [replace(p, loss_scale=c) for p in base for c in LOSS_SCALES]  # still seed-major
 
 
 # The learned optimizer's quality benchmark: its held-out tasks (`hubopt.tasks.lopt_heldout`;

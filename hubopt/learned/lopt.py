@@ -198,6 +198,8 @@ class MLPLOpt:
             raise ValueError(f"num_steps must be positive, got {num_steps}")
         decays = jnp.asarray(self.momentum_decays, jnp.float32)
         cfg = self
+        # a Python int budget warns past its end; a traced one (meta-training) does not
+        budget_is_known = isinstance(num_steps, int) and not isinstance(num_steps, bool)
 
         def init_fn(params):
             leaves = jax.tree_util.tree_leaves(params)
@@ -223,7 +225,7 @@ class MLPLOpt:
             if value is None:
                 raise TypeError(f"{name} needs the loss: update(grads, state, params, value=loss)")
             count = state.count + 1
-            if isinstance(num_steps, int) and not isinstance(num_steps, bool):
+            if budget_is_known:
                 warn_once_past_budget(name, count, num_steps)
             value = jnp.asarray(value, jnp.float32)
             loss_ema = jnp.where(state.count == 0, value, state.loss_ema)

@@ -68,14 +68,10 @@ TASKS: dict[str, Callable[[str], Task]] = {
 }
 
 
-def _lopt_heldout_names() -> tuple[str, ...]:
-    from hubopt.tasks.lopt_heldout import NAMES
-
-    return NAMES
-
-
 # the learned optimizer's held-out tasks (its quality benchmark, `hubopt sweep lopt`)
-TASKS.update({name: _in_module("lopt_heldout", name) for name in _lopt_heldout_names()})
+from hubopt.tasks.lopt_heldout import NAMES as _LOPT_HELDOUT  # noqa: E402
+
+TASKS.update({name: _in_module("lopt_heldout", name) for name in _LOPT_HELDOUT})
 
 
 def task_names() -> list[str]:
