@@ -532,6 +532,30 @@ def test_cli_run_writes_records(tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
 
 
+def test_cli_run_a_theta_file_records_its_hash(tmp_path, capsys):
+    """A meta-training run's θ file runs in the harness, named by its content hash."""
+    import hashlib
+
+    from hubopt.learned import MLPLOpt, write_checkpoint
+
+    lopt = MLPLOpt(hidden_sizes=(4,))
+    theta_file = write_checkpoint(tmp_path / "theta.msgpack", lopt.init(jax.random.PRNGKey(0)))
+    spec = f"hub:adam+theta(path={theta_file})"
+    base = ["run", "nonconvex_l1cos", "--steps", "3", "--seeds", "0", "--out"]
+    assert cli.main([*base, str(tmp_path / "r"), "--opt", spec]) == 0
+    (rec,) = records.read_all([tmp_path / "r"])
+    learned = rec["optimizer"]["learned"]
+    assert learned["theta_sha256"] == hashlib.sha256(theta_file.read_bytes()).hexdigest()
+    assert learned["kind"] == "theta" and learned["theta_path"] == str(theta_file.resolve())
+    assert rec["optimizer"]["label"] == f"hub(adam@0.001 | theta({theta_file}))"
+    # a file that is not a θ: a clear error, no record
+    bad = ["--opt", f"theta,path={tmp_path / 'nope.msgpack'}"]
+    assert cli.main([*base, str(tmp_path / "bad"), *bad]) == 1
+    err = capsys.readouterr().err
+    assert "nope.msgpack" in err and "does not exist" in err and "Traceback" not in err
+    assert not (tmp_path / "bad").exists() or not list((tmp_path / "bad").iterdir())
+
+
 def test_cli_run_a_sized_task_with_its_preset_records_its_metrics(tmp_path, capsys):
     base = ["run", "sine_lstm", "--size", "tiny", "--seed", "0", "--out"]
     assert cli.main([*base, str(tmp_path / "a"), "--opt", "preset"]) == 0

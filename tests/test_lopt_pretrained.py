@@ -99,3 +99,52 @@ def test_the_bundled_optimizer_names_itself_and_warns_once_past_its_budget():
             _, state = update(params, state, params)
         jax.effects_barrier()
     assert [str(w.message)[:42] for w in caught] == ["hubopt-small is running past its num_steps"]
+
+
+def _step(tx, params):
+    x = jnp.linspace(-1.0, 1.0, 6, dtype=jnp.float32).reshape(2, 3)
+
+    def loss(p):
+        return jnp.mean((x @ p["w"] - 1.0) ** 2)
+
+    p, s = params, tx.init(params)
+    for _ in range(3):
+        v, g = jax.value_and_grad(loss)(p)
+        u, s = tx.update(g, s, p, value=v)
+        p = optax.apply_updates(p, u)
+    return p["w"]
+
+
+@needs_bundle
+def test_a_theta_file_is_the_optimizer_its_theta_makes(tmp_path):
+    # the bundled θ read as a plain file is the bundled optimizer, step for step
+    params = {"w": jnp.full((3, 2), 0.5, jnp.float32)}
+    from_file = pre.from_theta_file(pre.WEIGHTS_DIR / "small.msgpack", num_steps=10)
+    bundled = pre.pretrained("small", num_steps=10)
+    np.testing.assert_array_equal(_step(from_file, params), _step(bundled, params))
+    # another architecture: the hidden widths come from the file's shapes
+    lopt = MLPLOpt(hidden_sizes=(8, 4))
+    theta = jax.tree_util.tree_map(lambda a: a + 0.1, lopt.init(jax.random.PRNGKey(1)))
+    path = hubopt.learned.write_checkpoint(tmp_path / "theta.msgpack", theta)
+    got, got_theta = pre.load_theta_file(path)
+    assert got == lopt
+    direct = lopt.optimizer(theta, 10)
+    np.testing.assert_array_equal(
+        _step(pre.from_theta_file(path, num_steps=10), params), _step(direct, params)
+    )
+
+
+def test_a_file_that_is_not_a_theta_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        pre.load_theta_file(tmp_path / "missing.msgpack")
+    foreign = hubopt.learned.write_checkpoint(tmp_path / "f.msgpack", {"dense": {"w": np.ones(2)}})
+    with pytest.raises(ValueError, match="not an MLPLOpt θ: its top-level keys are"):
+        pre.load_theta_file(foreign)
+    lopt = MLPLOpt(hidden_sizes=(4,))
+    theta = lopt.init(jax.random.PRNGKey(0))
+    theta["layer0"] = {"w": np.ones((3, 4), np.float32), "b": np.zeros(4, np.float32)}
+    wrong = hubopt.learned.write_checkpoint(tmp_path / "w.msgpack", theta)
+    with pytest.raises(ValueError, match="does not fit MLPLOpt's features"):
+        pre.load_theta_file(wrong)
+    with pytest.raises(ValueError, match="num_steps"):
+        pre.from_theta_file(wrong, num_steps=0)

@@ -64,6 +64,9 @@ def test_learned_and_combined_specs():
     assert parse("hub:adam+small,blocks=finetune").to_dict()["blocks"] == "finetune"
     assert parse("hub:adam+small,sigma=rank").to_dict()["sigma"] == "rank"
     assert "sigma" not in parse("hub:adam+small,sigma=softmax").to_dict()  # the default
+    theta = {"name": "theta", "path": "runs/v4/theta.msgpack"}
+    assert parse("theta,path=runs/v4/theta.msgpack").to_dict() == theta
+    assert parse("lgl2o:adam+theta(path=runs/v4/theta.msgpack)").to_dict()["learned"] == theta
 
 
 @pytest.mark.parametrize(
@@ -82,6 +85,8 @@ def test_learned_and_combined_specs():
         "lgl2o:adamax(lr=0.002)+small",
         "blend:adam(lr=0.001)+small,lam=0.5",
         "hub:adam(lr=0.001)+stand-in(opt=adamax,lr=0.002)",
+        "theta,path=runs/v4/theta.msgpack",
+        "hub:adam(lr=0.001)+theta(path=C:/runs/theta.msgpack),mode=inverted",
     ],
 )
 def test_describe_inverts_parse(text):
@@ -93,7 +98,10 @@ def test_describe_inverts_parse(text):
     "text,problem,marked",
     [
         ("adm", "unknown optimizer adm", "adm"),
-        ("hub:adam+smal", "learned member must be one of small, velo, stand-in", "smal"),
+        ("hub:adam+smal", "learned member must be one of small, velo, theta, stand-in", "smal"),
+        ("theta", "theta needs path=FILE", "theta"),
+        ("hub:adam+theta(size=2)", "unknown option 'size' for theta", "size=2"),
+        ("hub:adam+theta(path=a+b)", "unexpected '+' in option 'path'", "+"),
         ("hub:adam small", "expected '+'", " "),
         ("hub:adam+small,mode=weird", "mode must be one of default, inverted", "weird"),
         ("hub:adam+small,clip=0.6:0.5", "clip needs 0 <= B <= A <= 1", "0.6:0.5"),

@@ -8,6 +8,7 @@ exactly what ran, and `build(spec, num_steps)` makes the optax transform:
                                                        # hubopt.baselines.hand_optimizer
     {"name": "velo"}                                   # VeLO, from `hubopt velo download`
     {"name": "pretrained", "size": "small"}            # hubopt's bundled learned optimizer
+    {"name": "theta", "path": "runs/x/theta.msgpack"}  # hubopt's, with the θ in that file
     {"name": "hub",   "hand": H, "learned": L, "mode": "default", "clip": None,
      "blocks": "finetune", "sigma": "rank"}            # blocks optional: a `BLOCK_RULES`
                                                        # name; sigma optional (softmax)
@@ -15,8 +16,8 @@ exactly what ran, and `build(spec, num_steps)` makes the optax transform:
     {"name": "blend", "hand": H, "learned": L, "lam": 0.5}
 
 where H is a hand spec and L a learned spec: {"name": "velo"}, {"name":
-"pretrained", ...}, or {"name": "stand-in", "optimizer": H} — a hand-designed
-optimizer put in the learned slot when no learned optimizer is available,
+"pretrained", ...}, {"name": "theta", ...}, or {"name": "stand-in", "optimizer":
+H} — a hand-designed optimizer put in the learned slot when no learned optimizer is available,
 labelled as such everywhere ("stand-in adamax@0.002"). `resolve_learned()`
 says which learned optimizer this machine has: VeLO if its checkpoint is
 cached, else the bundled hubopt one if it is present, else none (with the
@@ -26,6 +27,7 @@ reasons and how to get one).
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +36,7 @@ import optax
 from hubopt import learned as learned_optimizers
 
 HAND = ("adam", "adamax", "adamw")
-LEARNED = ("velo", "pretrained")
+LEARNED = ("velo", "pretrained", "theta")
 COMBINED = ("hub", "lgl2o", "blend")
 NAMES = HAND + LEARNED + COMBINED
 
@@ -113,6 +115,8 @@ def label(spec: dict) -> str:
         return "velo"
     if name == "pretrained":
         return f"hubopt-{spec.get('size', 'small')}"
+    if name == "theta":
+        return f"theta({spec.get('path')})"
     if name == "stand-in":
         return f"stand-in {label(spec['optimizer'])}"
     if name in COMBINED:
@@ -174,6 +178,14 @@ def _build_learned(spec: dict, num_steps: int):
         return learned_optimizers.velo(num_steps)
     if name == "pretrained":
         return learned_optimizers.pretrained(spec.get("size", "small"), num_steps=num_steps)
+    if name == "theta":
+        path = spec.get("path")
+        if not isinstance(path, str) or not path:
+            raise OptimizerSpecError(f"a theta spec needs a 'path' (a θ file), got {spec!r}")
+        try:
+            return learned_optimizers.from_theta_file(path, num_steps=num_steps)
+        except (OSError, ValueError) as e:
+            raise OptimizerSpecError(f"theta(path={path}): {e}") from e
     raise OptimizerSpecError(f"{name!r} is not a learned optimizer; known: {LEARNED}")
 
 
@@ -258,6 +270,11 @@ def build(spec: dict, num_steps: int) -> Built:
         from hubopt.learned.bundled import theta_sha256
 
         slot["theta_sha256"] = theta_sha256(_learned_spec(spec).get("size", "small"))
+    if slot is not None and slot["kind"] == "theta":
+        from hubopt._src.file_hash import file_sha256
+
+        path = _learned_spec(spec)["path"]
+        slot.update(theta_path=os.path.abspath(path), theta_sha256=file_sha256(path))
     return Built(tx=tx, label=label(spec), spec=spec, learned=slot)
 
 

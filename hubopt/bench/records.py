@@ -10,7 +10,8 @@ reports are made from records on disk only:
     optimizer      {"label": legend text, "spec": the dict the optimizer was built
                     from (`hubopt.bench.optimizers`), "learned": what filled the
                     learned slot (its kind, label, and the checkpoint's SHA-256:
-                    "theta_sha256" of a bundled θ, "sha256" of VeLO's), or null}
+                    "theta_sha256" of a bundled θ or of a θ file, with
+                    "theta_path" for the file; "sha256" of VeLO's), or null}
     seed           int
     num_steps      int, steps actually run
     hyperparameters {...} (flat summary of the spec: learning rates, mode, ...)

@@ -6,6 +6,9 @@
     preset                           the task's own hand-designed optimizer, as it is
     small | velo                     a learned optimizer alone (hubopt's bundled "small",
                                      VeLO from `hubopt velo download`)
+    theta,path=FILE                  hubopt's learned optimizer with the θ in FILE (a
+                                     meta-training run's theta.msgpack); as a member
+                                     theta(path=FILE)
     stand-in(opt=adamax,lr=2e-3)     a hand optimizer in the learned slot, labelled a
                                      stand-in everywhere (for machines without a learned one,
                                      and fast smoke runs); as a member only
@@ -48,6 +51,7 @@ __all__ = [
 
 HAND_NAMES = ("adam", "adamax", "adamw")
 LEARNED_NAMES = ("small", "velo")
+THETA_FILE = "theta"
 STAND_IN = "stand-in"
 STAND_IN_LR = 2e-3
 COMBINED_NAMES = ("hub", "lgl2o", "blend")
@@ -97,17 +101,21 @@ class HandSpec:
 
 @dataclass(frozen=True)
 class LearnedSpec:
-    """A learned optimizer: hubopt's bundled one (`small`) or VeLO; or, with
-    `stand_in`, a hand optimizer standing in for one (`name` is then "stand-in")."""
+    """A learned optimizer: hubopt's bundled one (`small`), VeLO, or hubopt's with
+    the θ file `path` (`name` "theta"); or, with `stand_in`, a hand optimizer
+    standing in for one (`name` is then "stand-in")."""
 
     name: str
     stand_in: HandSpec | None = None
+    path: str | None = None
 
     def to_dict(self) -> dict:
         if self.stand_in is not None:
             return {"name": "stand-in", "optimizer": self.stand_in.to_dict()}
         if self.name == "velo":
             return {"name": "velo"}
+        if self.name == THETA_FILE:
+            return {"name": THETA_FILE, "path": self.path}
         return {"name": "pretrained", "size": self.name}
 
 
@@ -192,7 +200,9 @@ class _Scanner:
             value_start = self.pos
             stop = {",", ")"} if closing == ")" else {","}
             while self.pos < len(self.text) and self.text[self.pos] not in stop:
-                if self.text[self.pos] in "()+:" and key != "clip" or self.text[self.pos] in "()+":
+                if self.text[self.pos] in "()+" or (
+                    self.text[self.pos] == ":" and key not in ("clip", "path")
+                ):
                     raise self.error(f"unexpected '{self.text[self.pos]}' in option '{key}'")
                 self.pos += 1
             if self.pos == value_start:
@@ -305,12 +315,11 @@ def _member(scan: _Scanner, role: str, task):
         return _hand(scan, name, options, task)
     if name == STAND_IN:
         return _stand_in(scan, options, start)
+    if name == THETA_FILE:
+        return _theta_file(scan, options, start)
     if name not in LEARNED_NAMES:
-        raise scan.error(
-            f"the learned member must be one of {', '.join((*LEARNED_NAMES, STAND_IN))}, "
-            f"got {name}",
-            start,
-        )
+        learned = ", ".join((*LEARNED_NAMES, THETA_FILE, STAND_IN))
+        raise scan.error(f"the learned member must be one of {learned}, got {name}", start)
     if options:
         raise scan.error(f"{name} takes no options", options[0].start, options[-1].end)
     return LearnedSpec(name)
@@ -339,6 +348,18 @@ def _stand_in(scan: _Scanner, options: list[_Option], start: int) -> LearnedSpec
     return LearnedSpec(STAND_IN, HandSpec(name.value, lr))
 
 
+def _theta_file(scan: _Scanner, options: list[_Option], start: int) -> LearnedSpec:
+    """`theta(path=FILE)`: hubopt's learned optimizer with the θ in FILE (checked at build)."""
+    for opt in options:
+        if opt.key != "path":
+            raise scan.error(
+                f"unknown option '{opt.key}' for theta; options: path", opt.start, opt.end
+            )
+    if not options:
+        raise scan.error("theta needs path=FILE (a θ checkpoint, e.g. runs/x/theta.msgpack)", start)
+    return LearnedSpec(THETA_FILE, path=options[0].value)
+
+
 def parse(text: str, task=None) -> Spec:
     """The typed optimizer spec `text` names (see the module docstring).
 
@@ -351,7 +372,7 @@ def parse(text: str, task=None) -> Spec:
     if not scan.text:
         raise scan.error("empty spec")
     head, start = scan.name("an optimizer name")
-    known = (*HAND_NAMES, PRESET, *LEARNED_NAMES, *COMBINED_NAMES)
+    known = (*HAND_NAMES, PRESET, *LEARNED_NAMES, THETA_FILE, *COMBINED_NAMES)
     if head not in known:
         raise scan.error(f"unknown optimizer {head}; known: {', '.join(known)}", start)
     if head == PRESET and task is None:
@@ -369,6 +390,8 @@ def parse(text: str, task=None) -> Spec:
         raise scan.error(f"unexpected '{scan.text[scan.pos :]}'", end=len(scan.text))
     if head in (*HAND_NAMES, PRESET):
         return _hand(scan, head, options, task)
+    if head == THETA_FILE:
+        return _theta_file(scan, options, start)
     if head in LEARNED_NAMES:
         if options:
             raise scan.error(f"{head} takes no options", options[0].start, options[-1].end)
@@ -447,13 +470,13 @@ def describe(spec: Mapping[str, Any]) -> str:
         return "velo"
     if name == "pretrained":
         return spec.get("size", "small")
+    if name == THETA_FILE:
+        return f"theta,path={spec['path']}"
     if name == "stand-in":
         inner = spec["optimizer"]
         return f"stand-in(opt={inner['name']},lr={inner['learning_rate']:g})"
     if name in COMBINED_NAMES:
-        hand, *hand_options = describe(spec["hand"]).split(",")
-        member = hand + (f"({','.join(hand_options)})" if hand_options else "")
-        text = f"{name}:{member}+{describe(spec['learned'])}"
+        text = f"{name}:{_member_text(spec['hand'])}+{_member_text(spec['learned'])}"
         if name == "hub":
             if spec.get("mode", "default") != "default":
                 text += f",mode={spec['mode']}"
@@ -467,3 +490,11 @@ def describe(spec: Mapping[str, Any]) -> str:
             text += f",lam={spec['lam']:g}"
         return text
     raise ValueError(f"no spec text for optimizer {name!r}")
+
+
+def _member_text(spec: Mapping[str, Any]) -> str:
+    """A member's spec text: its options in parentheses (`adam(lr=0.001)`)."""
+    if spec["name"] == "stand-in":
+        return describe(spec)
+    head, *options = describe(spec).split(",")
+    return head + (f"({','.join(options)})" if options else "")

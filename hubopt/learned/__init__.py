@@ -19,6 +19,8 @@ _EXPORTS = {
     # hubopt's own learned optimizer (issue 4)
     "MLPLOpt": "hubopt.learned.lopt",
     "pretrained": "hubopt.learned.bundled",
+    "from_theta_file": "hubopt.learned.bundled",
+    "load_theta_file": "hubopt.learned.bundled",
 }
 
 __all__ = sorted(_EXPORTS)

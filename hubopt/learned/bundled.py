@@ -7,6 +7,12 @@ Each bundled optimizer is `weights/<name>.msgpack` (θ, in the shared msgpack
 checkpoint format) beside `weights/<name>.provenance.json`, which records how it
 was made (command, seed, git hash, wall time, meta-loss summary) and the
 `MLPLOpt` architecture it belongs to.
+
+A θ that is not bundled (a meta-training run's `theta.msgpack`) loads the same way:
+
+    tx = hubopt.learned.from_theta_file("runs/small/theta.msgpack", num_steps=1000)
+
+its `MLPLOpt` has the default settings and the hidden widths its layers' shapes say.
 """
 
 from __future__ import annotations
@@ -55,7 +61,7 @@ def _check_name(name: str) -> None:
         raise ValueError(
             f"no bundled learned optimizer named {name!r} in {WEIGHTS_DIR}; "
             f"bundled: {names or 'none'}. Meta-train one with `hubopt meta-train` and load "
-            "its theta.msgpack with hubopt.learned.read_checkpoint + MLPLOpt().optimizer."
+            "its theta.msgpack with hubopt.learned.from_theta_file(path, num_steps=...)."
         )
 
 
@@ -65,13 +71,54 @@ def load(name: str = "small") -> tuple[MLPLOpt, dict]:
     prov = provenance(name)
     arch = prov.get("lopt", {})
     lopt = MLPLOpt(hidden_sizes=tuple(arch.get("hidden_sizes", (32,))))
-    ck = read_checkpoint(WEIGHTS_DIR / f"{name}.msgpack")
-    theta = {
-        layer: {k: jnp.asarray(v, jnp.float32) for k, v in arrays.items()}
-        for layer, arrays in ck["params"].items()
-    }
+    theta = _theta_arrays(read_checkpoint(WEIGHTS_DIR / f"{name}.msgpack"))
     lopt._check_theta(theta)
     return lopt, theta
+
+
+def _theta_arrays(checkpoint: dict) -> dict:
+    return {
+        layer: {k: jnp.asarray(v, jnp.float32) for k, v in arrays.items()}
+        for layer, arrays in checkpoint["params"].items()
+    }
+
+
+def load_theta_file(path) -> tuple[MLPLOpt, dict]:
+    """(architecture, θ) of the `MLPLOpt` θ checkpoint at `path` (a meta-training
+    run's `theta.msgpack`): layers `layer0` … `layer{L}`, each {"w", "b"}; the
+    hidden widths are the output widths of all but the last layer."""
+    params = read_checkpoint(path)["params"]
+    layers = [f"layer{i}" for i in range(len(params))]
+    if not layers or sorted(params) != sorted(layers):
+        raise ValueError(
+            f"{path} is not an MLPLOpt θ: its top-level keys are {sorted(params)}, "
+            "expected layer0 … layerL"
+        )
+    for layer in layers:
+        arrays = params[layer]
+        if not isinstance(arrays, dict) or sorted(arrays) != ["b", "w"] or arrays["w"].ndim != 2:
+            raise ValueError(f"{path} is not an MLPLOpt θ: {layer} must hold a 2-D 'w' and a 'b'")
+    theta = _theta_arrays({"params": params})
+    hidden = tuple(int(theta[layer]["w"].shape[1]) for layer in layers[:-1])
+    lopt = MLPLOpt(hidden_sizes=hidden)
+    try:
+        lopt._check_theta(theta)
+    except ValueError as e:
+        raise ValueError(f"{path} does not fit MLPLOpt's features: {e}") from None
+    return lopt, theta
+
+
+def from_theta_file(path, *, num_steps: int) -> optax.GradientTransformationExtraArgs:
+    """The learned optimizer whose θ is the checkpoint at `path`, for `num_steps` steps."""
+    num_steps = _check_num_steps(num_steps)
+    lopt, theta = load_theta_file(path)
+    return lopt.optimizer(theta, num_steps, name=f"hubopt-theta({Path(path).name})")
+
+
+def _check_num_steps(num_steps) -> int:
+    if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or num_steps < 1:
+        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+    return int(num_steps)
 
 
 def pretrained(name: str = "small", *, num_steps: int) -> optax.GradientTransformationExtraArgs:
@@ -79,8 +126,6 @@ def pretrained(name: str = "small", *, num_steps: int) -> optax.GradientTransfor
 
     Its `update` needs params and the loss: `update(grads, state, params, value=loss)`.
     """
-    if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
-    num_steps = int(num_steps)
+    num_steps = _check_num_steps(num_steps)
     lopt, theta = load(name)
     return lopt.optimizer(theta, num_steps, name=f"hubopt-{name}")
