@@ -406,7 +406,7 @@ TRAIN_TASKS: tuple[MetaTask, ...] = (
     _mk("mnist", "mlp", (32,), "relu", 32),
 )
 # The first six: the MLP-only distribution of the earlier bundled optimizers
-# (benchmarks/records/lopt_quality_v1, the v2 records in lopt_quality).
+# (their records: git b1e955d, benchmarks/records/lopt_quality_v1 and lopt_quality).
 MLP_TRAIN_TASKS: tuple[MetaTask, ...] = TRAIN_TASKS[:6]
 
 # Small regression-only tasks for tests (no scikit-learn needed).
