@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hubopt._src.atomic_write import write_atomic
-from hubopt.bench import records
+from hubopt.bench import records, scoring
 
 
 def steps_to_target(steps, losses, target: float) -> float:
@@ -423,6 +423,63 @@ def results_table(recs: list[dict], fmt: str = "md") -> str:
     return render_table(RESULT_HEADERS, body, fmt, bold)
 
 
+SCORE_HEADERS = [
+    "optimizer",
+    "tasks",
+    "better / tie / worse than tuned",
+    "diverged",
+    "geometric mean of floored ratios",
+]
+
+
+def score_table(recs: list[dict], fmt: str = "md") -> str:
+    """Each optimizer against each task's best tuned hand-designed baseline
+    (`tuned_results`, chosen on valid), scored by `hubopt.bench.scoring.score`; "" when
+    no task has a tuned baseline or no other optimizer ran. Hand-designed rows themselves
+    are left out."""
+    tuned: dict[str, Result] = {}
+    for r, _selection in tuned_results(recs):
+        if not r.finite:
+            continue
+        sign = -1.0 if r.higher_is_better else 1.0
+        if r.task not in tuned or sign * r.mean < sign * tuned[r.task].mean:
+            tuned[r.task] = r
+    if not tuned:
+        return ""
+    initial: dict[str, list[float]] = defaultdict(list)
+    for rec in recs:
+        losses = (rec.get("curve") or {}).get("loss") or []
+        if losses and math.isfinite(losses[0]):
+            initial[rec["task"]["name"]].append(float(losses[0]))
+    by_label: dict[str, list] = defaultdict(list)
+    for r in results(recs):
+        if r.is_hand or r.task not in tuned or not initial[r.task]:
+            continue
+        base = tuned[r.task]
+        by_label[r.label].append(
+            scoring.Comparison(
+                r.task, r.mean, base.mean, r.higher_is_better, statistics.fmean(initial[r.task])
+            )
+        )
+    body = []
+    for label, comparisons in sorted(by_label.items()):
+        sc = scoring.score(comparisons)
+        geo = "-" if sc.ratio_tasks == 0 else f"{sc.geometric_mean:.3g}× ({sc.ratio_tasks} tasks)"
+        body.append(
+            [label, str(sc.tasks), f"{sc.wins} / {sc.ties} / {sc.losses}", str(sc.diverged), geo]
+        )
+    return render_table(SCORE_HEADERS, body, fmt) if body else ""
+
+
+SCORE_NOTE = (
+    "Against the tuned baseline (each task's best tuned hand-designed row): a loss is "
+    f"floored at {scoring.FLOOR:g} × the task's initial training loss before the ratio "
+    "optimizer / baseline is taken, so a zero loss ties with any loss that small instead of "
+    "scoring a ratio of 0; a diverged row counts as worse and stays out of the geometric "
+    "mean; higher-is-better metrics count wins only."
+)
+
+
 _TEX = {  # one character at a time, so no replacement is escaped twice
     "\\": r"\textbackslash{}",
     "&": r"\&",
@@ -514,6 +571,7 @@ img {{ max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }}
 Bold rows: the best mean metric of the task among rows where no seed diverged.</p>
 <h2>Results</h2>
 {results}
+{scores}
 <h2>Training loss</h2>
 {losses}
 <h2>Figures</h2>
@@ -530,6 +588,7 @@ def html_page(recs: list[dict], figures: dict[str, bytes], report_command: str |
     import html
 
     rows = summarize(recs)
+    scores = score_table(recs, "html")
     loss_body = [
         [
             r.task,
@@ -559,6 +618,7 @@ def html_page(recs: list[dict], figures: dict[str, bytes], report_command: str |
     return _PAGE.format(
         count=len(recs),
         results=results_table(recs, "html"),
+        scores=f"<h2>Scores</h2>\n<p>{html.escape(SCORE_NOTE)}</p>\n{scores}" if scores else "",
         losses=render_table(loss_headers, loss_body, "html"),
         figures=images or "<p>(no figures)</p>",
         provenance=html.escape(provenance(recs, report_command)),
@@ -571,7 +631,11 @@ def markdown_report(recs: list[dict], report_command: str | None = None) -> str:
     rows = summarize(recs)
     md = "Results (the final params' metrics, on test unless a row says otherwise; best per "
     md += "task in bold):\n\n"
-    md += results_table(recs, "md") + "\nTraining and validation loss:\n\n"
+    md += results_table(recs, "md")
+    scores = score_table(recs, "md")
+    if scores:
+        md += "\n" + SCORE_NOTE + "\n\n" + scores
+    md += "\nTraining and validation loss:\n\n"
     md += markdown_table(rows)
     task_metrics = metrics_table(recs)
     if task_metrics:
@@ -609,7 +673,9 @@ def fill_markdown(text: str, root: str | Path = ".") -> str:
 
     def table(match: re.Match) -> str:
         recs = records.read_all([Path(root) / match["folder"]])
-        return match["open"] + results_table(recs, "md") + match["close"]
+        scores = score_table(recs, "md")
+        scores = f"\n{SCORE_NOTE}\n\n{scores}" if scores else ""
+        return match["open"] + results_table(recs, "md") + scores + match["close"]
 
     return RESULTS_BLOCK.sub(table, text)
 

@@ -1,0 +1,94 @@
+"""How an optimizer scores against a baseline over many tasks, honest about zero losses.
+
+On one task with a lower-is-better metric (a loss), the optimizer's mean m and the
+baseline's mean b are floored before they are compared:
+
+    r = max(m, f) / max(b, f),        f = FLOOR · |L₀|,
+
+L₀ the task's initial training loss. A loss at or below the floor (an exact 0 after
+memorisation, a float32 underflow, a negative loss) counts as the floor: it ties with
+any other loss that small and never makes a ratio 0, which would make the geometric
+mean over tasks 0 whatever the other tasks say. FLOOR = 1e-6 is about eight float32
+ulps of the initial loss, the level at which a float32 loss stops meaning much.
+
+Over tasks an optimizer scores its wins (r < 1), ties (r = 1) and losses (r > 1)
+against the baseline and the geometric mean of r. A diverged run (a seed non-finite)
+is a loss on its task and stays out of the geometric mean, which says over how many
+tasks it was taken. A higher-is-better metric (accuracy, PSNR, R²) enters the counts
+only: a ratio of accuracies or of R²s (which can be negative) is no common scale.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+__all__ = ["FLOOR", "Comparison", "Score", "floored_ratio", "score"]
+
+FLOOR = 1e-6
+
+
+def floored_ratio(value: float, baseline: float, floor: float) -> float:
+    """max(value, floor) / max(baseline, floor): < 1 when `value` is the better loss."""
+    if not (math.isfinite(floor) and floor > 0.0):
+        raise ValueError(f"the floor must be a positive finite number, got {floor!r}")
+    if not (math.isfinite(value) and math.isfinite(baseline)):
+        return math.nan
+    return max(value, floor) / max(baseline, floor)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One task: the optimizer's mean metric against the baseline's.
+
+    `value` is NaN when a seed of the optimizer diverged; `initial_loss` (L₀) sets the
+    floor of a lower-is-better metric."""
+
+    task: str
+    value: float
+    baseline: float
+    higher_is_better: bool
+    initial_loss: float
+
+
+@dataclass(frozen=True)
+class Score:
+    """An optimizer over tasks: counts against the baseline and the geometric mean of the
+    floored ratios (over `ratio_tasks` tasks; NaN when there are none)."""
+
+    tasks: int
+    wins: int
+    ties: int
+    losses: int
+    diverged: int
+    geometric_mean: float
+    ratio_tasks: int
+
+
+def score(comparisons: Iterable[Comparison], floor: float = FLOOR) -> Score:
+    """The `Score` of one optimizer over `comparisons` (see the module docstring)."""
+    wins = ties = losses = diverged = 0
+    logs = []
+    items = list(comparisons)
+    for c in items:
+        if not math.isfinite(c.baseline):
+            raise ValueError(f"{c.task}: the baseline must be finite, got {c.baseline}")
+        if not math.isfinite(c.value):
+            diverged += 1
+            losses += 1
+            continue
+        if c.higher_is_better:
+            better, worse = c.value > c.baseline, c.value < c.baseline
+        else:
+            f = floor * abs(c.initial_loss)
+            if not f > 0.0:
+                raise ValueError(f"{c.task}: the initial loss must be nonzero: {c.initial_loss}")
+            r = floored_ratio(c.value, c.baseline, f)
+            logs.append(math.log(r))
+            better, worse = r < 1.0, r > 1.0
+        wins += better
+        losses += worse
+        ties += not (better or worse)
+    geo = math.exp(math.fsum(logs) / len(logs)) if logs else math.nan
+    return Score(len(items), wins, ties, losses, diverged, geo, len(logs))

@@ -1,0 +1,82 @@
+"""Scoring against a tuned baseline: floored ratios, so a zero loss is never a perfect score."""
+
+import math
+
+import pytest
+
+from hubopt.bench import report, scoring
+from hubopt.bench.scoring import Comparison, floored_ratio, score
+
+
+def test_floored_ratio_is_the_ratio_above_the_floor_and_the_floor_below_it():
+    assert floored_ratio(2e-3, 1e-3, 1e-6) == pytest.approx(2.0)
+    assert floored_ratio(0.0, 1e-3, 1e-6) == pytest.approx(1e-3)  # 1e-6 / 1e-3
+    assert floored_ratio(-5.0, 1e-3, 1e-6) == pytest.approx(1e-3)  # a negative loss too
+    assert floored_ratio(0.0, 0.0, 1e-6) == 1.0  # both at the floor: a tie
+    assert math.isnan(floored_ratio(math.nan, 1.0, 1e-6))
+    for bad in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="floor must be a positive finite"):
+            floored_ratio(1.0, 1.0, bad)
+
+
+def test_a_zero_loss_does_not_make_the_geometric_mean_zero():
+    # task a: L0 = 2, floor 2e-6; 0 against 0.5 -> 4e-6. task b: 3 against 1.5 -> 2.
+    comparisons = [Comparison("a", 0.0, 0.5, False, 2.0), Comparison("b", 3.0, 1.5, False, 1.0)]
+    sc = score(comparisons)
+    assert sc.geometric_mean == pytest.approx(math.sqrt(4e-6 * 2.0))
+    assert sc.geometric_mean > 0 and (sc.wins, sc.ties, sc.losses) == (1, 0, 1)
+    # both memorised (below the floor): a tie, ratio 1, whatever the raw values
+    tie = score([Comparison("a", 1e-12, 1e-9, False, 1.0)])
+    assert (tie.wins, tie.ties, tie.losses, tie.geometric_mean) == (0, 1, 0, 1.0)
+
+
+def test_divergence_is_a_loss_outside_the_mean_and_accuracies_count_wins_only():
+    sc = score(
+        [
+            Comparison("a", math.nan, 0.5, False, 1.0),  # diverged
+            Comparison("b", 0.25, 0.5, False, 1.0),  # ratio 0.5
+            Comparison("c", 0.9, 0.8, True, 2.3),  # higher accuracy: a win, no ratio
+            Comparison("d", 0.7, 0.8, True, 2.3),
+        ]
+    )
+    assert (sc.tasks, sc.wins, sc.ties, sc.losses, sc.diverged) == (4, 2, 0, 2, 1)
+    assert sc.geometric_mean == pytest.approx(0.5) and sc.ratio_tasks == 1
+    assert math.isnan(score([Comparison("c", 0.9, 0.8, True, 2.3)]).geometric_mean)
+    with pytest.raises(ValueError, match="baseline must be finite"):
+        score([Comparison("a", 1.0, math.nan, False, 1.0)])
+    with pytest.raises(ValueError, match="initial loss must be nonzero"):
+        score([Comparison("a", 1.0, 1.0, False, 0.0)])
+
+
+def _rec(task, label, spec, seed, value, initial=1.0):
+    return {
+        "task": {"name": task, "metric": "loss", "higher_is_better": False},
+        "optimizer": {"label": label, "spec": spec},
+        "hyperparameters": spec,
+        "num_steps": 3,
+        "seed": seed,
+        "metrics": {"valid": {"loss": value}, "test": {"loss": value}},
+        "curve": {"step": [0], "loss": [initial]},
+        "final_loss": value,
+        "best_loss": value,
+        "first_nonfinite_step": None,
+        "timing": {"step_time_s": 1e-3},
+    }
+
+
+def test_the_report_scores_each_optimizer_against_the_tuned_baseline():
+    recs = []
+    for seed in (0, 1):
+        for lr, value in ((0.1, 0.2), (0.01, 0.1)):  # tuned on valid: lr 0.01, loss 0.1
+            spec = {"name": "adam", "learning_rate": lr}
+            recs.append(_rec("t", f"adam@{lr:g}", spec, seed, value, initial=4.0))
+        recs.append(_rec("t", "learned", {"name": "pretrained"}, seed, 0.0, initial=4.0))
+    table = report.score_table(recs)
+    # 0 is floored at 1e-6 × 4: ratio 4e-6 / 0.1 = 4e-5
+    assert "| learned | 1 | 1 / 0 / 0 | 0 | 4e-05× (1 tasks) |" in table
+    assert "adam@" not in table  # hand rows are the baseline, not scored
+    one_rate = [r for r in recs if r["optimizer"]["label"] != "adam@0.1"]
+    assert report.score_table(one_rate) == ""  # no tuned baseline, no scores
+    hand_only = [r for r in recs if r["optimizer"]["label"] != "learned"]
+    assert report.score_table(hand_only) == ""  # nothing to score
+    assert f"{scoring.FLOOR:g}" in report.SCORE_NOTE
