@@ -167,10 +167,18 @@ def test_cli_sweep_runs_a_grid_of_ones_own(tmp_path, capsys):
     assert cli.main(argv) == 0 and _bytes(out) == before  # the rerun reuses every record
 
 
+def test_a_presets_grid_on_some_of_its_tasks_is_its_points_on_those_tasks():
+    whole = sweep.preset_points("table2", "tiny", 2)
+    some = sweep.preset_tasks(whole, "table2", ["sine_lstm", "carracing_ltc"])
+    assert some == [p for p in whole if p.task in ("sine_lstm", "carracing_ltc")]
+    assert {p.task for p in some} == {"sine_lstm", "carracing_ltc"} and len(some) < len(whole)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["smoke", "--tasks", "nonconvex_l1cos", "--opt", "adam"], "not both"),
+        (["table2", "--tasks", "volume_siren"], "preset 'table2' has no task 'volume_siren'"),
         (["--tasks", "nonconvex_l1cos"], "needs both --tasks and --opt"),
         ([], "give a preset"),
         (["--tasks", "nonconvex_l1cos", "--opt", "adam,lr=fast"], "lr"),

@@ -24,6 +24,7 @@ nothing is deleted.
     hubopt sweep table2 --seeds 3 --out runs/table2  # the paper's Table 2 at "cpu" size
     hubopt sweep sigma --out runs/sigma              # the σ study: every rule, both modes
     hubopt sweep sigma_scale --out runs/sigma        # ... and the loss × 10⁻³, 1, 10³ sweep
+    hubopt sweep sigma --tasks sine_lstm,sine_ltc    # a preset's grid on some of its tasks
     hubopt sweep lopt --out runs/lopt                # the learned optimizer's quality
     hubopt sweep smoke --executor process --workers 2
     hubopt sweep --tasks fmnist_resnet,mnist_vit --opt tuned --opt small \\
@@ -307,6 +308,20 @@ def seed_major(points: Iterable[Point]) -> list[Point]:
     return sorted(points, key=lambda p: p.seed)
 
 
+def preset_tasks(points: list[Point], preset: str, tasks: list[str]) -> list[Point]:
+    """The points of a preset's grid on `tasks` only (`hubopt sweep PRESET --tasks A,B`):
+    the same runs, and so the same records, as the whole preset's on those tasks."""
+    held = {p.task for p in points}
+    wanted = [t for t in tasks if t]
+    missing = [t for t in wanted if t not in held]
+    if not wanted or missing:
+        raise ValueError(
+            f"preset {preset!r} has no task {', '.join(map(repr, missing)) or 'given'}; "
+            f"its tasks: {', '.join(sorted(held))}"
+        )
+    return [p for p in points if p.task in wanted]
+
+
 def _check_seeds(seeds) -> None:
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive number of seeds, got {seeds!r}")
@@ -475,7 +490,11 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "preset", nargs="?", help=f"one of: {', '.join(PRESETS)}; or give --tasks and --opt"
     )
-    parser.add_argument("--tasks", help="a grid of one's own: comma-separated task names")
+    parser.add_argument(
+        "--tasks",
+        help="comma-separated task names: with --opt, a grid of one's own; with a preset, "
+        "that preset's grid on these of its tasks",
+    )
     parser.add_argument(
         "--opt",
         action="append",
@@ -497,9 +516,9 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     """`hubopt sweep`: every point of the preset (or of the --tasks × --opt grid), resuming
     from the records in --out."""
-    own_grid = args.tasks is not None or args.opt is not None
+    own_grid = args.preset is None and (args.tasks is not None or args.opt is not None)
     try:
-        if own_grid and args.preset is not None:
+        if args.preset is not None and args.opt is not None:
             raise ValueError("give a preset or a grid (--tasks and --opt), not both")
         if own_grid:
             if not args.tasks or not args.opt:
@@ -511,6 +530,8 @@ def run(args) -> int:
             raise ValueError(f"give a preset ({', '.join(PRESETS)}) or --tasks and --opt")
         else:
             points = preset_points(args.preset, args.size, args.seeds)
+            if args.tasks is not None:
+                points = preset_tasks(points, args.preset, args.tasks.split(","))
         if args.steps is not None:
             if args.steps < 1:
                 raise ValueError(f"--steps must be >= 1, got {args.steps}")
