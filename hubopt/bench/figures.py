@@ -36,8 +36,13 @@ def _groups(recs):
 
 
 def _figure(panels: int, height: float = 4.2):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ModuleNotFoundError as e:
+        from hubopt._src.extras import require_extra
+
+        raise require_extra("the report's figures", e) from e
 
     fig = Figure(figsize=(9, height * panels + 1.0))
     FigureCanvasAgg(fig)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from hubopt._src.extras import EXTRA_OF_MODULE, require_extra
 from hubopt.tasks.base import SIZES, SPLITS, Task
 
 __all__ = ["SIZES", "SPLITS", "TASKS", "Task", "get_task", "register_task", "task_names"]
@@ -106,7 +107,12 @@ def get_task(name: str, size: str = "cpu") -> Task:
         factory = TASKS[name]
     except KeyError:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(task_names())}") from None
-    task = factory(size)
+    try:
+        task = factory(size)
+    except ModuleNotFoundError as e:  # an optional library of the tasks' extra
+        if e.name and e.name.split(".")[0] in EXTRA_OF_MODULE:
+            raise require_extra(f"task {name!r}", e) from e
+        raise
     if not isinstance(task, Task):
         raise TypeError(f"task factory for {name!r} returned {type(task).__name__}, not a Task")
     if task.name != name or task.size != size:
