@@ -252,7 +252,7 @@ def hub(
     def update_fn(updates, state: HubState, params=None, **extra_args):
         modes = _resolve_modes(mode, blocks, updates)
         u_hand, u_learned, new_members = members.update_members(
-            hand, learned, updates, state.members, params, extra_args
+            "hub", hand, learned, updates, state.members, params, extra_args
         )
         tree_def = jax.tree_util.tree_structure(updates)
         g_leaves = tree_def.flatten_up_to(updates)

@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 
 import optax
 
+from hubopt._src.missing_args import member_error
+
 
 class MemberStates(NamedTuple):
     """The states of the hand-designed and the learned member."""
@@ -47,6 +49,7 @@ def call_member(
     state,
     params,
     extra_args: Mapping[str, Any],
+    owner: str | None = None,
 ):
     """Calls `tx.update`, passing on only the extra args that it accepts.
 
@@ -60,13 +63,19 @@ def call_member(
     var_kw, named, required = _keyword_spec(tx.update)
     missing = sorted(required - set(extra_args))
     if missing:
-        raise TypeError(
+        error = TypeError(
             f"the {role} optimizer needs the extra argument(s) {missing} in update(); "
             f"got {sorted(extra_args) or 'none'}. Pass e.g. update(grads, state, params, "
             f"{missing[0]}=...)."
         )
+        raise error if owner is None else TypeError(f"{owner}: {error}")
     passed = dict(extra_args) if var_kw else {k: v for k, v in extra_args.items() if k in named}
-    return tx.update(updates, state, params, **passed)
+    if owner is None:
+        return tx.update(updates, state, params, **passed)
+    try:
+        return tx.update(updates, state, params, **passed)
+    except TypeError as e:  # a member's missing argument, said by its owner
+        raise member_error(owner, role, e) from e
 
 
 def check_member(role: str, tx) -> None:
@@ -82,10 +91,11 @@ def init_members(hand, learned, params) -> MemberStates:
     return MemberStates(hand=hand.init(params), learned=learned.init(params))
 
 
-def update_members(hand, learned, updates, states: MemberStates, params, extra_args):
-    """Both members' updates from the same gradient, and both advanced states."""
-    u_hand, s_hand = call_member("hand", hand, updates, states.hand, params, extra_args)
+def update_members(owner: str, hand, learned, updates, states: MemberStates, params, extra_args):
+    """Both members' updates from the same gradient, and both advanced states; `owner`
+    (hub, lgl2o, blend) names itself in a member's error."""
+    u_hand, s_hand = call_member("hand", hand, updates, states.hand, params, extra_args, owner)
     u_learned, s_learned = call_member(
-        "learned", learned, updates, states.learned, params, extra_args
+        "learned", learned, updates, states.learned, params, extra_args, owner
     )
     return u_hand, u_learned, MemberStates(hand=s_hand, learned=s_learned)

@@ -33,7 +33,7 @@ def blend(
 
     def update_fn(updates, state, params=None, **extra_args):
         u_hand, u_learned, new_state = members.update_members(
-            hand, learned, updates, state, params, extra_args
+            "blend", hand, learned, updates, state, params, extra_args
         )
 
         def mix(g, h, l):

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from hubopt._src import members
+from hubopt._src.missing_args import missing_argument
 from hubopt._src.state_search import find_one
 
 
@@ -55,15 +56,13 @@ def lgl2o(
         )
 
     def update_fn(updates, state: LGL2OState, params=None, *, value_fn=None, **extra_args):
-        if params is None:
-            raise TypeError("lgl2o.update needs params (the candidates are params + update)")
+        if params is None:  # the candidates are params + update
+            raise missing_argument("lgl2o", "params")
         if value_fn is None or not callable(value_fn):
-            raise TypeError(
-                "lgl2o.update needs the extra argument value_fn=, a callable params -> loss"
-            )
+            raise missing_argument("lgl2o", "value_fn")
         extra_args = dict(extra_args, value_fn=value_fn)
         u_hand, u_learned, new_members = members.update_members(
-            hand, learned, updates, state.members, params, extra_args
+            "lgl2o", hand, learned, updates, state.members, params, extra_args
         )
         loss_hand = jnp.asarray(value_fn(optax.apply_updates(params, u_hand)), jnp.float32)
         loss_learned = jnp.asarray(value_fn(optax.apply_updates(params, u_learned)), jnp.float32)

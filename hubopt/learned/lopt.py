@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import optax
 
 from hubopt._src.budget import warn_once_past_budget
+from hubopt._src.missing_args import missing_argument
 from hubopt.learned import _features as F
 
 NUM_GLOBAL_FEATURES = 3
@@ -218,12 +219,10 @@ class MLPLOpt:
 
         def update_fn(updates, state: MLPLOptState, params=None, *, value=None, **extra_args):
             del extra_args
-            if params is None:  # TypeError: a missing argument, as VeLO's and HUB's
-                raise TypeError(
-                    f"{name} needs the params: update(grads, state, params, value=loss)"
-                )
+            if params is None:
+                raise missing_argument(name, "params")
             if value is None:
-                raise TypeError(f"{name} needs the loss: update(grads, state, params, value=loss)")
+                raise missing_argument(name, "value")
             count = state.count + 1
             if budget_is_known:
                 warn_once_past_budget(name, count, num_steps)

@@ -38,6 +38,7 @@ import numpy as np
 import optax
 
 from hubopt._src.budget import warn_once_past_budget
+from hubopt._src.missing_args import missing_argument
 from hubopt.learned import _velo_math as vm
 from hubopt.learned.velo_checkpoint import (
     GROUP_WIDTHS,
@@ -304,14 +305,9 @@ def velo(
     def update_fn(updates, state, params=None, *, value=None, **extra):
         del extra  # other extra args (value_fn, ...) are accepted and ignored
         if params is None:
-            raise TypeError(
-                "velo.update needs the current params: update(grads, state, params, value=loss)"
-            )
+            raise missing_argument("velo", "params")
         if value is None:
-            raise TypeError(
-                "velo.update needs the loss: pass value=loss, as in "
-                "update(grads, state, params, value=loss)"
-            )
+            raise missing_argument("velo", "value")
         loss = jnp.asarray(value, jnp.float32)
         if loss.shape != ():
             raise ValueError(f"value must be a scalar loss, got shape {loss.shape}")
