@@ -63,6 +63,20 @@ def test_rank_rule_by_hand():
     np.testing.assert_allclose(weights("rank", np.zeros(6)), 0.5)
 
 
+def test_lognormal_rule_by_hand_and_near_rank():
+    g = np.array([0.0, 1.0, -np.e, np.e**2, 0.0, np.e**-1])  # log|g| = -, 0, 1, 2, -, -1
+    z = np.array([0.0, 1.0, 2.0, -1.0])
+    x = (z - z.mean()) / z.std()
+    p0 = 2 / 6
+    want = np.zeros(6)
+    want[[1, 2, 3, 5]] = p0 + (1 - p0) / (1 + np.exp(-1.702 * x))
+    want[[0, 4]] = p0 / 2  # the mid-rank of the tie at 0
+    np.testing.assert_allclose(weights("lognormal", g), want, rtol=1e-5)
+    np.testing.assert_allclose(weights("lognormal", np.zeros(4)), 0.5)
+    normal = np.random.default_rng(3).normal(size=10**4)
+    assert np.mean(np.abs(weights("lognormal", normal) - weights("rank", normal))) < 0.06
+
+
 def test_sigmoid_and_rescaled_softmax_by_hand():
     g = np.array([1.0, -2.0, 0.5, 4.0])
     r = np.abs(g) / np.mean(np.abs(g))

@@ -15,6 +15,11 @@ inverted mode (`hubopt.hub(..., sigma=NAME)`, `SIGMA_RULES`).
     softmax_n    σ = min(1, ½ n softmax(min(r, 2)))            the paper's softmax made
                                                              width- and scale-free: mean ½
                                                              before the cap at 1
+    lognormal    σ = p₀ + (1 − p₀) sigmoid(1.702 z) for        rank's cheap twin: the rank
+                 |g| > 0, p₀/2 for g = 0; z = (log|g| − μ)/s,  of |g| under a log-normal fit
+                 μ, s the mean and std of log|g| over the      (1.702 z: the logistic form
+                 tensor's nonzero entries (s ≥ 10⁻³), p₀ the   of Φ), O(n), no sort
+                 share of zeros
     hyper        σ = sigmoid(λ) for the whole tensor, λ moved   adapts to which member is
                  each step by −β cos(g_t, d_{t−1}) (β = 0.2,   doing better, from the loss's
                  |λ| ≤ 4), d = (σ-side update − other update)  own gradient: no extra pass
@@ -28,6 +33,11 @@ its mean weight by 16% between 10 and 10⁶ entries (|g|/mean|g|: 4%); and r is
 capped at 2 inside `softmax_n`, whose mean weight would otherwise be set by the
 tensor's largest entries (7% at a cap of 4, 1% at 2). A zero gradient gives σ = ½
 everywhere (`softmax`: 1/n).
+
+`lognormal` exists because `rank` sorts: on CPU its sort costs ~450 ms for a tensor of
+10⁶ entries (σ = softmax: ~2 ms, lognormal: ~3.5 ms). On i.i.d. normal, t(4) and t(2)
+gradients it stays within 0.03–0.08 of `rank` on average (0.25 at most, at 10 entries);
+zero entries take the mid-rank of their tie, as in `rank`, and a zero gradient gives ½.
 
 `hyper` is hypergradient descent on the mixing weight (Baydin et al., 2018, for
 learning rates): with U = σ U_a + (1 − σ) U_b, dL/dσ at the next step is
@@ -123,6 +133,29 @@ def softmax_n_weights(g: jax.Array) -> jax.Array:
     return jnp.minimum(1.0, 0.5 * e / jnp.mean(e))
 
 
+LOGISTIC_PROBIT = 1.702  # sigmoid(1.702 z) ≈ Φ(z) within 0.01
+LOGNORMAL_MIN_SPREAD = 1e-3  # the smallest std of log|g| that lognormal divides by
+
+
+def lognormal_weights(g: jax.Array) -> jax.Array:
+    """σ = p₀ + (1 − p₀) sigmoid(1.702 (log|g| − μ)/s) where g ≠ 0, p₀/2 where g = 0."""
+    a = _abs32(g)
+    if a.size == 0:
+        return a
+    nonzero = a > 0
+    count = jnp.sum(nonzero)
+    p0 = 1.0 - count / a.size
+    # log(|g| / max|g|): scale-free before the logarithm, and exactly 0 for ties at the max
+    z = jnp.log(jnp.where(nonzero, a / jnp.where(nonzero, jnp.max(a), 1.0), 1.0))
+    mu = jnp.sum(jnp.where(nonzero, z, 0.0)) / jnp.maximum(count, 1)
+    var = jnp.sum(jnp.where(nonzero, jnp.square(z - mu), 0.0)) / jnp.maximum(count, 1)
+    # a spread below LOGNORMAL_MIN_SPREAD (0.1% in |g|) is a tie, not a scale to divide by
+    x = (z - mu) / jnp.maximum(jnp.sqrt(var), LOGNORMAL_MIN_SPREAD)
+    return jnp.where(
+        nonzero, p0 + (1.0 - p0) * jax.nn.sigmoid(LOGISTIC_PROBIT * x), 0.5 * p0
+    ).astype(jnp.float32)
+
+
 class HyperState(NamedTuple):
     """`hyper`'s state of one tensor: the logit λ of σ and the last update difference d."""
 
@@ -183,6 +216,7 @@ SIGMA_RULES: dict[str, SigmaRule] = {
     "rank": _stateless("rank", rank_weights),
     "sigmoid": _stateless("sigmoid", sigmoid_weights),
     "softmax_n": _stateless("softmax_n", softmax_n_weights),
+    "lognormal": _stateless("lognormal", lognormal_weights),
     "hyper": SigmaRule(
         name="hyper",
         weights=_hyper_weights,
