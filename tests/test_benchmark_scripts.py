@@ -24,3 +24,17 @@ def test_learned_step_times_every_contender(tmp_path):
     assert json.loads((tmp_path / "r").read_text())["benchmark"] == "learned_step"
     with pytest.raises(SystemExit):
         learned_step.main(["--optimizers", "sgd"])
+
+
+def test_compile_time_measures_each_contender_in_a_fresh_process(tmp_path):
+    import compile_time
+
+    out = tmp_path / "compile.md"
+    compile_time.main(
+        ["--repeats", "1", "--models", "mlp", "--contenders", "hub_adamax", "--markdown", str(out)]
+    )
+    rows = [line.split("|") for line in out.read_text().splitlines() if line.startswith("| mlp")]
+    assert [r[2].strip() for r in rows] == ["adam", "hub_adamax"]  # Adam joins as the reference
+    assert rows[0][4].strip() == "1.0×"
+    kernels = {r[2].strip(): int(r[5]) for r in rows}
+    assert kernels["hub_adamax"] > kernels["adam"] > 0  # HUB's σ, mixing and diagnostics

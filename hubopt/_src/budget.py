@@ -9,11 +9,22 @@ first step past it says so.
 from __future__ import annotations
 
 import functools
+import numbers
 import warnings
 
 import jax
 
-__all__ = ["warn_once_past_budget"]
+__all__ = ["check_num_steps", "warn_once_past_budget"]
+
+
+def check_num_steps(num_steps) -> int:
+    """`num_steps` as an int: a `TypeError` unless it is an integer (not a bool), a
+    `ValueError` unless it is at least 1."""
+    if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral):
+        raise TypeError(f"num_steps must be a positive int, got {num_steps!r}")
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+    return int(num_steps)
 
 
 def _warn(name: str, num_steps) -> None:

@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import optax
 
 from hubopt._src import members
+from hubopt._src.input_checks import check_gradients
 from hubopt._src.sigma_rules import SigmaRule, resolve_rule
 from hubopt._src.state_search import find_one
 from hubopt._src.tree_paths import leaf_paths
@@ -250,6 +251,7 @@ def hub(
         )
 
     def update_fn(updates, state: HubState, params=None, **extra_args):
+        check_gradients("hub", updates, params, reference=state.stats.sigma_min)
         modes = _resolve_modes(mode, blocks, updates)
         u_hand, u_learned, new_members = members.update_members(
             "hub", hand, learned, updates, state.members, params, extra_args

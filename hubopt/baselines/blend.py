@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import optax
 
 from hubopt._src import members
+from hubopt._src.input_checks import check_gradients
 
 
 def blend(
@@ -32,6 +33,7 @@ def blend(
         return members.init_members(hand, learned, params)
 
     def update_fn(updates, state, params=None, **extra_args):
+        check_gradients("blend", updates, params)
         u_hand, u_learned, new_state = members.update_members(
             "blend", hand, learned, updates, state, params, extra_args
         )

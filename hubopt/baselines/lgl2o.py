@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from hubopt._src import members
+from hubopt._src.input_checks import check_gradients
 from hubopt._src.missing_args import missing_argument
 from hubopt._src.state_search import find_one
 
@@ -60,6 +61,7 @@ def lgl2o(
             raise missing_argument("lgl2o", "params")
         if value_fn is None or not callable(value_fn):
             raise missing_argument("lgl2o", "value_fn")
+        check_gradients("lgl2o", updates, params)
         extra_args = dict(extra_args, value_fn=value_fn)
         u_hand, u_learned, new_members = members.update_members(
             "lgl2o", hand, learned, updates, state.members, params, extra_args

@@ -18,12 +18,12 @@ its `MLPLOpt` has the default settings and the hidden widths its layers' shapes 
 from __future__ import annotations
 
 import json
-import numbers
 from pathlib import Path
 
 import jax.numpy as jnp
 import optax
 
+from hubopt._src.budget import check_num_steps
 from hubopt.learned.checkpoint import read_checkpoint
 from hubopt.learned.lopt import MLPLOpt
 
@@ -110,15 +110,9 @@ def load_theta_file(path) -> tuple[MLPLOpt, dict]:
 
 def from_theta_file(path, *, num_steps: int) -> optax.GradientTransformationExtraArgs:
     """The learned optimizer whose θ is the checkpoint at `path`, for `num_steps` steps."""
-    num_steps = _check_num_steps(num_steps)
+    num_steps = check_num_steps(num_steps)
     lopt, theta = load_theta_file(path)
     return lopt.optimizer(theta, num_steps, name=f"hubopt-theta({Path(path).name})")
-
-
-def _check_num_steps(num_steps) -> int:
-    if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
-    return int(num_steps)
 
 
 def pretrained(name: str = "small", *, num_steps: int) -> optax.GradientTransformationExtraArgs:
@@ -126,6 +120,6 @@ def pretrained(name: str = "small", *, num_steps: int) -> optax.GradientTransfor
 
     Its `update` needs params and the loss: `update(grads, state, params, value=loss)`.
     """
-    num_steps = _check_num_steps(num_steps)
+    num_steps = check_num_steps(num_steps)
     lopt, theta = load(name)
     return lopt.optimizer(theta, num_steps, name=f"hubopt-{name}")

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import optax
 
 from hubopt._src.budget import warn_once_past_budget
+from hubopt._src.input_checks import check_gradients, scalar_loss
 from hubopt._src.missing_args import missing_argument
 from hubopt.learned import _features as F
 
@@ -223,10 +224,11 @@ class MLPLOpt:
                 raise missing_argument(name, "params")
             if value is None:
                 raise missing_argument(name, "value")
+            check_gradients(name, updates, params)
             count = state.count + 1
             if budget_is_known:
                 warn_once_past_budget(name, count, num_steps)
-            value = jnp.asarray(value, jnp.float32)
+            value = scalar_loss(name, value)
             loss_ema = jnp.where(state.count == 0, value, state.loss_ema)
             loss_feat = jnp.tanh((value - loss_ema) / (jnp.abs(loss_ema) + 1e-8))
             new_loss_ema = 0.9 * loss_ema + 0.1 * value

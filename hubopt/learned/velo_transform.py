@@ -37,7 +37,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hubopt._src.budget import warn_once_past_budget
+from hubopt._src.budget import check_num_steps, warn_once_past_budget
+from hubopt._src.input_checks import check_gradients, scalar_loss
 from hubopt._src.missing_args import missing_argument
 from hubopt.learned import _velo_math as vm
 from hubopt.learned.velo_checkpoint import (
@@ -266,8 +267,7 @@ def velo(
     ``update(grads, state, params, *, value)`` needs the current params and the
     loss value (a float scalar); it returns ``new_params − params``.
     """
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int | np.integer) or num_steps < 1:
-        raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+    num_steps = check_num_steps(num_steps)
     if (
         isinstance(max_training_steps, bool)
         or not isinstance(max_training_steps, int | np.integer)
@@ -308,9 +308,8 @@ def velo(
             raise missing_argument("velo", "params")
         if value is None:
             raise missing_argument("velo", "value")
-        loss = jnp.asarray(value, jnp.float32)
-        if loss.shape != ():
-            raise ValueError(f"value must be a scalar loss, got shape {loss.shape}")
+        check_gradients("velo", updates, params)
+        loss = scalar_loss("velo", value)
         warn_once_past_budget("velo", state.iteration + 1, state.num_steps)
         if weight_decay > 0.0:
             # learned_optimization's WeightDecayWrapper: the decay goes through VeLO.
