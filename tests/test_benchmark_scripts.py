@@ -38,3 +38,22 @@ def test_compile_time_measures_each_contender_in_a_fresh_process(tmp_path):
     assert rows[0][4].strip() == "1.0×"
     kernels = {r[2].strip(): int(r[5]) for r in rows}
     assert kernels["hub_adamax"] > kernels["adam"] > 0  # HUB's σ, mixing and diagnostics
+
+
+def test_memory_hubs_state_is_its_members_plus_a_few_floats_per_tensor():
+    import memory
+
+    rows = {
+        r["contender"]: r
+        for r in memory.main(["--widths", "64", "--contenders", "adam,small,hub_small"])
+    }
+    n = rows["adam"]["params"]
+    assert rows["adam"]["state_bytes_per_param"] * n == pytest.approx(8 * n + 4, abs=4)
+    extra = (
+        rows["hub_small"]["state_bytes_per_param"]
+        - rows["small"]["state_bytes_per_param"]
+        - rows["adam"]["state_bytes_per_param"]
+    ) * n
+    # HUB's own state: its step count and four diagnostics per tensor (6 tensors)
+    assert extra == pytest.approx(4 + 6 * 4 * 4, abs=1e-3)
+    assert all(r["temp_mb"] >= 0 and r["argument_mb"] > 0 for r in rows.values())

@@ -1,0 +1,158 @@
+"""First-step compile time of HUB and the learned optimizers against optax.adam.
+
+    .venv/bin/python benchmarks/compile_time.py [--repeats 3] [--models mlp,mobilenet]
+        [--contenders adam,small,velo,hub_small,hub_velo,hub_adamax] [--markdown out.md]
+
+One jitted training step per contender (value_and_grad + update + apply_updates), lowered
+and compiled from a fresh process each time (`--one`), so nothing is cached between
+contenders; reported: the median seconds of lower + compile over the repeats, its ratio
+to Adam's on the same model, and the number of fused kernels XLA emitted (on CPU every
+kernel is compiled on its own, and compile time follows their count).
+
+Models: `mlp`, the 784-1024-256-10 MLP of VELO_SPEC §10 (1,068,810 parameters, 6
+tensors); `mobilenet`, the parameters of the fine-tuning task's MobileNetV2 (158
+tensors, 2.2M entries) with a stand-in quadratic loss, so that the optimizers' share of
+the program is measured, not the network's. VeLO runs with a random θ in the official
+shapes (`init_velo_theta`: compile time depends on the shapes, not the values).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+CONTENDERS = ("adam", "small", "velo", "hub_small", "hub_velo", "hub_adamax")
+MODELS = ("mlp", "mobilenet")
+
+
+def _contender(name: str):
+    import jax
+    import optax
+
+    import hubopt
+    from hubopt.learned import pretrained
+    from hubopt.learned.velo_transform import init_velo_theta, velo
+
+    def velo_tx():
+        return velo(1000, theta=init_velo_theta(jax.random.PRNGKey(2), 512, 256))
+
+    return {
+        "adam": lambda: optax.adam(1e-3),
+        "small": lambda: pretrained("small", num_steps=1000),
+        "velo": velo_tx,
+        "hub_small": lambda: hubopt.hub(optax.adam(1e-3), pretrained("small", num_steps=1000)),
+        "hub_velo": lambda: hubopt.hub(optax.adam(1e-3), velo_tx()),
+        "hub_adamax": lambda: hubopt.hub(optax.adam(1e-3), optax.adamax(1e-3)),
+    }[name]()
+
+
+def _model(name: str):
+    """(params, loss_fn) of a model."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    if name == "mlp":
+        sys.path.insert(0, os.path.dirname(__file__))
+        from learned_step import mlp_params
+
+        params = mlp_params(jax.random.key(0))
+        x = jax.random.normal(jax.random.key(1), (128, 784))
+        y = jax.random.randint(jax.random.key(2), (128,), 0, 10)
+
+        def loss_fn(p):
+            h = x
+            for i in range(3):
+                h = h @ p[f"layer{i}"]["w"] + p[f"layer{i}"]["b"][None, :]
+                h = jax.nn.relu(h) if i < 2 else h
+            return optax.softmax_cross_entropy_with_integer_labels(h, y).mean()
+
+        return params, loss_fn
+    from hubopt.tasks import get_task
+
+    params = get_task("fmnist_mobilenet_finetune", "tiny").init(jax.random.key(0))
+
+    def quadratic(p):
+        return sum(jnp.sum(jnp.square(leaf - 0.1)) for leaf in jax.tree_util.tree_leaves(p))
+
+    return params, quadratic
+
+
+def measure_one(model: str, contender: str) -> dict:
+    """Lower + compile one training step in this process."""
+    import jax
+    import optax
+
+    params, loss_fn = _model(model)
+    tx = _contender(contender)
+    state = tx.init(params)
+
+    def step(p, s):
+        value, grads = jax.value_and_grad(loss_fn)(p)
+        updates, s = tx.update(grads, s, p, value=value)
+        return optax.apply_updates(p, updates), s
+
+    start = time.perf_counter()
+    compiled = jax.jit(step).lower(params, state).compile()
+    seconds = time.perf_counter() - start
+    kernels = len(re.findall(r"= \S+ fusion\(", compiled.as_text()))
+    return {"model": model, "contender": contender, "seconds": seconds, "kernels": kernels}
+
+
+def _in_subprocess(model: str, contender: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--one", model, contender],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--models", default=",".join(MODELS))
+    ap.add_argument("--contenders", default=",".join(CONTENDERS))
+    ap.add_argument("--markdown", help="also write the table to this file")
+    ap.add_argument("--one", nargs=2, metavar=("MODEL", "CONTENDER"), help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.one:
+        print(json.dumps(measure_one(*args.one)))
+        return 0
+    contenders = [c for c in args.contenders.split(",") if c]
+    if "adam" not in contenders:
+        contenders.insert(0, "adam")  # the reference of every ratio
+    lines = [
+        f"First-step compile (lower + compile, fresh process each), median of {args.repeats}.",
+        "",
+        "| model | contender | compile s | × Adam | fused kernels |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for model in [m for m in args.models.split(",") if m]:
+        runs = {c: [] for c in contenders}
+        for _ in range(args.repeats):  # interleaved: a load change hits every contender
+            for c in contenders:
+                runs[c].append(_in_subprocess(model, c))
+        adam = statistics.median(r["seconds"] for r in runs["adam"])
+        for c in contenders:
+            sec = statistics.median(r["seconds"] for r in runs[c])
+            kernels = runs[c][0]["kernels"]
+            lines.append(f"| {model} | {c} | {sec:.2f} | {sec / adam:.1f}× | {kernels} |")
+            print(lines[-1], flush=True)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
