@@ -11,11 +11,19 @@ a harmless stand-in we choose, and refuses every other with an error naming it:
 Plain types (dict, list, tuple, str, bytes, numbers, None, bools) need no
 global and always load. Persistent ids (how PyTorch points at tensor storage)
 are refused unless a `persistent_load` is given.
+
+Sizes are checked before allocation: before unpickling, the opcodes are walked
+(`pickletools.genops`) with reads capped at the end of the file, so a length field
+that a damaged file sets to gigabytes is a `TruncatedPickleError`, not an attempt to
+allocate them (the C unpickler allocates a counted string before reading it).
 """
 
 from __future__ import annotations
 
+import io
+import os
 import pickle
+import pickletools
 from collections.abc import Callable, Mapping
 from typing import IO, Any
 
@@ -57,6 +65,52 @@ class _RestrictedUnpickler(pickle.Unpickler):
         )
 
 
+class _CappedReader:
+    """`file`'s reads, never past `end` (so no read allocates more than the file holds)."""
+
+    def __init__(self, file: IO[bytes], end: int):
+        self._file, self._end = file, end
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(self._end - self._file.tell(), 0)
+        return self._file.read(left if n is None or n < 0 else min(n, left))
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def readline(self) -> bytes:
+        return self._file.readline(max(self._end - self._file.tell(), 0))
+
+
+def _check_lengths(file: IO[bytes], what: str) -> None:
+    """Walks the pickle at `file`'s position to its STOP with capped reads, then rewinds;
+    a length past the end of the file, or a damaged opcode stream, raises here."""
+    try:
+        start = file.tell()
+        end = file.seek(0, os.SEEK_END)
+        file.seek(start)
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return  # not seekable: the unpickler's own checks only
+    try:
+        for opcode, arg, position in pickletools.genops(_CappedReader(file, end)):
+            # a FRAME announces how much to buffer: the unpickler allocates it at once
+            if opcode.name == "FRAME" and position + 9 + arg > end:  # 9: the opcode, 8-byte size
+                raise TruncatedPickleError(
+                    f"{what}: a pickle frame of {arg} bytes, more than the file holds "
+                    "(truncated or a damaged length)"
+                )
+    except ValueError as err:  # pickletools' word for "not enough bytes" and bad opcodes
+        text = str(err)
+        if "expected" in text or "ran out" in text or "not enough" in text:
+            raise TruncatedPickleError(
+                f"{what}: the pickle needs more bytes than the file holds (truncated or a "
+                f"damaged length: {text[:120]})"
+            ) from None
+        raise pickle.UnpicklingError(f"{what}: not a well-formed pickle ({text[:120]})") from None
+    finally:
+        file.seek(start)
+
+
 def restricted_load(
     file: IO[bytes],
     allowed: Mapping[tuple[str, str], Any],
@@ -79,6 +133,7 @@ def restricted_load(
 
     A stream that ends early is a `TruncatedPickleError`.
     """
+    _check_lengths(file, what)
     unpickler = _RestrictedUnpickler(file, dict(allowed), persistent_load, what, encoding, errors)
     try:
         return unpickler.load()

@@ -32,6 +32,7 @@ method.
 from __future__ import annotations
 
 import re
+import tokenize
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,7 @@ def load_volume(path: str | Path) -> np.ndarray:
     if path.is_dir():
         volume = _tiff_folder(path)
     elif name.endswith(".npy"):
-        volume = np.load(path, allow_pickle=False)
+        volume = _npy(path)
     elif name.endswith(NIFTI_SUFFIXES):
         volume = _nifti(path)
     elif name.endswith(TIFF_SUFFIXES):
@@ -91,6 +92,15 @@ def load_volume(path: str | Path) -> np.ndarray:
             ".tif/.tiff stack, or a folder of .tif/.tiff slices"
         )
     return _checked(volume, str(path))
+
+
+def _npy(path: Path) -> np.ndarray:
+    """A .npy array (never a pickle); a damaged file is a `ValueError` naming it."""
+    try:
+        return np.load(path, allow_pickle=False)
+    # numpy parses the header with tokenize/ast: a damaged one raises their errors too
+    except (ValueError, EOFError, OSError, SyntaxError, tokenize.TokenError) as error:
+        raise ValueError(f"{path}: cannot be read as a .npy array ({error})") from None
 
 
 def _checked(volume, source: str) -> np.ndarray:
