@@ -24,6 +24,7 @@ import io
 import os
 import pickle
 import pickletools
+import warnings
 from collections.abc import Callable, Mapping
 from typing import IO, Any
 
@@ -82,6 +83,17 @@ class _CappedReader:
         return self._file.readline(max(self._end - self._file.tell(), 0))
 
 
+def _walk(file: IO[bytes], end: int, what: str) -> None:
+    """Every opcode of the pickle at `file`'s position, to its STOP, with capped reads."""
+    for opcode, arg, position in pickletools.genops(_CappedReader(file, end)):
+        # a FRAME announces how much to buffer: the unpickler allocates it at once
+        if opcode.name == "FRAME" and position + 9 + arg > end:  # 9: the opcode, 8-byte size
+            raise TruncatedPickleError(
+                f"{what}: a pickle frame of {arg} bytes, more than the file holds "
+                "(truncated or a damaged length)"
+            )
+
+
 def _check_lengths(file: IO[bytes], what: str) -> None:
     """Walks the pickle at `file`'s position to its STOP with capped reads, then rewinds;
     a length past the end of the file, or a damaged opcode stream, raises here."""
@@ -92,13 +104,9 @@ def _check_lengths(file: IO[bytes], what: str) -> None:
     except (AttributeError, OSError, io.UnsupportedOperation):
         return  # not seekable: the unpickler's own checks only
     try:
-        for opcode, arg, position in pickletools.genops(_CappedReader(file, end)):
-            # a FRAME announces how much to buffer: the unpickler allocates it at once
-            if opcode.name == "FRAME" and position + 9 + arg > end:  # 9: the opcode, 8-byte size
-                raise TruncatedPickleError(
-                    f"{what}: a pickle frame of {arg} bytes, more than the file holds "
-                    "(truncated or a damaged length)"
-                )
+        with warnings.catch_warnings():  # pickletools on garbage warns of bad escapes
+            warnings.simplefilter("ignore", DeprecationWarning)
+            _walk(file, end, what)
     except ValueError as err:  # pickletools' word for "not enough bytes" and bad opcodes
         text = str(err)
         if "expected" in text or "ran out" in text or "not enough" in text:
