@@ -35,7 +35,7 @@ __all__ = [
 ]
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("learned", "tasks", "bench", "flax")  # imported on first use
+_SUBPACKAGES = ("learned", "tasks", "bench", "flax", "checkpoint")  # imported on first use
 
 
 def __getattr__(name):

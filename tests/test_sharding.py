@@ -3,6 +3,7 @@ subprocess of its own): a data-parallel and a parameter-sharded step equal the
 one-device step, and HUB's σ reduces over a sharded tensor without gathering it."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ def results():
         text=True,
         timeout=600,
         cwd=HERE.parent,
+        env={**os.environ, "PYTHONPATH": str(HERE.parent)},  # this checkout's hubopt
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return {r["member"]: r for r in map(json.loads, out.stdout.splitlines())}

