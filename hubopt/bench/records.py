@@ -179,12 +179,19 @@ def read(path: str | os.PathLike) -> dict:
 
 
 def find(paths) -> list[Path]:
-    """Record files among `paths`: files as given, folders searched for `*.json` (sorted)."""
+    """Record files among `paths`: files as given, folders searched for `*.json` (sorted),
+    leaving out hidden files and folders (a run's `.checkpoints/`)."""
     found: list[Path] = []
     for p in paths:
         p = Path(p)
         if p.is_dir():
-            found.extend(sorted(q for q in p.rglob("*.json") if not q.name.startswith(".")))
+            found.extend(
+                sorted(
+                    q
+                    for q in p.rglob("*.json")
+                    if not any(part.startswith(".") for part in q.relative_to(p).parts)
+                )
+            )
         elif p.exists():
             found.append(p)
         else:

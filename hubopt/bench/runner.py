@@ -22,10 +22,12 @@ import argparse
 import datetime as _dt
 import functools
 import importlib.metadata
+import json
 import math
 import os
 import platform
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -36,6 +38,7 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
+from hubopt._src.atomic_write import write_atomic
 from hubopt._src.git_state import git_state
 from hubopt._src.hub import SIGMA_HIST_EDGES
 from hubopt._src.train_step import step_batch, train_step
@@ -132,10 +135,16 @@ def train(
     num_evals: int = DEFAULT_EVALS,
     max_points: int = DEFAULT_POINTS,
     progress: bool | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
 ) -> dict:
     """Runs `built` on `task`; returns the record fields that describe the run.
 
-    `progress`: a tqdm bar over the steps (default: only on a terminal, never in CI)."""
+    `progress`: a tqdm bar over the steps (default: only on a terminal, never in CI).
+    `checkpoint_dir`: after every evaluation the run's state (params, optimizer state)
+    and its progress so far (losses, evaluations, timings) are saved there
+    (`hubopt.checkpoint`); a run started with a folder that holds a checkpoint of this
+    very run continues from its newest step and gives the same record, bit for bit,
+    as a run never stopped (timings apart)."""
     num_steps = positive_int("num_steps", num_steps)
     num_evals = positive_int("num_evals", num_evals)
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
@@ -197,8 +206,24 @@ def train(
 
     values, chunk_times = [], []
     eval_steps, eval_losses, eval_metrics, diag_curve, sigma_counts = [], [], {}, [], {}
-    evaluate_at(0, params, opt_state)
-    step = 0
+    identity = {"task": task.name, "size": task.size, "optimizer": built.label}
+    identity |= {"seed": int(seed), "num_steps": num_steps, "num_evals": num_evals}
+    resumed = _resume(checkpoint_dir, identity, carry)
+    if resumed is None:
+        evaluate_at(0, params, opt_state)
+        step = 0
+    else:
+        carry, saved = resumed
+        step = saved["step"]
+        values = [np.asarray(v, np.float64) for v in saved["values"]]
+        chunk_times, eval_steps, eval_losses = (
+            saved[k] for k in ("chunk_times", "eval_steps", "eval_losses")
+        )
+        eval_metrics, diag_curve, sigma_counts = (
+            saved[k] for k in ("eval_metrics", "diag_curve", "sigma_counts")
+        )
+        done = eval_schedule.index(step)  # the chunks already run
+        lengths = lengths[done:]
     bar = tqdm(
         total=num_steps,
         desc=f"{task.name} {built.label} seed {seed}",
@@ -214,6 +239,19 @@ def train(
         step += n
         values.append(np.asarray(vals, np.float64))
         evaluate_at(step, *carry)  # untimed
+        if checkpoint_dir is not None:
+            progress_so_far = {
+                **identity,
+                "step": step,
+                "values": [v.tolist() for v in values],
+                "chunk_times": chunk_times,
+                "eval_steps": eval_steps,
+                "eval_losses": eval_losses,
+                "eval_metrics": eval_metrics,
+                "diag_curve": diag_curve,
+                "sigma_counts": sigma_counts,
+            }
+            _save_progress(checkpoint_dir, step, carry, progress_so_far)
         bar.update(n)
     bar.close()
     values = np.concatenate(values)
@@ -267,6 +305,37 @@ def train(
         },
         "_final_state": carry,
     }
+
+
+def _save_progress(folder, step: int, carry, progress: dict) -> None:
+    """The run's progress JSON first, then its state as checkpoint step `step`: a step
+    that `hubopt.checkpoint` lists always has its progress beside it."""
+    import hubopt.checkpoint
+
+    write_atomic(Path(folder) / f"progress-{step}.json", json.dumps(progress))
+    hubopt.checkpoint.save(folder, step, {"params": carry[0], "opt_state": carry[1]}, keep=2)
+
+
+def _resume(folder, identity: dict, carry):
+    """(carry, progress) of the newest checkpoint of this run in `folder`, or None when
+    there is none; a checkpoint of another run is a `ValueError`."""
+    if folder is None:
+        return None
+    import hubopt.checkpoint
+
+    step = hubopt.checkpoint.latest_step(folder)
+    if step is None:
+        return None
+    progress = json.loads((Path(folder) / f"progress-{step}.json").read_text())
+    other = {k: (progress.get(k), v) for k, v in identity.items() if progress.get(k) != v}
+    if other:
+        raise ValueError(
+            f"{folder} holds a checkpoint of another run (saved, asked): {other}; "
+            "give another --out or remove the folder"
+        )
+    like = {"params": carry[0], "opt_state": carry[1]}
+    state = hubopt.checkpoint.restore(folder, like=like, step=step)
+    return (state["params"], state["opt_state"]), progress
 
 
 SIGMA_HIST_AT = (0.0, 0.1, 0.5, 1.0)  # fractions of a HUB run with a σ histogram
@@ -347,11 +416,15 @@ def train_and_record(
     reuse: bool = False,
     command: str | None = None,
     log=print,
+    resume: bool = False,
 ) -> Path:
     """Trains `spec` on `task`, writes its record and returns the record's path.
 
     An existing record at the path is an error unless `overwrite` (replace it)
     or `reuse` and it records this very run (then it is kept and returned).
+    `resume`: the run saves its state at every evaluation in
+    `<out_dir>/.checkpoints/<record name>/` and, started again, continues from the newest
+    one; the folder is removed once the record is written.
     """
     _git_at_start()
     task = get_task(task) if isinstance(task, str) else task
@@ -368,7 +441,10 @@ def train_and_record(
             f"{existing['seed']}, {existing['num_steps']} steps); refusing to overwrite it: "
             "pass --overwrite or choose another --out"
         )
-    result = train(task, built, num_steps=num_steps, seed=seed)
+    checkpoints = path.parent / ".checkpoints" / path.stem if resume else None
+    if checkpoints is not None and checkpoints.is_dir():
+        log(f"  resuming from {checkpoints}")
+    result = train(task, built, num_steps=num_steps, seed=seed, checkpoint_dir=checkpoints)
     result.pop("_final_state")
     record = {
         "schema": records.SCHEMA,
@@ -388,6 +464,10 @@ def train_and_record(
         "meta": metadata(command),
     }
     records.write(record, path, overwrite=overwrite)
+    if checkpoints is not None:  # the record holds the run now
+        shutil.rmtree(checkpoints, ignore_errors=True)
+        if not any(checkpoints.parent.iterdir()):
+            checkpoints.parent.rmdir()
     log(
         f"  {built.label:<45s} seed {seed}: best {record['best_loss']:.4g}  final "
         f"{record['final_loss']:.4g}  ({record['timing']['step_time_s'] * 1e6:.1f} µs/step) "
@@ -461,6 +541,12 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="replace existing records of the same runs"
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="save the run's state at every evaluation (OUT/.checkpoints/) and, run again "
+        "after a crash, continue from the newest one",
+    )
 
 
 def spec_from_args(args, task: Task) -> dict:
@@ -491,6 +577,7 @@ def run(args) -> int:
                 out_dir=args.out,
                 overwrite=args.overwrite,
                 command=getattr(args, "command_line", None),
+                resume=args.resume,
             )
     except (FileExistsError, ValueError, records.RecordError) as e:
         print(f"hubopt run: error: {e}", file=sys.stderr)
