@@ -1,5 +1,5 @@
 """Run as a script with 8 host devices (`tests/test_sharding.py` starts it): HUB with
-three learned members, trained 2 steps on one device, data-parallel and parameter-
+three learned members, trained one step on one device, data-parallel and parameter-
 sharded; prints one JSON line per member with the largest difference to the one-device
 run and the all-gathers in the sharded optimizer update's compiled HLO."""
 
@@ -53,12 +53,10 @@ def main():
     for name, member in MEMBERS.items():
         tx = hubopt.hub(optax.adam(1e-2), member())
 
-        def steps(p, s, x, y, tx=tx):
-            for _ in range(2):
-                value, grads = jax.value_and_grad(loss_fn)(p, x, y)
-                updates, s = tx.update(grads, s, p, value=value)
-                p = optax.apply_updates(p, updates)
-            return p
+        def steps(p, s, x, y, tx=tx):  # one training step
+            value, grads = jax.value_and_grad(loss_fn)(p, x, y)
+            updates, _ = tx.update(grads, s, p, value=value)
+            return optax.apply_updates(p, updates)
 
         state = tx.init(params)
         one = jax.jit(steps)(params, state, x, y)
