@@ -80,3 +80,57 @@ def test_the_report_scores_each_optimizer_against_the_tuned_baseline():
     hand_only = [r for r in recs if r["optimizer"]["label"] != "learned"]
     assert report.score_table(hand_only) == ""  # nothing to score
     assert f"{scoring.FLOOR:g}" in report.SCORE_NOTE
+
+
+@pytest.mark.parametrize(
+    "value, hand, learned, higher, verdict",
+    [
+        (0.5, 1.0, 2.0, False, "beats both"),  # a loss below both
+        (1.01, 1.0, 2.0, False, "matches the better"),  # within 2% of the better
+        (0.99, 1.0, 2.0, False, "matches the better"),  # better, but by less than 2%
+        (1.5, 1.0, 2.0, False, "between"),
+        (2.5, 1.0, 2.0, False, "below both"),
+        (2.0, 1.0, 2.0, False, "between"),  # equal to the worse parent
+        (float("nan"), 1.0, 2.0, False, "diverged"),
+        (1.0, float("nan"), 2.0, False, "beats both"),  # a diverged parent is the worst
+        (0.95, 0.90, 0.50, True, "beats both"),  # accuracies: higher is better
+        (0.89, 0.90, 0.50, True, "matches the better"),
+        (0.40, 0.90, 0.50, True, "below both"),
+    ],
+)
+def test_a_mixture_against_its_parents_by_hand(value, hand, learned, higher, verdict):
+    assert scoring.versus_parents(value, hand, learned, higher) == verdict
+
+
+def test_losses_under_the_floor_match_instead_of_beating():
+    # 0 and 1e-9 are both under a floor of 1e-6: equal, so the mixture matches the better
+    assert scoring.versus_parents(0.0, 1e-9, 1.0, False, floor=1e-6) == "matches the better"
+    assert scoring.versus_parents(0.0, 1e-9, 1.0, False) == "beats both"
+
+
+def test_the_report_finds_each_mixtures_parents_on_the_seeds_all_three_share():
+    hand, learned = {"name": "adam", "learning_rate": 0.01}, {"name": "pretrained"}
+    recs = []
+    for seed in (0, 1, 2):
+        recs.append(_rec("t", "adam@0.01", hand, seed, 1.0))
+        recs.append(_rec("t", "small", learned, seed, 2.0))
+        hub = {"name": "hub", "hand": hand, "learned": learned, "sigma": "rank"}
+        recs.append(_rec("t", "hub[sigma=rank](adam@0.01 | small)", hub, seed, 0.5))
+    # a mixture whose learned parent was never run alone is left out
+    other = {"name": "hub", "hand": hand, "learned": {"name": "velo"}}
+    recs.append(_rec("t", "hub(adam@0.01 | velo)", other, 0, 0.1))
+    # on task u the learned parent ran seed 0 only: the verdict is on seed 0 alone (mean
+    # over the mixture's two seeds, 1.05, would match the better parent instead)
+    blend = {"name": "blend", "hand": hand, "learned": learned, "lam": 0.5}
+    for seed, value in ((0, 2.0), (1, 0.1)):
+        recs.append(_rec("u", "adam@0.01", hand, seed, 1.0))
+        recs.append(_rec("u", "blend[λ=0.5](adam@0.01 | small)", blend, seed, value))
+    recs.append(_rec("u", "small", learned, 0, 3.0))
+    verdicts = report.parents_verdicts(recs)
+    assert verdicts == [
+        ("t", "hub[sigma=rank](adam@0.01 | small)", "beats both"),
+        ("u", "blend[λ=0.5](adam@0.01 | small)", "between"),
+    ]
+    table = report.parents_table(recs)
+    assert "| hub[sigma=rank] | 1 | 1 | 0 | 0 | 0 | 0 |" in table
+    assert "| blend[λ=0.5] | 1 | 0 | 0 | 1 | 0 | 0 |" in table

@@ -471,6 +471,79 @@ def score_table(recs: list[dict], fmt: str = "md") -> str:
     return render_table(SCORE_HEADERS, body, fmt) if body else ""
 
 
+PARENTS_HEADERS = ["mixture", "tasks", *scoring.PARENT_CLASSES]
+
+
+def parents_verdicts(recs: list[dict]) -> list[tuple[str, str, str]]:
+    """(task, mixture label, verdict) for every mixture run (HUB, blend, LGL2O) whose two
+    parents — its hand and its learned member, each run alone on the same task, steps
+    and seeds — are among `recs`: `hubopt.bench.scoring.versus_parents` of the means over
+    the seeds all three share (losses floored as in the score table)."""
+    import json
+
+    def key(task, spec, steps):
+        return task, json.dumps(spec, sort_keys=True), steps
+
+    label_of, per_seed, initial = {}, defaultdict(dict), defaultdict(list)
+    specs = {}
+    for r in results(recs):
+        per_seed[(r.task, r.label)] = dict(zip(r.seeds, r.values, strict=True))
+    for rec in recs:
+        task, spec = rec["task"]["name"], rec["optimizer"]["spec"]
+        label_of[key(task, spec, rec["num_steps"])] = rec["optimizer"]["label"]
+        specs[(task, rec["optimizer"]["label"])] = (spec, rec["num_steps"], rec["task"])
+        losses = (rec.get("curve") or {}).get("loss") or []
+        if losses and math.isfinite(losses[0]):
+            initial[task].append(float(losses[0]))
+    out = []
+    for (task, label), (spec, steps, head) in sorted(specs.items()):
+        if spec.get("name") not in ("hub", "blend", "lgl2o"):
+            continue
+        hand = label_of.get(key(task, spec.get("hand"), steps))
+        learned = label_of.get(key(task, spec.get("learned"), steps))
+        if hand is None or learned is None:
+            continue
+        runs = [per_seed[(task, x)] for x in (label, hand, learned)]
+        seeds = set(runs[0]) & set(runs[1]) & set(runs[2])
+        if not seeds:
+            continue
+        mix, a, b = (statistics.fmean(run[s] for s in seeds) for run in runs)
+        higher = bool(head.get("higher_is_better")) and head.get("metric_split") != "valid loss"
+        floor = scoring.FLOOR * abs(statistics.fmean(initial[task])) if initial[task] else 0.0
+        verdict = scoring.versus_parents(mix, a, b, higher, floor=floor)
+        out.append((task, label, verdict))
+    return out
+
+
+def _variant(label: str) -> str:
+    """A mixture's label without its members: "hub[inverted; sigma=rank]", "lgl2o"."""
+    return label.split("(", 1)[0]
+
+
+def parents_table(recs: list[dict], fmt: str = "md") -> str:
+    """Per mixture variant, over tasks: how often it beats both parents, matches the
+    better one (within 2%), lands between them, falls below both or diverges; "" when no
+    mixture's parents were run."""
+    counts: dict[str, dict[str, int]] = defaultdict(
+        lambda: dict.fromkeys(scoring.PARENT_CLASSES, 0)
+    )
+    for _task, label, verdict in parents_verdicts(recs):
+        counts[_variant(label)][verdict] += 1
+    body = [
+        [variant, str(sum(c.values())), *(str(c[k]) for k in scoring.PARENT_CLASSES)]
+        for variant, c in sorted(counts.items())
+    ]
+    return render_table(PARENTS_HEADERS, body, fmt) if body else ""
+
+
+PARENTS_NOTE = (
+    "Against the parents (each mixture's hand member and learned member, each run alone "
+    "on the same task and seeds; means over the seeds all three share): beats both = "
+    "better than the better parent by more than 2%; matches the better = within 2% of it; "
+    "between; below both = worse than the worse parent."
+)
+
+
 SCORE_NOTE = (
     "Against the tuned baseline (each task's best tuned hand-designed row): a loss is "
     f"floored at {scoring.FLOOR:g} × the task's initial training loss before the ratio "
@@ -589,6 +662,10 @@ def html_page(recs: list[dict], figures: dict[str, bytes], report_command: str |
 
     rows = summarize(recs)
     scores = score_table(recs, "html")
+    scores = f"<h2>Scores</h2>\n<p>{html.escape(SCORE_NOTE)}</p>\n{scores}" if scores else ""
+    parents = parents_table(recs, "html")
+    if parents:
+        scores += f"\n<h2>Against the parents</h2>\n<p>{html.escape(PARENTS_NOTE)}</p>\n{parents}"
     loss_body = [
         [
             r.task,
@@ -618,7 +695,7 @@ def html_page(recs: list[dict], figures: dict[str, bytes], report_command: str |
     return _PAGE.format(
         count=len(recs),
         results=results_table(recs, "html"),
-        scores=f"<h2>Scores</h2>\n<p>{html.escape(SCORE_NOTE)}</p>\n{scores}" if scores else "",
+        scores=scores,
         losses=render_table(loss_headers, loss_body, "html"),
         figures=images or "<p>(no figures)</p>",
         provenance=html.escape(provenance(recs, report_command)),
@@ -635,6 +712,9 @@ def markdown_report(recs: list[dict], report_command: str | None = None) -> str:
     scores = score_table(recs, "md")
     if scores:
         md += "\n" + SCORE_NOTE + "\n\n" + scores
+    parents = parents_table(recs, "md")
+    if parents:
+        md += "\n" + PARENTS_NOTE + "\n\n" + parents
     md += "\nTraining and validation loss:\n\n"
     md += markdown_table(rows)
     task_metrics = metrics_table(recs)
@@ -675,7 +755,9 @@ def fill_markdown(text: str, root: str | Path = ".") -> str:
         recs = records.read_all([Path(root) / match["folder"]])
         scores = score_table(recs, "md")
         scores = f"\n{SCORE_NOTE}\n\n{scores}" if scores else ""
-        return match["open"] + results_table(recs, "md") + scores + match["close"]
+        parents = parents_table(recs, "md")
+        parents = f"\n{PARENTS_NOTE}\n\n{parents}" if parents else ""
+        return match["open"] + results_table(recs, "md") + scores + parents + match["close"]
 
     return RESULTS_BLOCK.sub(table, text)
 

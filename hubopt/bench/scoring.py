@@ -24,7 +24,15 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["FLOOR", "Comparison", "Score", "floored_ratio", "score"]
+__all__ = [
+    "FLOOR",
+    "PARENT_CLASSES",
+    "Comparison",
+    "Score",
+    "floored_ratio",
+    "score",
+    "versus_parents",
+]
 
 FLOOR = 1e-6
 
@@ -92,3 +100,49 @@ def score(comparisons: Iterable[Comparison], floor: float = FLOOR) -> Score:
         ties += not (better or worse)
     geo = math.exp(math.fsum(logs) / len(logs)) if logs else math.nan
     return Score(len(items), wins, ties, losses, diverged, geo, len(logs))
+
+
+# ------------------------------------------------------------------ a mixture and its parents
+
+PARENT_TOLERANCE = 0.02  # "matches the better parent": within 2% of its metric
+PARENT_CLASSES = ("beats both", "matches the better", "between", "below both", "diverged")
+
+
+def versus_parents(
+    value: float,
+    hand: float,
+    learned: float,
+    higher_is_better: bool,
+    floor: float = 0.0,
+    tolerance: float = PARENT_TOLERANCE,
+) -> str:
+    """Where a mixture's mean metric `value` lands against its two parents' (issue 13):
+
+        beats both          better than the better parent by more than `tolerance`
+        matches the better  within `tolerance` of the better parent (relative)
+        between             worse than that, but no worse than the worse parent
+        below both          worse than the worse parent
+        diverged            `value` is not finite where a parent is
+
+    A lower-is-better metric is floored at `floor` first (as in `floored_ratio`), so two
+    losses at or under the floor are equal. A parent that is not finite counts as the
+    worst possible one."""
+    if not math.isfinite(value):
+        return "diverged"
+    sign = 1.0 if higher_is_better else -1.0
+
+    def worth(x: float) -> float:  # larger is better
+        if not math.isfinite(x):
+            return -math.inf
+        return sign * (x if higher_is_better else max(x, floor))
+
+    v, a, b = worth(value), worth(hand), worth(learned)
+    best, worst = max(a, b), min(a, b)
+    margin = tolerance * abs(best) if math.isfinite(best) else 0.0
+    if v > best + margin:
+        return "beats both"
+    if v >= best - margin:
+        return "matches the better"
+    if v >= worst:
+        return "between"
+    return "below both"
