@@ -56,24 +56,12 @@ def _model(name: str):
     """(params, loss_fn) of a model."""
     import jax
     import jax.numpy as jnp
-    import optax
 
-    if name == "mlp":
+    if name == "mlp":  # the 784-1024-256-10 MLP of benchmarks/memory.py
         sys.path.insert(0, os.path.dirname(__file__))
-        from learned_step import mlp_params
+        from memory import mlp
 
-        params = mlp_params(jax.random.key(0))
-        x = jax.random.normal(jax.random.key(1), (128, 784))
-        y = jax.random.randint(jax.random.key(2), (128,), 0, 10)
-
-        def loss_fn(p):
-            h = x
-            for i in range(3):
-                h = h @ p[f"layer{i}"]["w"] + p[f"layer{i}"]["b"][None, :]
-                h = jax.nn.relu(h) if i < 2 else h
-            return optax.softmax_cross_entropy_with_integer_labels(h, y).mean()
-
-        return params, loss_fn
+        return mlp(1024)
     from hubopt.tasks import get_task
 
     params = get_task("fmnist_mobilenet_finetune", "tiny").init(jax.random.key(0))
