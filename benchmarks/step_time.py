@@ -146,7 +146,10 @@ def markdown(results, learned_desc, n_params, args, meta) -> str:
         "grad": "value_and_grad alone",
         "mix": "HUB's σ + mixing alone",
         "mix+diag": "HUB's σ + mixing + diagnostics alone",
+        "hub_nostats": "HUB(hand, learned), stats=False",
     }
+    for rule in SIGMA_RULES:  # the other σ rules' rows
+        names.setdefault(f"hub_{rule}", f"HUB(hand, learned), sigma={rule}")
     out = [
         f"MLP {'-'.join(map(str, SIZES))} ({n_params:,} parameters), batch {BATCH}; "
         f"{args.rounds} interleaved rounds × {args.iters} calls; ms per call.",
