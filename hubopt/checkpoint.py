@@ -56,10 +56,15 @@ def _is_key(x) -> bool:
     return hasattr(x, "dtype") and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
+def _is_empty(x) -> bool:
+    """A zero-size array (or abstract array)."""
+    return int(np.prod(np.shape(x))) == 0
+
+
 def _storable(leaf):
     if _is_key(leaf):
         return jax.random.key_data(leaf)
-    if np.size(leaf) == 0:
+    if _is_empty(leaf):
         return _EMPTY
     return leaf
 
@@ -68,7 +73,7 @@ def _abstract_storable(leaf):
     if _is_key(leaf):
         data = jax.eval_shape(jax.random.key_data, leaf)
         return jax.ShapeDtypeStruct(data.shape, data.dtype)
-    if int(np.prod(np.shape(leaf))) == 0:
+    if _is_empty(leaf):
         return jax.ShapeDtypeStruct(_EMPTY.shape, _EMPTY.dtype)
     return jax.ShapeDtypeStruct(np.shape(leaf), leaf.dtype)
 
@@ -76,7 +81,7 @@ def _abstract_storable(leaf):
 def _rebuilt(stored, like_leaf):
     if _is_key(like_leaf):
         return jax.random.wrap_key_data(stored, impl=jax.random.key_impl(like_leaf))
-    if int(np.prod(np.shape(like_leaf))) == 0:
+    if _is_empty(like_leaf):
         return jnp.zeros(np.shape(like_leaf), like_leaf.dtype)
     return stored
 

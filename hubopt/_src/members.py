@@ -70,11 +70,11 @@ def call_member(
         )
         raise error if owner is None else TypeError(f"{owner}: {error}")
     passed = dict(extra_args) if var_kw else {k: v for k, v in extra_args.items() if k in named}
-    if owner is None:
-        return tx.update(updates, state, params, **passed)
     try:
         return tx.update(updates, state, params, **passed)
     except TypeError as e:  # a member's missing argument, said by its owner
+        if owner is None:
+            raise
         raise member_error(owner, role, e) from e
 
 

@@ -432,6 +432,17 @@ SCORE_HEADERS = [
 ]
 
 
+def initial_losses(recs: list[dict]) -> dict[str, float]:
+    """Each task's mean initial training loss over its records (the first point of their
+    curves, where finite): the scale that losses are floored against."""
+    initial: dict[str, list[float]] = defaultdict(list)
+    for rec in recs:
+        losses = (rec.get("curve") or {}).get("loss") or []
+        if losses and math.isfinite(losses[0]):
+            initial[rec["task"]["name"]].append(float(losses[0]))
+    return {task: statistics.fmean(values) for task, values in initial.items()}
+
+
 def score_table(recs: list[dict], fmt: str = "md") -> str:
     """Each optimizer against each task's best tuned hand-designed baseline
     (`tuned_results`, chosen on valid), scored by `hubopt.bench.scoring.score`; "" when
@@ -446,20 +457,14 @@ def score_table(recs: list[dict], fmt: str = "md") -> str:
             tuned[r.task] = r
     if not tuned:
         return ""
-    initial: dict[str, list[float]] = defaultdict(list)
-    for rec in recs:
-        losses = (rec.get("curve") or {}).get("loss") or []
-        if losses and math.isfinite(losses[0]):
-            initial[rec["task"]["name"]].append(float(losses[0]))
+    initial = initial_losses(recs)
     by_label: dict[str, list] = defaultdict(list)
     for r in results(recs):
-        if r.is_hand or r.task not in tuned or not initial[r.task]:
+        if r.is_hand or r.task not in tuned or r.task not in initial:
             continue
         base = tuned[r.task]
         by_label[r.label].append(
-            scoring.Comparison(
-                r.task, r.mean, base.mean, r.higher_is_better, statistics.fmean(initial[r.task])
-            )
+            scoring.Comparison(r.task, r.mean, base.mean, r.higher_is_better, initial[r.task])
         )
     body = []
     for label, comparisons in sorted(by_label.items()):
@@ -484,33 +489,29 @@ def parents_verdicts(recs: list[dict]) -> list[tuple[str, str, str]]:
     def key(task, spec, steps):
         return task, json.dumps(spec, sort_keys=True), steps
 
-    label_of, per_seed, initial = {}, defaultdict(dict), defaultdict(list)
-    specs = {}
-    for r in results(recs):
-        per_seed[(r.task, r.label)] = dict(zip(r.seeds, r.values, strict=True))
+    by_label = {(r.task, r.label): r for r in results(recs)}
+    initial = initial_losses(recs)
+    label_of, specs = {}, {}
     for rec in recs:
         task, spec = rec["task"]["name"], rec["optimizer"]["spec"]
         label_of[key(task, spec, rec["num_steps"])] = rec["optimizer"]["label"]
-        specs[(task, rec["optimizer"]["label"])] = (spec, rec["num_steps"], rec["task"])
-        losses = (rec.get("curve") or {}).get("loss") or []
-        if losses and math.isfinite(losses[0]):
-            initial[task].append(float(losses[0]))
+        specs[(task, rec["optimizer"]["label"])] = (spec, rec["num_steps"])
     out = []
-    for (task, label), (spec, steps, head) in sorted(specs.items()):
+    for (task, label), (spec, steps) in sorted(specs.items()):
         if spec.get("name") not in ("hub", "blend", "lgl2o"):
             continue
         hand = label_of.get(key(task, spec.get("hand"), steps))
         learned = label_of.get(key(task, spec.get("learned"), steps))
         if hand is None or learned is None:
             continue
-        runs = [per_seed[(task, x)] for x in (label, hand, learned)]
+        trio = [by_label[(task, x)] for x in (label, hand, learned)]
+        runs = [dict(zip(r.seeds, r.values, strict=True)) for r in trio]
         seeds = set(runs[0]) & set(runs[1]) & set(runs[2])
         if not seeds:
             continue
         mix, a, b = (statistics.fmean(run[s] for s in seeds) for run in runs)
-        higher = bool(head.get("higher_is_better")) and head.get("metric_split") != "valid loss"
-        floor = scoring.FLOOR * abs(statistics.fmean(initial[task])) if initial[task] else 0.0
-        verdict = scoring.versus_parents(mix, a, b, higher, floor=floor)
+        floor = scoring.FLOOR * abs(initial[task]) if task in initial else 0.0
+        verdict = scoring.versus_parents(mix, a, b, trio[0].higher_is_better, floor=floor)
         out.append((task, label, verdict))
     return out
 

@@ -226,6 +226,7 @@ def train(
         lengths = lengths[done:]
     bar = tqdm(
         total=num_steps,
+        initial=step,  # a resumed run's bar starts where it stopped
         desc=f"{task.name} {built.label} seed {seed}",
         unit="step",
         leave=False,
