@@ -106,7 +106,9 @@ def _np_reference(lo: MLPLOpt, theta, params, n):
             d, sv = out[:, 0].reshape(gk.shape), out[:, 1].reshape(gk.shape)
             ts = np.tanh(sv)
             lm = np.where(ts >= 0, lo.log_mag_up * ts, lo.log_mag_down * ts)
-            direction = mh[lo.anchor_index] / den + lo.dir_bound * np.tanh(d)
+            anchor = mh[lo.anchor_index] / den
+            r = min(1.0, np.sqrt(np.mean(anchor**2))) if lo.relative_correction else 1.0
+            direction = anchor + lo.dir_bound * r * np.tanh(d)
             u_all[k] = -lo.step_mult * max(prms, lo.rms_floor) * np.exp(lm) * direction
         ups.append(u_all)
         p = {k: p[k] + u_all[k] for k in p}
@@ -174,8 +176,9 @@ def test_theta_zero_and_init_equal_relative_adam(zero):
     assert np.abs(want["b"]).max() > 1e-3
 
 
-def test_matches_numpy_reference_for_random_theta():
-    lo = MLPLOpt()
+@pytest.mark.parametrize("relative", [False, True], ids=["free", "relative_correction"])
+def test_matches_numpy_reference_for_random_theta(relative):
+    lo = MLPLOpt(relative_correction=relative)
     theta = lo.init(jax.random.key(5))
     # a non-trivial output layer so every branch is used
     theta["layer1"]["w"] = jax.random.normal(jax.random.key(6), (32, 2), jnp.float32) * 0.3
@@ -188,6 +191,51 @@ def test_matches_numpy_reference_for_random_theta():
     # and it differs from the anchor
     anchor = _relative_adam(_params(), 6)
     assert not np.allclose(np.asarray(got["w"]), anchor["w"], atol=1e-6)
+
+
+def _constant_output_theta(lo: MLPLOpt, d: float, s: float) -> dict:
+    """θ whose MLP outputs (d, s) for every entry: a zero output weight, that bias."""
+    theta = lo.init(jax.random.key(5))
+    theta["layer1"]["b"] = jnp.asarray([d, s], jnp.float32)
+    return theta
+
+
+@pytest.mark.parametrize("relative", [False, True], ids=["free", "relative_correction"])
+def test_steps_after_the_gradient_vanishes(relative):
+    """Once a task is memorised its gradient vanishes. The first bundled optimizers kept
+    stepping η·ρ·c_d·tanh(d) per entry (their loss spiked back up); with
+    relative_correction the step decays with the anchor m̂/sqrt(v̂) (m̂ decays by 0.9 a
+    step, sqrt(v̂) by sqrt(0.999))."""
+    lo = MLPLOpt(relative_correction=relative)
+    opt = lo.optimizer(_constant_output_theta(lo, d=0.5, s=0.0), 100)
+    params = _params()
+    state = opt.init(params)
+    g = jax.grad(lambda p: _loss(p, _X))(params)
+    zero = jax.tree_util.tree_map(jnp.zeros_like, g)
+    for grads in [g] * 3 + [zero] * 60:
+        u, state = opt.update(grads, state, params, value=jnp.asarray(0.1))
+    step = float(np.abs(np.asarray(u["w"])).max())
+    rms_w = float(np.sqrt(np.mean(np.square(np.asarray(params["w"])))))
+    free_step = lo.step_mult * max(rms_w, lo.rms_floor) * lo.dir_bound * math.tanh(0.5)
+    if relative:  # (0.9/sqrt(0.999))^60 ≈ 2e-3 of the anchor, bias corrections aside
+        assert step < 1e-2 * free_step
+    else:
+        np.testing.assert_allclose(step, free_step, rtol=1e-2)  # the anchor's 2e-3 aside
+
+
+def test_theta_file_names_its_variant(tmp_path):
+    from hubopt.learned import bundled
+    from hubopt.learned.checkpoint import write_checkpoint
+    from hubopt.learned.lopt import GEN_ID, GEN_ID_RELATIVE
+
+    theta = jax.tree_util.tree_map(np.asarray, MLPLOpt().init(jax.random.key(0)))
+    for gen_id, relative in [(GEN_ID, False), (GEN_ID_RELATIVE, True), ("", False)]:
+        path = write_checkpoint(tmp_path / f"{gen_id or 'none'}.msgpack", theta, gen_id=gen_id)
+        lopt, _ = bundled.load_theta_file(path)
+        assert lopt.relative_correction is relative and lopt.gen_id == (gen_id or GEN_ID)
+    path = write_checkpoint(tmp_path / "velo.msgpack", theta, gen_id="velo_v1")
+    with pytest.raises(ValueError, match="gen_id 'velo_v1' names no MLPLOpt variant"):
+        bundled.load_theta_file(path)
 
 
 def test_invariant_to_loss_scale():

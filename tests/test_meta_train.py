@@ -1,12 +1,20 @@
-"""The outer loop: it lowers the meta-loss, checkpoints, and resumes bit for bit."""
+"""The outer loop: it lowers the meta-loss, checkpoints, resumes bit for bit, and its
+numbers are pinned (a short run against tests/golden/meta_train_tiny.json)."""
 
+import dataclasses
+import hashlib
 import json
+import platform
+import shlex
+import sys
+from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 
 from hubopt.learned.checkpoint import read_checkpoint
+from hubopt.learned.lopt import GEN_ID_RELATIVE
 from hubopt.learned.meta import task_distribution as td
 from hubopt.learned.meta.train import MetaTrainConfig, meta_train
 
@@ -23,20 +31,47 @@ TINY = dict(
 )
 
 
+GOLDEN = Path(__file__).parent / "golden" / "meta_train_tiny.json"
+PINNED = MetaTrainConfig(outer_steps=5, relative_correction=True, **TINY)
+
+
 def _flat(tree):
     return np.concatenate([np.ravel(np.asarray(x)) for x in jax.tree_util.tree_leaves(tree)])
 
 
-def test_resume_equals_uninterrupted(tmp_path):
-    full = meta_train(MetaTrainConfig(outer_steps=5, **TINY), tmp_path / "a", progress=False)
-    part = meta_train(MetaTrainConfig(outer_steps=3, **TINY), tmp_path / "b", progress=False)
+@pytest.fixture(scope="module")
+def pinned_run(tmp_path_factory):
+    """The pinned configuration's 5 outer steps, uninterrupted."""
+    out = tmp_path_factory.mktemp("pinned")
+    return out, meta_train(PINNED, out, progress=False)
+
+
+def test_short_run_matches_its_pinned_numbers(pinned_run):
+    """A change in meta-training's numerics (features, update rule, estimator, task data)
+    moves θ by far more than the tolerance; a machine's rounding (another CPU, XLA
+    version) moves it by ~1e-7. The bytes are pinned too, but only reported: they match
+    on the machine and jax version the golden file names."""
+    out, result = pinned_run
+    golden = json.loads(GOLDEN.read_text())
+    assert golden["config"] == PINNED.to_json()
+    np.testing.assert_allclose(_flat(result.theta), golden["theta"], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        [np.mean(r["meta_loss"]) for r in result.log], golden["meta_loss"], rtol=1e-4
+    )
+    sha = hashlib.sha256((out / "theta.msgpack").read_bytes()).hexdigest()
+    print(f"theta.msgpack sha256 {sha}; golden {golden['theta_sha256']} ({golden['made_on']})")
+
+
+def test_resume_equals_uninterrupted(tmp_path, pinned_run):
+    full = pinned_run[1]
+    part = meta_train(dataclasses.replace(PINNED, outer_steps=3), tmp_path / "b", progress=False)
     assert part.step == 3
     # the checkpoint after step 3 exists even though 3 is not a multiple of 2
     assert read_checkpoint(tmp_path / "b" / "checkpoint.msgpack")["step"] == 3
-    rest = meta_train(MetaTrainConfig(outer_steps=5, **TINY), tmp_path / "b", progress=False)
+    rest = meta_train(PINNED, tmp_path / "b", progress=False)
     assert rest.step == 5
     np.testing.assert_array_equal(_flat(full.theta), _flat(rest.theta))
-    log_a = [json.loads(s) for s in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
+    log_a = [json.loads(s) for s in (pinned_run[0] / "log.jsonl").read_text().splitlines()]
     log_b = [json.loads(s) for s in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log_b] == list(range(5))
     assert log_a == log_b
@@ -92,6 +127,9 @@ def test_cli_and_export_bundle(tmp_path):
         "0.01",
         "--outer-steps",
         "2",
+        "--relative-correction",
+        "--snapshot-every",
+        "1",
         "--quiet",
     ]
     assert main(["meta-train", "--out", str(run), *flags]) == 0
@@ -107,6 +145,18 @@ def test_cli_and_export_bundle(tmp_path):
     ref = read_checkpoint(run / "theta.msgpack")
     np.testing.assert_array_equal(_flat(back["params"]), _flat(ref["params"]))
     assert (tmp_path / "weights" / "tiny.provenance.json").exists()
+    # the variant travels: in the θ file's gen_id, the provenance and the command
+    assert back["gen_id"] == GEN_ID_RELATIVE and prov["lopt"]["relative_correction"] is True
+    assert sorted(p.name for p in (run / "thetas").iterdir()) == [
+        "theta_000001.msgpack",
+        "theta_000002.msgpack",
+    ]
+    # the provenance's command re-creates θ byte for byte (same machine, same commit)
+    again = tmp_path / "again"
+    args = shlex.split(prov["command"])[1:]
+    args[args.index("--out") + 1] = str(again)
+    assert main([*args, "--quiet"]) == 0
+    assert (again / "theta.msgpack").read_bytes() == (run / "theta.msgpack").read_bytes()
 
 
 def test_truncated_es_end_to_end_lowers_the_objective(tmp_path):
@@ -127,3 +177,28 @@ def test_truncated_es_end_to_end_lowers_the_objective(tmp_path):
     theta0 = cfg.lopt().init(jax.random.split(jax.random.PRNGKey(0), 3)[0])
     before, after = float(objective(theta0, keys).mean()), float(objective(res.theta, keys).mean())
     assert np.isfinite(after) and after < before - 1.0, (before, after)
+
+
+if __name__ == "__main__":  # python tests/test_meta_train.py --write-golden
+    if sys.argv[1:] != ["--write-golden"]:
+        sys.exit("usage: python tests/test_meta_train.py --write-golden")
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        res = meta_train(PINNED, d, progress=False)
+        sha = hashlib.sha256((Path(d) / "theta.msgpack").read_bytes()).hexdigest()
+    GOLDEN.parent.mkdir(exist_ok=True)
+    GOLDEN.write_text(
+        json.dumps(
+            {
+                "config": PINNED.to_json(),
+                "theta": [float(x) for x in _flat(res.theta)],
+                "meta_loss": [float(np.mean(r["meta_loss"])) for r in res.log],
+                "theta_sha256": sha,
+                "made_on": f"{platform.machine()}, jax {jax.__version__}",
+                "made_by": "python tests/test_meta_train.py --write-golden",
+            },
+            indent=1,
+        )
+        + "\n"
+    )

@@ -12,7 +12,8 @@ A θ that is not bundled (a meta-training run's `theta.msgpack`) loads the same 
 
     tx = hubopt.learned.from_theta_file("runs/small/theta.msgpack", num_steps=1000)
 
-its `MLPLOpt` has the default settings and the hidden widths its layers' shapes say.
+its `MLPLOpt` has the hidden widths its layers' shapes say and the variant its
+`gen_id` names (`hubopt.learned.lopt.GEN_ID`).
 """
 
 from __future__ import annotations
@@ -70,7 +71,10 @@ def load(name: str = "small") -> tuple[MLPLOpt, dict]:
     _check_name(name)
     prov = provenance(name)
     arch = prov.get("lopt", {})
-    lopt = MLPLOpt(hidden_sizes=tuple(arch.get("hidden_sizes", (32,))))
+    lopt = MLPLOpt(
+        hidden_sizes=tuple(arch.get("hidden_sizes", (32,))),
+        relative_correction=bool(arch.get("relative_correction", False)),
+    )
     theta = _theta_arrays(read_checkpoint(WEIGHTS_DIR / f"{name}.msgpack"))
     lopt._check_theta(theta)
     return lopt, theta
@@ -87,7 +91,8 @@ def load_theta_file(path) -> tuple[MLPLOpt, dict]:
     """(architecture, θ) of the `MLPLOpt` θ checkpoint at `path` (a meta-training
     run's `theta.msgpack`): layers `layer0` … `layer{L}`, each {"w", "b"}; the
     hidden widths are the output widths of all but the last layer."""
-    params = read_checkpoint(path)["params"]
+    checkpoint = read_checkpoint(path)
+    params = checkpoint["params"]
     layers = [f"layer{i}" for i in range(len(params))]
     if not layers or sorted(params) != sorted(layers):
         raise ValueError(
@@ -100,7 +105,7 @@ def load_theta_file(path) -> tuple[MLPLOpt, dict]:
             raise ValueError(f"{path} is not an MLPLOpt θ: {layer} must hold a 2-D 'w' and a 'b'")
     theta = _theta_arrays({"params": params})
     hidden = tuple(int(theta[layer]["w"].shape[1]) for layer in layers[:-1])
-    lopt = MLPLOpt(hidden_sizes=hidden)
+    lopt = MLPLOpt.for_gen_id(str(checkpoint.get("gen_id", "")), hidden, where=str(path))
     try:
         lopt._check_theta(theta)
     except ValueError as e:

@@ -5,12 +5,19 @@ T = `num_steps` steps, with Adam statistics m̂ (β = 0.9), v̂ (β₂ = 0.999):
 
     anchor     a   = m̂ / (sqrt(v̂) + ε)                       (Adam's direction)
     MLP        (d, s) = MLP_θ(features)                        per entry
-    direction  u   = a + c_d · tanh(d)                         bounded correction
+    direction  u   = a + c_d · r · tanh(d)                     bounded correction
     magnitude  μ   = exp(c↑ tanh(s)) if s ≥ 0 else exp(c↓ tanh(s))
     scale      ρ   = max(rms(p), ρ_min)                        per tensor, like VeLO
     update     Δp  = −η · ρ · μ · u
 
-so at θ = 0 (and at `init`, whose output layer is zero) the optimizer is exactly
+where r = 1, or with `relative_correction` r = min(1, rms(a)) (the anchor's RMS over
+the tensor): the correction then shrinks with the anchor when the gradients vanish, as
+they do once a task is memorised. Without it the MLP's features (each normalised to
+unit RMS) turn a vanishing gradient into O(1) inputs and the step stays η·ρ·μ per
+entry: the parameters random-walk and the training loss spikes back up (the first
+bundled optimizers did; `hubopt.bench.scoring.spike_ratio` measures it).
+
+At θ = 0 (and at `init`, whose output layer is zero) the optimizer is exactly
 "relative Adam": Δp = −η · max(rms(p), ρ_min) · m̂/(sqrt(v̂)+ε). With η = 1e-2
 and ρ_min = 0.1 that is Adam(1e-3) on zero-initialised tensors and on weights of
 RMS 0.1, and it grows with the weights like LARS/VeLO steps do.
@@ -43,6 +50,11 @@ from hubopt._src.missing_args import missing_argument
 from hubopt.learned import _features as F
 
 NUM_GLOBAL_FEATURES = 3
+
+# A θ file's `gen_id` names the architecture variant its θ was meta-trained for, so that
+# a θ never runs under another variant's update rule.
+GEN_ID = "hubopt_mlp_lopt"  # u = a + c_d·tanh(d)
+GEN_ID_RELATIVE = "hubopt_mlp_lopt_relative"  # u = a + c_d·min(1, rms(a))·tanh(d)
 
 
 class MLPLOptState(NamedTuple):
@@ -113,6 +125,7 @@ class MLPLOpt:
       eps: ε of the normalisations.
       dir_bound: c_d, the bound of the learned direction correction.
       log_mag_up / log_mag_down: c↑ / c↓, bounds of the learned log step multiplier.
+      relative_correction: scale the learned correction by r = min(1, rms(anchor)).
     """
 
     hidden_sizes: tuple[int, ...] = (32,)
@@ -125,6 +138,7 @@ class MLPLOpt:
     dir_bound: float = 1.0
     log_mag_up: float = math.log(4.0)
     log_mag_down: float = 4.0
+    relative_correction: bool = False
 
     def __post_init__(self):
         if not self.momentum_decays or not all(0.0 <= b < 1.0 for b in self.momentum_decays):
@@ -134,6 +148,21 @@ class MLPLOpt:
         if any(int(h) <= 0 for h in self.hidden_sizes):
             raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes}")
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
+
+    @property
+    def gen_id(self) -> str:
+        """The `gen_id` of this variant's θ files (see `GEN_ID`)."""
+        return GEN_ID_RELATIVE if self.relative_correction else GEN_ID
+
+    @classmethod
+    def for_gen_id(cls, gen_id: str, hidden_sizes, where: str = "theta") -> MLPLOpt:
+        """The variant a θ file with this `gen_id` belongs to ("" = the first variant)."""
+        if gen_id not in ("", GEN_ID, GEN_ID_RELATIVE):
+            raise ValueError(
+                f"{where}: gen_id {gen_id!r} names no MLPLOpt variant "
+                f"(known: {GEN_ID!r}, {GEN_ID_RELATIVE!r})"
+            )
+        return cls(hidden_sizes=tuple(hidden_sizes), relative_correction=gen_id == GEN_ID_RELATIVE)
 
     @property
     def num_features(self) -> int:
@@ -313,7 +342,10 @@ class MLPLOpt:
             d = d_all[offset : offset + g.size].reshape(g.shape)
             s = s_all[offset : offset + g.size].reshape(g.shape)
             offset += g.size
-            direction = leaf.anchor + self.dir_bound * jnp.tanh(d)
+            correction = self.dir_bound * jnp.tanh(d)
+            if self.relative_correction:
+                correction = correction * jnp.minimum(1.0, F.tensor_rms(leaf.anchor))
+            direction = leaf.anchor + correction
             ts = jnp.tanh(s)
             log_mag = jnp.where(ts >= 0, self.log_mag_up * ts, self.log_mag_down * ts)
             step = -self.step_mult * leaf.scale * jnp.exp(log_mag) * direction

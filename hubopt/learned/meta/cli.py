@@ -70,6 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     a("--hidden", type=_tuple_of(int), default=d.hidden, help="hidden widths of the MLP")
     a(
+        "--relative-correction",
+        action=argparse.BooleanOptionalAction,
+        default=d.relative_correction,
+        help="scale the learned correction by min(1, rms(anchor)) (hubopt.learned.lopt)",
+    )
+    a(
         "--hub",
         default=None,
         metavar="HAND",
@@ -78,6 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     a("--hub-mode", choices=("default", "inverted"), default=d.hub_mode)
     a("--seed", type=int, default=d.seed)
     a("--checkpoint-every", type=int, default=d.checkpoint_every)
+    a(
+        "--snapshot-every",
+        type=int,
+        default=d.snapshot_every,
+        help="also keep θ every this many outer steps in thetas/ (for checkpoint "
+        "selection on meta-validation tasks); 0: none",
+    )
     a("--no-resume", action="store_true", help="refuse to continue an existing run")
     a(
         "--time-limit-min",
@@ -110,10 +123,12 @@ def run(args: argparse.Namespace) -> int:
             eval_weight=args.eval_weight,
             train_floor=args.train_floor,
             hidden=args.hidden,
+            relative_correction=args.relative_correction,
             hub=args.hub,
             hub_mode=args.hub_mode,
             seed=args.seed,
             checkpoint_every=args.checkpoint_every,
+            snapshot_every=args.snapshot_every,
         )
     except ValueError as e:
         print(f"hubopt meta-train: {e}", file=sys.stderr)

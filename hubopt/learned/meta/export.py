@@ -19,7 +19,7 @@ import numpy as np
 
 from hubopt._src.atomic_write import write_atomic
 from hubopt.learned.checkpoint import read_checkpoint, write_checkpoint
-from hubopt.learned.meta.train import GEN_ID, MetaTrainConfig
+from hubopt.learned.meta.train import MetaTrainConfig
 
 
 def reproduce_command(config: MetaTrainConfig, out: str = "runs/small") -> str:
@@ -29,6 +29,9 @@ def reproduce_command(config: MetaTrainConfig, out: str = "runs/small") -> str:
     for field, value in config.to_json().items():
         if field == "outer_steps" or value != default.to_json()[field]:
             flag = "--" + field.replace("_", "-")
+            if isinstance(value, bool):
+                args.append(flag if value else "--no-" + field.replace("_", "-"))
+                continue
             if isinstance(value, list):
                 value = ",".join(str(v) for v in value)
             args += [flag, str(value)]
@@ -58,7 +61,11 @@ def export_bundle(run_dir, dest_stem, *, notes: str = "") -> dict:
         "machine": info.get("machine"),
         "versions": info.get("versions"),
         "config": config.to_json(),
-        "lopt": {"class": "hubopt.learned.lopt.MLPLOpt", "hidden_sizes": list(config.hidden)},
+        "lopt": {
+            "class": "hubopt.learned.lopt.MLPLOpt",
+            "hidden_sizes": list(config.hidden),
+            "relative_correction": config.relative_correction,
+        },
         "meta_loss": {
             "what": "mean over each outer step's tasks of the truncation meta-loss "
             "(mean log training loss + held-out log loss term); by tenths of training",
@@ -69,7 +76,9 @@ def export_bundle(run_dir, dest_stem, *, notes: str = "") -> dict:
         "notes": notes,
     }
     dest.parent.mkdir(parents=True, exist_ok=True)
-    write_checkpoint(dest.with_suffix(".msgpack"), ck["params"], gen_id=GEN_ID, step=step)
+    write_checkpoint(
+        dest.with_suffix(".msgpack"), ck["params"], gen_id=config.lopt().gen_id, step=step
+    )
     write_atomic(dest.with_name(dest.name + ".provenance.json"), json.dumps(prov, indent=1) + "\n")
     return prov
 

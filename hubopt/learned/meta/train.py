@@ -14,6 +14,8 @@ Records in `out_dir` (all written atomically: temp file + rename):
                       key, every `checkpoint_every` outer steps and at the end
     theta.msgpack     θ alone (what `pretrained` ships), same cadence
     log.jsonl         one line per outer step: step, task names, meta-losses
+    thetas/theta_<step>.msgpack   θ every `snapshot_every` outer steps (when > 0): the
+                      candidates that checkpoint selection on meta-validation tasks picks from
 
 A run stopped at any point resumes from its last checkpoint and continues
 exactly as the uninterrupted run would (same θ bit for bit on one machine).
@@ -65,10 +67,12 @@ class MetaTrainConfig:
     eval_weight: float = 1.0
     train_floor: float = 9.2
     hidden: tuple[int, ...] = (32,)
+    relative_correction: bool = False
     hub: str | None = None
     hub_mode: str = "default"
     seed: int = 0
     checkpoint_every: int = 50
+    snapshot_every: int = 0
 
     def __post_init__(self):
         if self.estimator not in ESTIMATORS:
@@ -84,6 +88,8 @@ class MetaTrainConfig:
         for name in ("outer_steps", "num_pairs", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.snapshot_every < 0:
+            raise ValueError(f"snapshot_every must be >= 0, got {self.snapshot_every}")
         if self.meta_lr <= 0 or self.clip_norm <= 0 or self.sigma <= 0:
             raise ValueError("meta_lr, clip_norm and sigma must be > 0")
 
@@ -98,7 +104,7 @@ class MetaTrainConfig:
         return cls(**d)
 
     def lopt(self) -> MLPLOpt:
-        return MLPLOpt(hidden_sizes=self.hidden)
+        return MLPLOpt(hidden_sizes=self.hidden, relative_correction=self.relative_correction)
 
     def estimators(self) -> list[PES]:
         out = []
@@ -186,9 +192,6 @@ def _from_leaves_dict(template, d: dict) -> Any:
     return tdef.unflatten([jnp.asarray(d[f"{i:05d}"]) for i in range(len(leaves))])
 
 
-GEN_ID = "hubopt_mlp_lopt"
-
-
 @dataclasses.dataclass
 class MetaTrainResult:
     theta: dict
@@ -263,11 +266,19 @@ def meta_train(
             "key": np.asarray(key),
             "particles": {f"{i:03d}": _leaves_dict(s) for i, s in enumerate(executor.get_state())},
         }
-        write_checkpoint(ckpt_path, payload, gen_id=GEN_ID, step=step)
+        write_checkpoint(ckpt_path, payload, gen_id=lopt.gen_id, step=step)
         write_checkpoint(
-            theta_path, jax.tree_util.tree_map(np.asarray, theta), gen_id=GEN_ID, step=step
+            theta_path, jax.tree_util.tree_map(np.asarray, theta), gen_id=lopt.gen_id, step=step
         )
         write_atomic(log_path, "".join(json.dumps(r) + "\n" for r in log))
+        if config.snapshot_every and step % config.snapshot_every == 0:
+            (out / "thetas").mkdir(exist_ok=True)
+            write_checkpoint(
+                out / "thetas" / f"theta_{step:06d}.msgpack",
+                jax.tree_util.tree_map(np.asarray, theta),
+                gen_id=lopt.gen_id,
+                step=step,
+            )
 
     n_tasks = len(config.tasks)
     t0 = time.time()
@@ -298,7 +309,8 @@ def meta_train(
         if bar is not None:
             bar.update(1)
             bar.set_postfix(meta_loss=f"{ema:.3f}")
-        if step % config.checkpoint_every == 0 or step == config.outer_steps:
+        snapshot = config.snapshot_every and step % config.snapshot_every == 0
+        if step % config.checkpoint_every == 0 or step == config.outer_steps or snapshot:
             save(step)
     if bar is not None:
         bar.close()
