@@ -121,18 +121,19 @@ def test_lopt_preset_is_every_held_out_task_with_the_tuned_baseline_and_hub_vari
 def test_every_task_whose_test_data_meta_training_saw_is_declared():
     """A task with a test split drawn from a data set meta-training uses must be listed
     in SEEN_BY_META_TRAINING (so reports can say so); and the listing is true: the
-    MNIST tasks' test images are among the images meta-training's MNIST task reads."""
+    MNIST tasks' test images are among the images the bundled optimizer's MNIST task read."""
+    from hubopt.learned import bundled
     from hubopt.tasks.data.mnist import mnist_subset
     from hubopt.tasks.image_classification import load_splits
 
-    meta_sources = {t.dataset for t in td.TRAIN_TASKS}
+    meta_sources = {td.by_name(t).dataset for t in bundled.provenance()["config"]["tasks"]}
     prefixes = {"digits": "digits", "mnist": "mnist", "mnist14": "mnist"}
     for name in task_names():
         source = prefixes.get(name.split("_")[0])
         if source in meta_sources and "test" in get_task(name, "tiny").splits:
             assert td.SEEN_BY_META_TRAINING.get(name) == source, name
     for name, source in td.SEEN_BY_META_TRAINING.items():
-        assert source in meta_sources and source in td.META_TRAIN_DATA, name
+        assert source in meta_sources, name
     seen = {img.tobytes() for img in np.asarray(mnist_subset()[0], np.uint8)}
     test_images = np.asarray(load_splits("mnist")["test"].x, np.uint8)[..., 0]
     assert len(test_images) and all(img.tobytes() in seen for img in test_images)

@@ -80,7 +80,13 @@ class MetaTrainConfig:
         if not self.tasks:
             raise ValueError("tasks must name at least one task")
         for name in self.tasks:
-            td.by_name(name)
+            task = td.by_name(name)
+            if td.data_role(task) != "meta-train":
+                raise ValueError(
+                    f"task {name} reads {task.dataset} data, whose role is "
+                    f"{td.data_role(task)!r} (task_distribution.DATA_ROLES): meta-training "
+                    "may only use meta-train data"
+                )
         if not 1 <= self.tasks_per_step <= len(self.tasks):
             raise ValueError(
                 f"tasks_per_step must be in [1, {len(self.tasks)}], got {self.tasks_per_step}"
