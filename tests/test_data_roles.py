@@ -22,19 +22,8 @@ def _rows(arrays) -> set[bytes]:
     return out
 
 
-def _all_tasks():
-    return (
-        td.TRAIN_TASKS
-        + td.RETIRED_TASKS
-        + td.TINY_TASKS
-        + td.HELDOUT_IN_DISTRIBUTION
-        + td.HELDOUT_OUT_OF_DISTRIBUTION
-        + td.HELDOUT_OTHER_DATA
-    )
-
-
 def test_every_data_source_has_one_of_the_three_roles():
-    assert {t.dataset for t in _all_tasks()} <= set(td.DATA_ROLES)
+    assert {t.dataset for t in td.ALL_TASKS} <= set(td.DATA_ROLES)
     assert {role for role, _ in td.DATA_ROLES.values()} <= set(td.ROLES)
     assert all(td.data_role(t) == "meta-train" for t in td.TRAIN_TASKS + td.TINY_TASKS)
 
@@ -58,6 +47,6 @@ def test_no_row_of_other_roles_reaches_the_default_meta_training_run():
     for source, (role, _) in td.DATA_ROLES.items():
         if role == "meta-train":
             continue
-        other = next(t for t in _all_tasks() if t.dataset == source)
+        other = next(t for t in td.ALL_TASKS if t.dataset == source)
         rows = _rows(other.base_data().values())
         assert rows and not rows & seen, source

@@ -15,7 +15,28 @@ def test_every_held_out_task_is_registered_and_none_is_meta_trained_on():
     trained = {t.name for t in td.TRAIN_TASKS}
     assert not trained & set(lopt_heldout.NAMES)
     kinds = {kind for _meta, kind in lopt_heldout.KINDS.values()}
-    assert kinds == {"in_distribution", "out_of_distribution", "other_data_set", "fine_tuning"}
+    assert kinds == {
+        "in_distribution",
+        "out_of_distribution",
+        "other_data_set",
+        "fine_tuning",
+        "test",
+    }
+    assert set(lopt_heldout.TEST_NAMES) | set(lopt_heldout.VALIDATION_NAMES) == set(
+        lopt_heldout.NAMES
+    )
+    assert not set(lopt_heldout.TEST_NAMES) & set(lopt_heldout.VALIDATION_NAMES)
+
+
+def test_the_test_set_is_test_data_with_architectures_no_other_task_has():
+    def arch(t):
+        return (t.model, t.hidden, t.activation)
+
+    others = [t for t in td.ALL_TASKS if t not in td.TEST_TASKS] + [lopt_heldout.FINETUNE]
+    for t in td.TEST_TASKS:
+        assert td.data_role(t) == "test", t.name
+        assert arch(t) not in {arch(o) for o in others}, t.name
+        assert "test" in get_task(t.name, "tiny").splits
 
 
 def test_data_roles_no_test_split_where_meta_training_saw_the_held_out_images():
@@ -23,17 +44,25 @@ def test_data_roles_no_test_split_where_meta_training_saw_the_held_out_images():
         task = get_task(name, "tiny")
         assert task.metric == "loss" and task.metric_split == "train" and task.stochastic
         meta = lopt_heldout.KINDS[name][0]
-        seen = meta.dataset in ("digits", "mnist")  # meta-training's held-out term reads them
+        # meta-training's held-out term reads a meta-train data set's held-out images; a
+        # regression instance's test points are fresh draws (the next test)
+        seen = td.data_role(meta) == "meta-train" and meta.classification
         assert ("test" in task.splits) is not seen, name
-    cancer = get_task("cancer_mlp32relub32", "tiny")
-    rows = {
-        split: {
-            x.tobytes()
-            for x in np.asarray(lopt_heldout._split_data(td.by_name(cancer.name))[split][0])
-        }
-        for split in ("train", "valid", "test")
-    }
-    assert len(rows["valid"]) == lopt_heldout.CANCER_VALID and len(rows["test"]) == 169 - 85
+
+
+@pytest.mark.parametrize(
+    ("name", "valid", "test"),
+    [
+        ("cancer_mlp32relub32", 85, 84),
+        ("wine_mlp16tanhb16", 30, 30),
+        ("mnist14_mlp96x48relub64", 500, 500),
+        ("fmnist14_mlp128gelub64", 1000, 2000),
+    ],
+)
+def test_valid_and_test_rows_are_disjoint_from_each_other_and_from_training(name, valid, test):
+    data = lopt_heldout._split_data(td.by_name(name))
+    rows = {split: {x.tobytes() for x in np.asarray(data[split][0])} for split in data}
+    assert (len(rows["valid"]), len(rows["test"])) == (valid, test)
     assert not rows["valid"] & rows["test"] and not rows["train"] & (rows["valid"] | rows["test"])
 
 
@@ -111,11 +140,22 @@ def test_metric_split_must_be_a_split_of_the_task():
 
 def test_lopt_preset_is_every_held_out_task_with_the_tuned_baseline_and_hub_variants():
     points = sweep.preset_points("lopt", size="tiny", seeds=1)
-    assert {p.task for p in points} == set(lopt_heldout.NAMES)
+    assert {p.task for p in points} == set(lopt_heldout.VALIDATION_NAMES)
     opts = {p.opt for p in points if p.task == "cancer_mlp32relub32"}
     rates = {1e-3, *(float(o.split("lr=")[1]) for o in opts if o.startswith("preset,lr="))}
     assert rates == set(lopt_heldout.LR_GRID)
     assert {"small", "hub:preset+small", "hub:preset+small,mode=inverted"} <= opts
+
+
+def test_lopt_test_preset_is_the_test_set_with_tuned_adam_and_adamw():
+    points = sweep.preset_points("lopt_test", size="tiny", seeds=2)
+    assert {p.task for p in points} == set(lopt_heldout.TEST_NAMES)
+    opts = {p.opt for p in points if p.task == "wine_mlp16tanhb16"}
+    adam_rates = {1e-3, *(float(o.split("lr=")[1]) for o in opts if o.startswith("preset,lr="))}
+    adamw_rates = {float(o.split("lr=")[1].split(",")[0]) for o in opts if o.startswith("adamw")}
+    assert adam_rates == adamw_rates == set(lopt_heldout.LR_GRID)
+    assert {"small", "hub:preset+small", "adam,lr=1e-3,schedule=constant"} <= opts
+    assert {p.seed for p in points} == {0, 1}
 
 
 def test_every_task_whose_test_data_meta_training_saw_is_declared():

@@ -67,9 +67,7 @@ def test_data_set_table_matches_what_its_loader_returns(name):
         assert spec.num_features == spec.image_side**2
     labels = np.concatenate([d["y_tr"], d["y_te"]])
     assert labels.min() == 0 and labels.max() + 1 == spec.num_classes
-    task = next(
-        t for t in td.HELDOUT_OTHER_DATA + td.TRAIN_TASKS + td.RETIRED_TASKS if t.dataset == name
-    )
+    task = next(t for t in td.ALL_TASKS if t.dataset == name)
     params = task.init(jax.random.PRNGKey(0))
     logits = task.apply(params, jnp.asarray(d["x_te"][:5]))
     assert logits.shape == (5, spec.num_classes)
@@ -134,5 +132,7 @@ def test_bad_task_configurations_are_named():
         td.MetaTask(name="x", dataset="cifar")
     with pytest.raises(ValueError, match="image data set"):
         td.MetaTask(name="x", dataset="regression", model="cnn")
-    with pytest.raises(ValueError, match=r"image data set \(one of \['digits', 'mnist'\]\)"):
+    with pytest.raises(
+        ValueError, match=r"image data set \(one of \['digits', 'fmnist', 'mnist'\]\)"
+    ):
         td.MetaTask(name="x", dataset="cancer", model="cnn")

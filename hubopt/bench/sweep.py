@@ -26,6 +26,7 @@ nothing is deleted.
     hubopt sweep sigma_scale --out runs/sigma        # ... and the loss × 10⁻³, 1, 10³ sweep
     hubopt sweep sigma --tasks sine_lstm,sine_ltc    # a preset's grid on some of its tasks
     hubopt sweep lopt --out runs/lopt                # the learned optimizer's quality
+    hubopt sweep lopt_test --steps 5000 --out runs/lopt_test_5000   # ... on its test set
     hubopt sweep smoke --executor process --workers 2
     hubopt sweep --tasks fmnist_resnet,mnist_vit --opt tuned --opt small \\
         --opt hub:preset+small --seeds 3 --out runs/mine      # a grid of one's own
@@ -221,10 +222,34 @@ LOPT_CONTENDERS = (
 
 
 def _lopt(size: str | None, seeds: int | None) -> list[Point]:
-    """The learned optimizer's held-out tasks × `LOPT_CONTENDERS` (3 seeds, "cpu": 1,000 steps)."""
-    from hubopt.tasks.lopt_heldout import NAMES
+    """The learned optimizer's validation tasks × `LOPT_CONTENDERS` (3 seeds, "cpu": 1,000
+    steps)."""
+    from hubopt.tasks.lopt_heldout import VALIDATION_NAMES
 
-    return grid_points(NAMES, LOPT_CONTENDERS, seeds or 3, size or "cpu")
+    return grid_points(VALIDATION_NAMES, LOPT_CONTENDERS, seeds or 3, size or "cpu")
+
+
+# Its untouched test set (issue 12; `lopt_heldout.TEST_NAMES`): the tuned Adam and AdamW
+# with warm-up + cosine (rates of `LR_GRID`, chosen on valid), Adam at a constant 1e-3,
+# the learned optimizer alone, and default and clipped HUB with Adam. Run at each horizon
+# (`--steps 1000`, 2000, 5000) into its own folder.
+ADAMW_WEIGHT_DECAY = 1e-4  # optax.adamw's default
+
+
+def _lopt_test(size: str | None, seeds: int | None) -> list[Point]:
+    """The learned optimizer's test tasks × tuned Adam/AdamW, constant Adam, learned, HUB."""
+    from hubopt.tasks.lopt_heldout import LR_GRID, TEST_NAMES
+
+    adamw = [f"adamw,lr={lr:g},wd={ADAMW_WEIGHT_DECAY:g}" for lr in LR_GRID]
+    opts = (
+        TUNED,
+        *adamw,
+        "adam,lr=1e-3,schedule=constant",
+        "small",
+        "hub:preset+small",
+        f"hub:preset+small,clip={CLIP}",
+    )
+    return grid_points(TEST_NAMES, opts, seeds or 3, size or "cpu")
 
 
 # `hubopt demo`'s grid: (task, size, steps or None for the task's own). One function far out
@@ -274,6 +299,7 @@ PRESETS: dict[str, Callable[[str | None, int | None], list[Point]]] = {
     **{name: _table(name) for name in TABLES},
     "ablations": _ablations,
     "lopt": _lopt,
+    "lopt_test": _lopt_test,
     "sigma": _sigma,
     "sigma_scale": _sigma_scale,
 }

@@ -1,26 +1,30 @@
 """The learned optimizer's held-out tasks: its quality benchmark as tasks of the one contract.
 
-Tasks that meta-training (`hubopt.learned.meta`) never trains on, in four kinds:
+Tasks that meta-training (`hubopt.learned.meta`) never trains on, in five kinds:
 
     in_distribution      other widths, batch sizes and instances of the training
                          families (MLPs on digits, MNIST-14 and regression, CNNs)
     out_of_distribution  a depth, activations, a width and an init scale that no
                          training task has
-    other_data_set       MLPs on scikit-learn's breast-cancer table (no
-                         meta-training sees it)
+    other_data_set       MLPs on scikit-learn's breast-cancer table
     fine_tuning          an MLP pretrained with Adam on digits 0–4, fine-tuned with a
                          new head on digits 5–9
+    test                 the untouched test set (`TEST_NAMES`): data of the "test" role
+                         (MNIST-14, Fashion-MNIST-14, wine) and architectures no other
+                         task has; reported numbers only
 
+The first four are where recipes and θ checkpoints are chosen (`VALIDATION_NAMES`).
 Each is a `hubopt.learned.meta.task_distribution.MetaTask` (the same models and
 data code as meta-training) made into a `Task` with the harness's splits. The
 headline is **the final loss on the whole training split** (`metric_split="train"`):
-what a learned optimizer is for, and the one number that does not lean on data
-roles. Held-out data, by what meta-training has seen of it:
+what a learned optimizer is for. Held-out splits follow the data's role
+(`task_distribution.DATA_ROLES`):
 
-- digits and MNIST-14: meta-training's held-out term reads their held-out images
-  (397 and 1,000), so those are this task's **valid** split and there is **no
-  test split** (no image of these data sets is unseen);
-- breast cancer: never seen; its 169 held-out rows are split 85 valid / 84 test;
+- meta-train data (digits): meta-training's held-out term reads its 397 held-out
+  images, so those are the **valid** split and there is **no test split**;
+- other data sets: their held-out rows are split into valid and test
+  (`DataSet.n_valid`): breast cancer 85 / 84, MNIST-14 500 / 500, wine 30 / 30,
+  Fashion-MNIST 1,000 training-file / 2,000 test-file images;
 - regression: one teacher instance drawn with a fixed key (the same for every
   seed, as other tasks fix their data); valid and test are 512 fresh noiseless
   points each.
@@ -28,9 +32,11 @@ roles. Held-out data, by what meta-training has seen of it:
 The hand preset is Adam at 1e-3 with warm-up (1/10) and cosine decay, with the
 grid `LR_GRID` for a tuned baseline (chosen on valid). Sizes: "tiny" 20 steps,
 "cpu" 1,000 (the protocol of the bundled optimizers' BENCHMARKS.md numbers),
-"paper" 2,000 (twice the meta-training horizon).
+"paper" 2,000; any other horizon with `--steps` (the test set's protocol: 1,000,
+2,000 and 5,000).
 
     hubopt sweep lopt --out runs/lopt && hubopt report runs/lopt
+    hubopt sweep lopt_test --steps 5000 --out runs/lopt_test_5000
 """
 
 from __future__ import annotations
@@ -47,13 +53,22 @@ import optax
 from hubopt.learned.meta import task_distribution as td
 from hubopt.tasks.base import Task
 
-__all__ = ["FINETUNE", "HAND_LR", "KINDS", "LR_GRID", "NAMES", "STEPS", "make_task"]
+__all__ = [
+    "FINETUNE",
+    "HAND_LR",
+    "KINDS",
+    "LR_GRID",
+    "NAMES",
+    "STEPS",
+    "TEST_NAMES",
+    "VALIDATION_NAMES",
+    "make_task",
+]
 
 HAND_LR = 1e-3
 LR_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)  # tried by a tuned baseline
 STEPS = {"tiny": 20, "cpu": 1_000, "paper": 2_000}
 INSTANCE_SEED = 99  # the regression teacher's key (the same instance for every seed)
-CANCER_VALID = 85  # of the 169 held-out rows; the other 84 are the test split
 PRETRAIN_STEPS = 500
 
 
@@ -119,8 +134,11 @@ KINDS: dict[str, tuple[td.MetaTask, str]] = {
     **{t.name: (t, "out_of_distribution") for t in td.HELDOUT_OUT_OF_DISTRIBUTION},
     **{t.name: (t, "other_data_set") for t in td.HELDOUT_OTHER_DATA},
     FINETUNE.name: (FINETUNE, "fine_tuning"),
+    **{t.name: (t, "test") for t in td.TEST_TASKS},
 }
 NAMES = tuple(KINDS)
+TEST_NAMES = tuple(t.name for t in td.TEST_TASKS)  # the untouched test set
+VALIDATION_NAMES = tuple(n for n in NAMES if n not in TEST_NAMES)  # checkpoints are chosen here
 
 
 # ------------------------------------------------------------------- the task
@@ -131,11 +149,12 @@ def _split_data(meta: td.MetaTask) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if meta.classification:
         d = meta.base_data()
         out = {"train": (d["x_tr"], d["y_tr"])}
-        if meta.dataset == "cancer":  # never seen by meta-training: valid and test
-            out["valid"] = (d["x_te"][:CANCER_VALID], d["y_te"][:CANCER_VALID])
-            out["test"] = (d["x_te"][CANCER_VALID:], d["y_te"][CANCER_VALID:])
-        else:  # meta-training's held-out term has read these: valid at best
-            out["valid"] = (d["x_te"], d["y_te"])
+        n_valid = td.DATASETS[meta.dataset].n_valid
+        if td.data_role(meta) == "meta-train" or n_valid is None:
+            out["valid"] = (d["x_te"], d["y_te"])  # the held-out term read these: valid at best
+        else:
+            out["valid"] = (d["x_te"][:n_valid], d["y_te"][:n_valid])
+            out["test"] = (d["x_te"][n_valid:], d["y_te"][n_valid:])
         return out
     key = jax.random.PRNGKey(INSTANCE_SEED)
     d = meta.instance_data(key, {})

