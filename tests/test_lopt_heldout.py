@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hubopt.bench import optimizers, report, runner, sweep
+from hubopt.bench import optimizers, report, runner, scoring, sweep
 from hubopt.learned.meta import task_distribution as td
 from hubopt.tasks import Task, get_task, lopt_heldout, task_names
 
@@ -123,6 +123,13 @@ def test_a_run_records_and_reports_the_final_loss_on_the_whole_training_split():
     }
     (row,) = report.results([rec])
     assert row.split == "train" and row.values == (result["metrics"]["train"]["loss"],)
+    # every evaluation logs the whole training split's loss: the spike ratio reads it
+    train_losses = result["eval"]["train"]["loss"]
+    assert len(train_losses) == len(result["eval"]["step"]) == runner.DEFAULT_EVALS + 1
+    np.testing.assert_allclose(train_losses[-1], by_hand, rtol=1e-5)
+    steps = result["eval"]["step"]
+    assert row.spike == scoring.spike_ratio(steps, train_losses, train_losses[0], task.num_steps)
+    assert report.SPIKE_HEADER in report.results_table([rec])
 
 
 def test_metric_split_must_be_a_split_of_the_task():

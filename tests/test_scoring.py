@@ -134,3 +134,26 @@ def test_the_report_finds_each_mixtures_parents_on_the_seeds_all_three_share():
     table = report.parents_table(recs)
     assert "| hub[sigma=rank] | 1 | 1 | 0 | 0 | 0 | 0 |" in table
     assert "| blend[λ=0.5] | 1 | 0 | 0 | 1 | 0 | 0 |" in table
+
+
+def test_spike_ratio_by_hand():
+    steps = [0, 10, 20, 30, 40, 50]
+    # L0 = 2: ε = 2e-3. After step 10 (10% of 100) the worst rise is 0.5 at step 40 over
+    # the best so far, 0.01 at step 30: (0.5 + 0.002) / (0.01 + 0.002)
+    losses = [2.0, 0.1, 0.05, 0.01, 0.5, 0.02]
+    assert scoring.spike_ratio(steps, losses, 2.0, 100) == pytest.approx(0.502 / 0.012)
+    # a loss that only falls: 1; the best so far counts steps before the skip
+    assert scoring.spike_ratio(steps, [2.0, 1.0, 0.5, 0.2, 0.1, 0.0], 2.0, 100) == 1.0
+    assert scoring.spike_ratio([0, 5, 20], [2.0, 0.0, 1.0], 2.0, 100) == pytest.approx(
+        1.002 / 0.002
+    )
+    # a rise from 1e-9 to 1e-7 is nothing next to L0: ε keeps it near 1
+    assert scoring.spike_ratio([20, 30], [1e-9, 1e-7], 2.0, 100) == pytest.approx(1.0, abs=1e-4)
+    # a non-finite loss after the skip is an infinite spike; before it, not judged
+    assert scoring.spike_ratio(steps, [2.0, 1.0, float("nan"), 0.5, 0.4, 0.3], 2.0, 100) == math.inf
+    assert scoring.spike_ratio([0, 5, 50], [2.0, float("inf"), 0.3], 2.0, 100) == 1.0
+    assert math.isnan(scoring.spike_ratio([0, 5], [2.0, 1.0], 2.0, 100))
+    with pytest.raises(ValueError, match="initial loss must be finite and nonzero"):
+        scoring.spike_ratio(steps, losses, 0.0, 100)
+    with pytest.raises(ValueError, match="6 steps but 2 losses"):
+        scoring.spike_ratio(steps, [1.0, 2.0], 2.0, 100)

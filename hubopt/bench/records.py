@@ -20,7 +20,9 @@ reports are made from records on disk only:
                    mean over the steps since the previous point (subsampled)
     eval           {"step": [...], "loss": [...]}: untimed evaluations of the valid
                    loss; "valid": {metric: [...]}, the task's valid metrics at the
-                   same steps (newer records)
+                   same steps (newer records); "train": {"loss": [...]}, the whole
+                   training split's loss at the same steps, for a task whose
+                   metric_split is "train" (newer records; its spike ratio)
     first_nonfinite_step  the first step whose training loss was NaN or infinite
                    (the run is kept, not dropped), or null (newer records)
     best_loss, best_step, final_loss   best over every step and evaluation of a

@@ -266,6 +266,8 @@ class Result:
     first_divergence: int | None  # the earliest such step over seeds
     step_time_us: float
     is_hand: bool
+    spike: float | None = None  # the largest `scoring.spike_ratio` over seeds, from the
+    # whole training split's loss at the evaluations (records of tasks that log it)
 
     @property
     def finite(self) -> bool:
@@ -291,6 +293,7 @@ def results(recs: list[dict]) -> list[Result]:
             values, split, metric = [float(r["final_loss"]) for r in rs], "valid loss", "loss"
         steps = [r.get("first_nonfinite_step") for r in rs]
         bad = [s for s in steps if s is not None]
+        spikes = [_spike(r) for r in rs]
         diverged = sum(
             1 for s, v in zip(steps, values, strict=True) if s is not None or not math.isfinite(v)
         )
@@ -307,9 +310,20 @@ def results(recs: list[dict]) -> list[Result]:
                 first_divergence=min(bad) if bad else None,
                 step_time_us=statistics.median(r["timing"]["step_time_s"] for r in rs) * 1e6,
                 is_hand=rs[0]["optimizer"]["spec"].get("name") in HAND,
+                spike=None if None in spikes else max(spikes),
             )
         )
     return out
+
+
+def _spike(rec: dict) -> float | None:
+    """`scoring.spike_ratio` of a record's whole-training-split losses at its evaluations
+    (L₀ the one at step 0); None for a record without them."""
+    train = (rec.get("eval") or {}).get("train")
+    if not train:
+        return None
+    steps, losses = rec["eval"]["step"], train["loss"]
+    return scoring.spike_ratio(steps, losses, losses[0], rec["num_steps"])
 
 
 def _family_key(spec: dict) -> str:
@@ -402,6 +416,7 @@ def _result_cells(r: Result, hand_us: float | None) -> list[str]:
 
 
 RESULT_HEADERS = ["task", "optimizer", "metric (mean ± std)", "seeds", "µs/step", "× hand"]
+SPIKE_HEADER = "spike (worst seed)"  # a column only where records log the training loss
 
 
 def results_table(recs: list[dict], fmt: str = "md") -> str:
@@ -412,15 +427,19 @@ def results_table(recs: list[dict], fmt: str = "md") -> str:
         last = max(i for i, r in enumerate(rows) if r.task == tuned.task)
         rows.insert(last + 1, tuned)
     best = best_rows(rows)
+    with_spikes = any(r.spike is not None for r in rows)
     body, bold = [], []
     for r in rows:
         hands = [h.step_time_us for h in rows if h.task == r.task and h.is_hand]
         cells = _result_cells(r, min(hands) if hands else None)
         direction = "higher" if r.higher_is_better else "lower"
         cells[2] = f"{r.split} {r.metric} {cells[2]} ({direction} is better)"
+        if with_spikes:
+            cells.append("-" if r.spike is None else f"{r.spike:.3g}")
         body.append(cells)
         bold.append((r.task, r.label) in best)
-    return render_table(RESULT_HEADERS, body, fmt, bold)
+    headers = RESULT_HEADERS + [SPIKE_HEADER] * with_spikes
+    return render_table(headers, body, fmt, bold)
 
 
 SCORE_HEADERS = [

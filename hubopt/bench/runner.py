@@ -47,6 +47,7 @@ from hubopt.tasks import Task, get_task
 
 DEFAULT_POINTS = 1000  # curve points kept per record
 DEFAULT_EVALS = 20  # untimed evaluations per run (plus one at step 0)
+TRAIN_LOSS = "train:loss"  # the training split's loss among an evaluation's values
 
 
 def positive_int(name: str, value) -> int:
@@ -178,11 +179,16 @@ def train(
     # metric (one pass: a task's valid loss is its valid metrics' "loss" unless it has
     # its own eval_fn)
     with_metrics = "valid" in task.splits and task.metrics_fn is not None
+    # a task whose headline is its training loss also logs the whole training split's
+    # loss (exact, unlike minibatch losses): what a spike after memorising shows in
+    with_train = task.metric_split == "train" and task.metrics_fn is not None
 
     def evaluation(p):
         out = dict(task.metrics(p, "valid")) if with_metrics else {}
         if task.eval_fn is not None or "loss" not in out:
             out["loss"] = task.eval_loss(p)
+        if with_train:
+            out[TRAIN_LOSS] = task.metrics(p, "train")["loss"]
         return out
 
     eval_fn = jax.jit(evaluation).lower(params).compile()
@@ -277,7 +283,12 @@ def train(
     return {
         "num_steps": num_steps,
         "curve": _subsample(values, max_points),
-        "eval": {"step": eval_steps, "loss": eval_losses, "valid": eval_metrics},
+        "eval": {
+            "step": eval_steps,
+            "loss": eval_losses,
+            "valid": {k: v for k, v in eval_metrics.items() if k != TRAIN_LOSS},
+            **({"train": {"loss": eval_metrics[TRAIN_LOSS]}} if with_train else {}),
+        },
         "first_nonfinite_step": first_nonfinite,
         "best_loss": best_loss,
         "best_step": int(all_steps[best]),

@@ -31,6 +31,7 @@ __all__ = [
     "Score",
     "floored_ratio",
     "score",
+    "spike_ratio",
     "versus_parents",
 ]
 
@@ -100,6 +101,40 @@ def score(comparisons: Iterable[Comparison], floor: float = FLOOR) -> Score:
         ties += not (better or worse)
     geo = math.exp(math.fsum(logs) / len(logs)) if logs else math.nan
     return Score(len(items), wins, ties, losses, diverged, geo, len(logs))
+
+
+# ------------------------------------------------------------------ loss spikes
+
+SPIKE_EPSILON = 1e-3  # ε = SPIKE_EPSILON · |L₀|
+SPIKE_SKIP = 0.1  # the first 10% of steps are not judged
+
+
+def spike_ratio(steps, losses, initial_loss: float, num_steps: int) -> float:
+    """How far a loss climbs back above its best so far (issue 12):
+
+        max over t > SPIKE_SKIP · num_steps of  (L_t + ε) / (min_{s ≤ t} L_s + ε),
+        ε = SPIKE_EPSILON · |L₀|,
+
+    over the losses `losses` logged at `steps` (the running minimum includes the first
+    10%). 1 for a loss that never rises; ε keeps a rise from 1e-9 to 1e-7 (both
+    nothing next to L₀) from counting. A non-finite loss after the skip is `inf`; NaN
+    when no step is judged."""
+    if not (math.isfinite(initial_loss) and initial_loss != 0.0):
+        raise ValueError(f"the initial loss must be finite and nonzero, got {initial_loss!r}")
+    if len(steps) != len(losses):
+        raise ValueError(f"{len(steps)} steps but {len(losses)} losses")
+    eps = SPIKE_EPSILON * abs(initial_loss)
+    best, worst = math.inf, math.nan
+    for step, loss in zip(steps, losses, strict=True):
+        if not math.isfinite(loss):
+            if step > SPIKE_SKIP * num_steps:
+                return math.inf
+            continue
+        best = min(best, loss)
+        if step > SPIKE_SKIP * num_steps:
+            ratio = (loss + eps) / (best + eps)
+            worst = ratio if math.isnan(worst) else max(worst, ratio)
+    return worst
 
 
 # ------------------------------------------------------------------ a mixture and its parents
