@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("hubopt.bench.report", "tables and loss-curve figures from run records on disk"),
     "velo": ("hubopt.learned.velo_cli", "VeLO's official checkpoint (hubopt velo download)"),
     "meta-train": ("hubopt.learned.meta.cli", "meta-train hubopt's own learned optimizer"),
+    "meta-select": (
+        "hubopt.learned.meta.select",
+        "choose a meta-training run's θ snapshot on meta-validation tasks",
+    ),
 }
 
 

@@ -1,0 +1,160 @@
+r"""Checkpoint selection on meta-validation tasks: which of a run's θ snapshots to ship.
+
+A meta-training run with `snapshot_every` keeps θ candidates in `thetas/`. Each is
+trained with on the selection tasks — held-out tasks (`hubopt.tasks.lopt_heldout`)
+whose data is not of the test role — at every horizon of `horizons`, one seed, and
+scored by the headline of those tasks, the final loss on the whole training split:
+
+    score(θ) = mean over (task, horizon) of  log( max(L_T, f) / L₀ ),   f = FLOOR · L₀
+
+(L₀ the initial training loss; the floor of `hubopt.bench.scoring`, so a loss of 0
+does not win by −∞). A candidate is eligible when no run diverged and every run's
+spike ratio (`scoring.spike_ratio`) is at most `spike_limit`; the eligible candidate
+with the lowest score is chosen (ties: the later snapshot). Test data is never read:
+the tasks are checked against `task_distribution.DATA_ROLES`.
+
+    hubopt meta-select runs/small        # writes runs/small/selection.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from hubopt._src.atomic_write import write_atomic
+from hubopt.bench import scoring
+
+__all__ = ["selection_tasks", "select_checkpoint"]
+
+HORIZONS = (1000, 5000)
+SPIKE_LIMIT = 3.0
+
+
+def selection_tasks() -> tuple[str, ...]:
+    """The held-out tasks whose data is not test data (`lopt_heldout.VALIDATION_NAMES`
+    minus those on test-role data)."""
+    from hubopt.learned.meta import task_distribution as td
+    from hubopt.tasks.lopt_heldout import KINDS, VALIDATION_NAMES
+
+    return tuple(n for n in VALIDATION_NAMES if td.data_role(KINDS[n][0]) != "test")
+
+
+def _run(task_name: str, theta_path: Path, num_steps: int, seed: int) -> dict:
+    """One candidate on one task: final training loss, L₀, spike ratio, divergence."""
+    from hubopt.bench import optimizers, runner
+    from hubopt.tasks import get_task
+
+    task = get_task(task_name, "cpu").with_budget(num_steps)
+    built = optimizers.build({"name": "theta", "path": str(theta_path)}, num_steps)
+    out = runner.train(task, built, num_steps=num_steps, seed=seed, progress=False)
+    losses = out["eval"]["train"]["loss"]
+    return {
+        "task": task_name,
+        "num_steps": num_steps,
+        "initial_loss": losses[0],
+        "final_loss": out["metrics"]["train"]["loss"],
+        "spike_ratio": scoring.spike_ratio(out["eval"]["step"], losses, losses[0], num_steps),
+        "diverged": out["first_nonfinite_step"] is not None,
+    }
+
+
+def _score(runs: list[dict]) -> float:
+    logs = []
+    for r in runs:
+        if r["diverged"] or not math.isfinite(r["final_loss"]):
+            return math.inf
+        floor = scoring.FLOOR * abs(r["initial_loss"])
+        logs.append(math.log(max(r["final_loss"], floor) / abs(r["initial_loss"])))
+    return math.fsum(logs) / len(logs)
+
+
+def select_checkpoint(
+    run_dir: str | os.PathLike,
+    *,
+    tasks: tuple[str, ...] | None = None,
+    horizons: tuple[int, ...] = HORIZONS,
+    seed: int = 0,
+    spike_limit: float = SPIKE_LIMIT,
+    log=print,
+) -> dict:
+    """Scores every `thetas/theta_<step>.msgpack` of `run_dir` (see the module docstring),
+    writes `selection.json` there (kept up to date after each candidate, so a stopped
+    selection resumes) and returns it; "chosen" names the file picked."""
+    from hubopt.learned.meta import task_distribution as td
+    from hubopt.tasks.lopt_heldout import KINDS
+
+    run = Path(run_dir)
+    candidates = sorted((run / "thetas").glob("theta_*.msgpack"))
+    if not candidates:
+        raise ValueError(f"{run}/thetas holds no θ snapshots (meta-train with --snapshot-every)")
+    tasks = selection_tasks() if tasks is None else tuple(tasks)
+    for name in tasks:
+        if name not in KINDS:
+            raise ValueError(f"{name} is not a held-out task of hubopt.tasks.lopt_heldout")
+        if td.data_role(KINDS[name][0]) == "test":
+            raise ValueError(f"{name} reads test data: checkpoints are not chosen on it")
+    path = run / "selection.json"
+    settings = {"tasks": list(tasks), "horizons": list(horizons), "seed": seed}
+    settings["spike_limit"] = spike_limit
+    done = json.loads(path.read_text()) if path.exists() else {}
+    if done.get("settings") != settings:
+        done = {"settings": settings, "candidates": {}}
+    for cand in candidates:
+        if cand.name in done["candidates"]:
+            continue
+        runs = [_run(t, cand, n, seed) for n in horizons for t in tasks]
+        worst = max(r["spike_ratio"] for r in runs)
+        eligible = all(not r["diverged"] for r in runs) and worst <= spike_limit
+        done["candidates"][cand.name] = {
+            "score": _score(runs),
+            "worst_spike": worst,
+            "eligible": eligible,
+            "runs": runs,
+        }
+        log(f"{cand.name}: score {_score(runs):.3f}, worst spike {worst:.3g}, eligible {eligible}")
+        write_atomic(path, json.dumps(done, indent=1) + "\n")
+    scored = done["candidates"]
+    pool = [n for n, c in scored.items() if c["eligible"]] or list(scored)
+    done["chosen"] = min(pool, key=lambda n: (scored[n]["score"], -int(n[6:12])))
+    done["chosen_was_eligible"] = bool(scored[done["chosen"]]["eligible"])
+    write_atomic(path, json.dumps(done, indent=1) + "\n")
+    return done
+
+
+# ------------------------------------------------------------------------ CLI
+
+
+def add_arguments(parser) -> None:
+    def horizons(text: str) -> tuple[int, ...]:
+        values = tuple(int(x) for x in text.split(",") if x)
+        if not values or min(values) < 1:
+            raise ValueError(f"horizons must be positive step counts, got {text!r}")
+        return values
+
+    parser.add_argument("run_dir", help="a meta-training run folder with thetas/")
+    parser.add_argument("--horizons", type=horizons, default=HORIZONS)
+    parser.add_argument(
+        "--tasks",
+        type=lambda t: tuple(x for x in t.split(",") if x),
+        default=None,
+        help="comma-separated held-out tasks (default: every one not on test data)",
+    )
+    parser.add_argument("--spike-limit", type=float, default=SPIKE_LIMIT)
+
+
+def run(args) -> int:
+    import sys
+
+    try:
+        done = select_checkpoint(
+            args.run_dir, tasks=args.tasks, horizons=args.horizons, spike_limit=args.spike_limit
+        )
+    except ValueError as e:
+        print(f"hubopt meta-select: {e}", file=sys.stderr)
+        return 2
+    chosen = done["chosen"]
+    note = "" if done["chosen_was_eligible"] else " (no candidate was eligible: the best score)"
+    print(f"chosen: {Path(args.run_dir) / 'thetas' / chosen}{note}")
+    return 0

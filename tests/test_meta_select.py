@@ -1,0 +1,63 @@
+"""Checkpoint selection on meta-validation tasks (hubopt meta-select)."""
+
+import json
+import math
+
+import pytest
+
+from hubopt.bench import scoring
+from hubopt.bench.cli import main
+from hubopt.learned.meta import select
+from hubopt.learned.meta import task_distribution as td
+from hubopt.learned.meta.train import MetaTrainConfig, meta_train
+from hubopt.tasks.lopt_heldout import KINDS, TEST_NAMES
+
+TASK = "synreg_mlp48gelub32"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    config = MetaTrainConfig(
+        tasks=(td.TINY_TASKS[0].name,),
+        tasks_per_step=1,
+        num_pairs=2,
+        trunc_len=5,
+        horizons=(10,),
+        hidden=(4,),
+        outer_steps=2,
+        snapshot_every=1,
+        relative_correction=True,
+    )
+    meta_train(config, out, progress=False)
+    return out
+
+
+def test_selection_scores_every_snapshot_and_picks_the_best_eligible(run_dir, monkeypatch):
+    done = select.select_checkpoint(run_dir, tasks=(TASK,), horizons=(30,), log=lambda *_: None)
+    assert set(done["candidates"]) == {"theta_000001.msgpack", "theta_000002.msgpack"}
+    for cand in done["candidates"].values():
+        (r,) = cand["runs"]
+        floor = scoring.FLOOR * r["initial_loss"]
+        by_hand = math.log(max(r["final_loss"], floor) / r["initial_loss"])
+        assert cand["score"] == pytest.approx(by_hand)
+        assert cand["eligible"] == (r["spike_ratio"] <= select.SPIKE_LIMIT and not r["diverged"])
+    pool = [n for n, c in done["candidates"].items() if c["eligible"]] or list(done["candidates"])
+    assert done["chosen"] == min(pool, key=lambda n: done["candidates"][n]["score"])
+    assert json.loads((run_dir / "selection.json").read_text()) == done
+    # a second call reuses what is written: no candidate is trained again
+    monkeypatch.setattr(select, "_run", lambda *a: pytest.fail("retrained a candidate"))
+    assert select.select_checkpoint(run_dir, tasks=(TASK,), horizons=(30,)) == done
+
+
+def test_selection_never_reads_test_data(run_dir):
+    assert not set(select.selection_tasks()) & set(TEST_NAMES)
+    assert all(td.data_role(KINDS[n][0]) != "test" for n in select.selection_tasks())
+    with pytest.raises(ValueError, match="reads test data"):
+        select.select_checkpoint(run_dir, tasks=(TEST_NAMES[0],))
+    assert main(["meta-select", str(run_dir), "--tasks", TEST_NAMES[0]]) == 2
+
+
+def test_a_run_without_snapshots_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="holds no θ snapshots"):
+        select.select_checkpoint(tmp_path)
