@@ -9,7 +9,6 @@ from hubopt.bench import scoring
 from hubopt.bench.cli import main
 from hubopt.learned.meta import select
 from hubopt.learned.meta import task_distribution as td
-from hubopt.learned.meta.train import MetaTrainConfig, meta_train
 from hubopt.tasks.lopt_heldout import KINDS, TEST_NAMES
 
 TASK = "synreg_mlp48gelub32"
@@ -17,19 +16,12 @@ TASK = "synreg_mlp48gelub32"
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
+    """A two-step meta-training run (by the CLI, as a user makes one) with two snapshots."""
     out = tmp_path_factory.mktemp("run")
-    config = MetaTrainConfig(
-        tasks=(td.TINY_TASKS[0].name,),
-        tasks_per_step=1,
-        num_pairs=2,
-        trunc_len=5,
-        horizons=(10,),
-        hidden=(4,),
-        outer_steps=2,
-        snapshot_every=1,
-        relative_correction=True,
-    )
-    meta_train(config, out, progress=False)
+    flags = "--tasks-per-step 1 --num-pairs 2 --trunc-len 5 --horizons 10 --hidden 4"
+    flags += " --outer-steps 2 --snapshot-every 1 --relative-correction --quiet"
+    args = ["meta-train", "--out", str(out), "--tasks", td.TINY_TASKS[0].name, *flags.split()]
+    assert main(args) == 0
     return out
 
 
@@ -48,6 +40,23 @@ def test_selection_scores_every_snapshot_and_picks_the_best_eligible(run_dir, mo
     # a second call reuses what is written: no candidate is trained again
     monkeypatch.setattr(select, "_run", lambda *a: pytest.fail("retrained a candidate"))
     assert select.select_checkpoint(run_dir, tasks=(TASK,), horizons=(30,)) == done
+
+
+def test_export_ships_the_chosen_snapshot_with_its_selection(run_dir, tmp_path):
+    from hubopt.learned.checkpoint import read_checkpoint
+    from hubopt.learned.meta.export import export_bundle
+
+    done = select.select_checkpoint(run_dir, tasks=(TASK,), horizons=(30,), log=lambda *_: None)
+    prov = export_bundle(run_dir, tmp_path / "small")
+    chosen = read_checkpoint(run_dir / "thetas" / done["chosen"])
+    shipped = read_checkpoint(tmp_path / "small.msgpack")
+    assert shipped["step"] == chosen["step"] == prov["outer_steps"]
+    assert prov["run_outer_steps"] == 2 and "--outer-steps 2" in prov["command"]
+    for layer, arrays in chosen["params"].items():
+        for k, v in arrays.items():
+            assert (shipped["params"][layer][k] == v).all()
+    assert prov["selection"]["chosen"] == done["chosen"]
+    assert set(prov["selection"]["candidates"]) == set(done["candidates"])
 
 
 def test_selection_never_reads_test_data(run_dir):

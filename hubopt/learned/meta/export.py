@@ -2,10 +2,11 @@
 
     python -m hubopt.learned.meta.export RUN_DIR hubopt/learned/weights/small
 
-writes `small.msgpack` (θ, copied from the run's theta.msgpack through the
-checkpoint reader/writer) and `small.provenance.json` (from the run's
-config.json, run_info.json and log.jsonl): the command that re-creates it,
-seed, git hash, wall time, machine, the meta-loss curve summary.
+writes `small.msgpack` (θ, copied through the checkpoint reader/writer from the
+snapshot `hubopt meta-select` chose, or else from the run's final theta.msgpack)
+and `small.provenance.json` (from the run's config.json, run_info.json,
+log.jsonl and selection.json): the commands that re-create it, seed, git hash,
+wall time, machine, the meta-loss curve summary and the selection's scores.
 """
 
 from __future__ import annotations
@@ -44,10 +45,16 @@ def export_bundle(run_dir, dest_stem, *, notes: str = "") -> dict:
     config = MetaTrainConfig.from_json(json.loads((run / "config.json").read_text()))
     info = json.loads((run / "run_info.json").read_text())
     log = [json.loads(s) for s in (run / "log.jsonl").read_text().splitlines() if s.strip()]
-    ck = read_checkpoint(run / "theta.msgpack")
+    run_steps = int(read_checkpoint(run / "theta.msgpack")["step"])
+    # the θ that `hubopt meta-select` chose among the run's snapshots, if it ran
+    selection = None
+    if (run / "selection.json").exists():
+        selection = json.loads((run / "selection.json").read_text())
+    theta_file = run / "thetas" / selection["chosen"] if selection else run / "theta.msgpack"
+    ck = read_checkpoint(theta_file)
     step = int(ck["step"])
-    config = MetaTrainConfig.from_json({**config.to_json(), "outer_steps": step})
-    losses = np.asarray([np.mean(r["meta_loss"]) for r in log[:step]], float)
+    config = MetaTrainConfig.from_json({**config.to_json(), "outer_steps": run_steps})
+    losses = np.asarray([np.mean(r["meta_loss"]) for r in log[:run_steps]], float)
     n = max(1, len(losses) // 10)
     prov = {
         "name": dest.name,
@@ -58,6 +65,7 @@ def export_bundle(run_dir, dest_stem, *, notes: str = "") -> dict:
         "commands_run": [s["command"] for s in info["sessions"]],
         "wall_s": info["total_wall_s"],
         "outer_steps": step,
+        "run_outer_steps": run_steps,
         "machine": info.get("machine"),
         "versions": info.get("versions"),
         "config": config.to_json(),
@@ -75,6 +83,17 @@ def export_bundle(run_dir, dest_stem, *, notes: str = "") -> dict:
         },
         "notes": notes,
     }
+    if selection:
+        prov["selection"] = {
+            "command": f"hubopt meta-select {run}",
+            "chosen": selection["chosen"],
+            "chosen_was_eligible": selection["chosen_was_eligible"],
+            "settings": selection["settings"],
+            "candidates": {
+                name: {k: c[k] for k in ("score", "worst_spike", "eligible")}
+                for name, c in selection["candidates"].items()
+            },
+        }
     dest.parent.mkdir(parents=True, exist_ok=True)
     write_checkpoint(
         dest.with_suffix(".msgpack"), ck["params"], gen_id=config.lopt().gen_id, step=step
