@@ -57,3 +57,64 @@ def test_memory_hubs_state_is_its_members_plus_a_few_floats_per_tensor():
     # HUB's own state: its step count and four diagnostics per tensor (6 tensors)
     assert extra == pytest.approx(4 + 6 * 4 * 4, abs=1e-3)
     assert all(r["temp_mb"] >= 0 and r["argument_mb"] > 0 for r in rows.values())
+
+
+def _record(label, spec, train, test_loss, test_acc, valid, spike_curve=None):
+    curve = spike_curve or [2.0, 1.0, train]
+    return {
+        "task": {"name": "wine_mlp16tanhb16", "metric": "loss", "metric_split": "train"},
+        "optimizer": {"label": label, "spec": spec},
+        "hyperparameters": {"learning_rate": spec.get("learning_rate")},
+        "seed": 0,
+        "num_steps": 100,
+        "metrics": {
+            "train": {"loss": train},
+            "valid": {"loss": valid},
+            "test": {"loss": test_loss, "accuracy": test_acc},
+        },
+        "first_nonfinite_step": None,
+        "final_loss": valid,
+        "timing": {"step_time_s": 1e-4},
+        "curve": {"step": [0], "loss": [2.0]},
+        "eval": {"step": [0, 50, 100], "loss": [2.0, 1.0, valid], "train": {"loss": curve}},
+    }
+
+
+def test_lopt_goals_by_hand():
+    """One task: the learned optimizer's training loss is half tuned Adam's (met), its test
+    accuracy 1 point lower (missed), test loss 1.2× (met), one spike of (0.5 + ε)/(0.01 + ε)
+    (missed), and HUB lands between its parents (met)."""
+    import lopt_goals
+
+    def adam(lr, schedule="warmup_cosine"):
+        return {"name": "adam", "learning_rate": lr, "schedule": schedule}
+
+    recs = [
+        _record("adam@0.001+warmup_cosine", adam(1e-3), 0.02, 0.30, 0.90, 0.25),
+        _record("adam@0.01+warmup_cosine", adam(1e-2), 0.01, 0.50, 0.95, 0.40),
+        _record("adam@0.001", adam(1e-3, None), 0.04, 0.30, 0.90, 0.30),
+        _record(
+            "hubopt-small", {"name": "pretrained"}, 0.01, 0.36, 0.89, 0.3, [2, 0.01, 0.5, 0.01]
+        ),
+        _record(
+            "hub(adam@0.001+warmup_cosine | hubopt-small)",
+            {"name": "hub", "hand": adam(1e-3), "learned": {"name": "pretrained"}},
+            0.015,
+            0.3,
+            0.9,
+            0.3,
+        ),
+    ]
+    recs[3]["eval"]["step"] = [0, 50, 70, 100]
+    recs[3]["eval"]["loss"] = [2.0, 1.0, 0.5, 0.3]
+    got = {goal: (met, evidence) for goal, met, evidence in lopt_goals.goals(recs)}
+    # tuned on valid: rate 1e-3 (valid 0.25 < 0.40), train loss 0.02
+    assert got["loss ≤ 1.0× tuned Adam+cosine (geo. mean)"][0] is True
+    assert "0.5×" in got["loss ≤ 1.0× tuned Adam+cosine (geo. mean)"][1]
+    assert got["beats Adam(1e-3) on ≥ 90% of tasks"] == (True, "1 of 1")
+    assert got["test accuracy within 0.5 points of tuned"][0] is False
+    assert "-1.00" in got["test accuracy within 0.5 points of tuned"][1]
+    assert got["test loss ≤ 1.5× tuned"] == (True, "ratios: 1.20")
+    assert got["no divergence, spike ratio ≤ 3"][0] is False
+    assert f"{(0.5 + 2e-3) / (0.01 + 2e-3):.3g}" in got["no divergence, spike ratio ≤ 3"][1]
+    assert got["HUB never below the worse parent"][0] is True
