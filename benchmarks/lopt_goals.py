@@ -41,21 +41,22 @@ def _test_metric(recs, task, label, metric):
     return statistics.fmean(values) if values else math.nan
 
 
-def goals(recs: list[dict]) -> list[tuple[str, bool | None, str]]:
-    """(goal, met — None when the records cannot say, evidence) for one horizon."""
+def goals(recs: list[dict], learned_label: str = LEARNED) -> list[tuple[str, bool | None, str]]:
+    """(goal, met — None when the records cannot say, evidence) for one horizon, of the
+    learned optimizer whose rows are labelled `learned_label`."""
     rows = report.results(recs)
     tuned, tuned_label = {}, {}  # the tuned Adam + cosine row, and the run label it chose
     for r, sel in report.tuned_results(recs):
         if r.label.startswith(TUNED_ADAM):
             tuned[r.task] = r
             tuned_label[r.task] = f"adam@{sel['learning_rate']:g}+warmup_cosine"
-    learned = {r.task: r for r in rows if r.label == LEARNED}
+    learned = {r.task: r for r in rows if r.label == learned_label}
     constant = {r.task: r for r in rows if r.label == CONSTANT_ADAM}
     initial = report.initial_losses(recs)
     tasks = sorted(learned)
     out: list[tuple[str, bool | None, str]] = []
     if not tasks:
-        return [("every goal", None, f"no {LEARNED} records")]
+        return [("every goal", None, f"no {learned_label} records")]
 
     comparisons = [
         scoring.Comparison(t, learned[t].mean, tuned[t].mean, False, initial[t])
@@ -86,14 +87,14 @@ def goals(recs: list[dict]) -> list[tuple[str, bool | None, str]]:
         acc_gaps.append(
             (
                 t,
-                100 * (_test_metric(recs, t, LEARNED, "accuracy"))
+                100 * (_test_metric(recs, t, learned_label, "accuracy"))
                 - 100 * _test_metric(recs, t, tuned_label[t], "accuracy"),
             )
         )
         loss_ratios.append(
             (
                 t,
-                _test_metric(recs, t, LEARNED, "loss")
+                _test_metric(recs, t, learned_label, "loss")
                 / _test_metric(recs, t, tuned_label[t], "loss"),
             )
         )
@@ -125,7 +126,7 @@ def goals(recs: list[dict]) -> list[tuple[str, bool | None, str]]:
             "worst spike per task: " + ", ".join("-" if s is None else f"{s:.3g}" for s in spikes),
         )
     )
-    verdicts = report.parents_verdicts(recs)
+    verdicts = [v for v in report.parents_verdicts(recs) if f"| {learned_label})" in v[1]]
     below = [f"{task}: {label}" for task, label, v in verdicts if v in ("below both", "diverged")]
     out.append(
         (
@@ -140,13 +141,14 @@ def goals(recs: list[dict]) -> list[tuple[str, bool | None, str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("folders", nargs="+", type=Path)
+    parser.add_argument("--learned", default=LEARNED, help="the learned optimizer's row label")
     args = parser.parse_args(argv)
     print("| horizon | goal | met | evidence |")
     print("|---|---|---|---|")
     for folder in args.folders:
         recs = records.read_all([folder])
         steps = sorted({r["num_steps"] for r in recs})
-        for goal, met, evidence in goals(recs):
+        for goal, met, evidence in goals(recs, args.learned):
             mark = "?" if met is None else ("met" if met else "**missed**")
             print(f"| {'/'.join(map(str, steps))} | {goal} | {mark} | {evidence} |")
     return 0
