@@ -118,3 +118,18 @@ def test_lopt_goals_by_hand():
     assert got["no divergence, spike ratio ≤ 3"][0] is False
     assert f"{(0.5 + 2e-3) / (0.01 + 2e-3):.3g}" in got["no divergence, spike ratio ≤ 3"][1]
     assert got["HUB never below the worse parent"][0] is True
+
+
+def test_spike_variants_runs_each_variant(capsys):
+    import spike_variants
+
+    assert (
+        spike_variants.main(
+            ["--steps", "20", "--tasks", "wine_mlp16tanhb16", "--variants", "shipped,relative"]
+        )
+        == 0
+    )
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| wine")]
+    assert [r.split("|")[2].strip() for r in rows] == ["shipped", "relative"]
+    with pytest.raises(SystemExit):
+        spike_variants.main(["--variants", "nope"])
