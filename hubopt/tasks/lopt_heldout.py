@@ -20,11 +20,13 @@ headline is **the final loss on the whole training split** (`metric_split="train
 what a learned optimizer is for. Held-out splits follow the data's role
 (`task_distribution.DATA_ROLES`):
 
-- meta-train data (digits): meta-training's held-out term reads its 397 held-out
-  images, so those are the **valid** split and there is **no test split**;
-- other data sets: their held-out rows are split into valid and test
-  (`DataSet.n_valid`): breast cancer 85 / 84, MNIST-14 500 / 500, wine 30 / 30,
-  Fashion-MNIST 1,000 training-file / 2,000 test-file images;
+- meta-train and meta-validation data (digits, breast cancer): meta-training's
+  held-out term reads digits' 397 held-out images, and θ checkpoints are chosen on
+  the breast-cancer tasks, so their held-out rows are the **valid** split and there
+  is **no test split**;
+- test data: held-out rows split into valid and test (`DataSet.n_valid`): MNIST-14
+  500 / 500, wine 30 / 30, Fashion-MNIST 1,000 training-file / 2,000 test-file
+  images;
 - regression: one teacher instance drawn with a fixed key (the same for every
   seed, as other tasks fix their data); valid and test are 512 fresh noiseless
   points each.
@@ -150,8 +152,10 @@ def _split_data(meta: td.MetaTask) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         d = meta.base_data()
         out = {"train": (d["x_tr"], d["y_tr"])}
         n_valid = td.DATASETS[meta.dataset].n_valid
-        if td.data_role(meta) == "meta-train" or n_valid is None:
-            out["valid"] = (d["x_te"], d["y_te"])  # the held-out term read these: valid at best
+        if td.data_role(meta) != "test" or n_valid is None:
+            # meta-training's held-out term read these, or θ checkpoints are chosen on
+            # this data set: valid at best
+            out["valid"] = (d["x_te"], d["y_te"])
         else:
             out["valid"] = (d["x_te"][:n_valid], d["y_te"][:n_valid])
             out["test"] = (d["x_te"][n_valid:], d["y_te"][n_valid:])

@@ -192,7 +192,7 @@ DATASETS = {
     "mnist": DataSet(
         load_mnist_split, MNIST_SIDE * MNIST_SIDE, 10, image_side=MNIST_SIDE, n_valid=500
     ),
-    "cancer": DataSet(load_breast_cancer_split, 30, 2, n_valid=85),
+    "cancer": DataSet(load_breast_cancer_split, 30, 2),
     "fmnist": DataSet(
         load_fmnist_split, MNIST_SIDE * MNIST_SIDE, 10, image_side=MNIST_SIDE, n_valid=FMNIST_VALID
     ),
