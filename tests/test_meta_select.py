@@ -62,6 +62,8 @@ def test_export_ships_the_chosen_snapshot_with_its_selection(run_dir, tmp_path):
 def test_selection_never_reads_test_data(run_dir):
     assert not set(select.selection_tasks()) & set(TEST_NAMES)
     assert all(td.data_role(KINDS[n][0]) != "test" for n in select.selection_tasks())
+    with pytest.raises(ValueError, match=r"horizons must be positive step counts, got \(0,\)"):
+        select.select_checkpoint(run_dir, tasks=(TASK,), horizons=(0,))
     with pytest.raises(ValueError, match="reads test data"):
         select.select_checkpoint(run_dir, tasks=(TEST_NAMES[0],))
     assert main(["meta-select", str(run_dir), "--tasks", TEST_NAMES[0]]) == 2

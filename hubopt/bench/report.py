@@ -293,7 +293,7 @@ def results(recs: list[dict]) -> list[Result]:
             values, split, metric = [float(r["final_loss"]) for r in rs], "valid loss", "loss"
         steps = [r.get("first_nonfinite_step") for r in rs]
         bad = [s for s in steps if s is not None]
-        spikes = [_spike(r) for r in rs]
+        spikes = [record_spike_ratio(r) for r in rs]
         diverged = sum(
             1 for s, v in zip(steps, values, strict=True) if s is not None or not math.isfinite(v)
         )
@@ -316,9 +316,10 @@ def results(recs: list[dict]) -> list[Result]:
     return out
 
 
-def _spike(rec: dict) -> float | None:
-    """`scoring.spike_ratio` of a record's whole-training-split losses at its evaluations
-    (L₀ the one at step 0); None for a record without them."""
+def record_spike_ratio(rec: dict) -> float | None:
+    """`scoring.spike_ratio` of a run's whole-training-split losses at its evaluations
+    (L₀ the one at step 0), from its record (or `runner.train`'s result); None for a run
+    without them."""
     train = (rec.get("eval") or {}).get("train")
     if not train:
         return None

@@ -67,17 +67,10 @@ def _check_name(name: str) -> None:
 
 
 def load(name: str = "small") -> tuple[MLPLOpt, dict]:
-    """(architecture, θ) of a bundled optimizer."""
+    """(architecture, θ) of a bundled optimizer: its θ file, read as any θ file is
+    (`load_theta_file`: widths from the layers' shapes, the variant from `gen_id`)."""
     _check_name(name)
-    prov = provenance(name)
-    arch = prov.get("lopt", {})
-    lopt = MLPLOpt(
-        hidden_sizes=tuple(arch.get("hidden_sizes", (32,))),
-        relative_correction=bool(arch.get("relative_correction", False)),
-    )
-    theta = _theta_arrays(read_checkpoint(WEIGHTS_DIR / f"{name}.msgpack"))
-    lopt._check_theta(theta)
-    return lopt, theta
+    return load_theta_file(WEIGHTS_DIR / f"{name}.msgpack")
 
 
 def _theta_arrays(checkpoint: dict) -> dict:

@@ -44,18 +44,18 @@ def selection_tasks() -> tuple[str, ...]:
 def _run(task_name: str, theta_path: Path, num_steps: int, seed: int) -> dict:
     """One candidate on one task: final training loss, L₀, spike ratio, divergence."""
     from hubopt.bench import optimizers, runner
+    from hubopt.bench.report import record_spike_ratio
     from hubopt.tasks import get_task
 
     task = get_task(task_name, "cpu").with_budget(num_steps)
     built = optimizers.build({"name": "theta", "path": str(theta_path)}, num_steps)
     out = runner.train(task, built, num_steps=num_steps, seed=seed, progress=False)
-    losses = out["eval"]["train"]["loss"]
     return {
         "task": task_name,
         "num_steps": num_steps,
-        "initial_loss": losses[0],
+        "initial_loss": out["eval"]["train"]["loss"][0],
         "final_loss": out["metrics"]["train"]["loss"],
-        "spike_ratio": scoring.spike_ratio(out["eval"]["step"], losses, losses[0], num_steps),
+        "spike_ratio": record_spike_ratio(out),
         "diverged": out["first_nonfinite_step"] is not None,
     }
 
@@ -65,8 +65,9 @@ def _score(runs: list[dict]) -> float:
     for r in runs:
         if r["diverged"] or not math.isfinite(r["final_loss"]):
             return math.inf
-        floor = scoring.FLOOR * abs(r["initial_loss"])
-        logs.append(math.log(max(r["final_loss"], floor) / abs(r["initial_loss"])))
+        initial = abs(r["initial_loss"])
+        ratio = scoring.floored_ratio(r["final_loss"], initial, scoring.FLOOR * initial)
+        logs.append(math.log(ratio))
     return math.fsum(logs) / len(logs)
 
 
@@ -89,6 +90,8 @@ def select_checkpoint(
     candidates = sorted((run / "thetas").glob("theta_*.msgpack"))
     if not candidates:
         raise ValueError(f"{run}/thetas holds no θ snapshots (meta-train with --snapshot-every)")
+    if not horizons or min(horizons) < 1:
+        raise ValueError(f"horizons must be positive step counts, got {tuple(horizons)}")
     tasks = selection_tasks() if tasks is None else tuple(tasks)
     for name in tasks:
         if name not in KINDS:
@@ -105,15 +108,15 @@ def select_checkpoint(
         if cand.name in done["candidates"]:
             continue
         runs = [_run(t, cand, n, seed) for n in horizons for t in tasks]
-        worst = max(r["spike_ratio"] for r in runs)
+        score, worst = _score(runs), max(r["spike_ratio"] for r in runs)
         eligible = all(not r["diverged"] for r in runs) and worst <= spike_limit
         done["candidates"][cand.name] = {
-            "score": _score(runs),
+            "score": score,
             "worst_spike": worst,
             "eligible": eligible,
             "runs": runs,
         }
-        log(f"{cand.name}: score {_score(runs):.3f}, worst spike {worst:.3g}, eligible {eligible}")
+        log(f"{cand.name}: score {score:.3f}, worst spike {worst:.3g}, eligible {eligible}")
         write_atomic(path, json.dumps(done, indent=1) + "\n")
     scored = done["candidates"]
     pool = [n for n, c in scored.items() if c["eligible"]] or list(scored)
@@ -127,17 +130,13 @@ def select_checkpoint(
 
 
 def add_arguments(parser) -> None:
-    def horizons(text: str) -> tuple[int, ...]:
-        values = tuple(int(x) for x in text.split(",") if x)
-        if not values or min(values) < 1:
-            raise ValueError(f"horizons must be positive step counts, got {text!r}")
-        return values
+    from hubopt.learned.meta.cli import _tuple_of
 
     parser.add_argument("run_dir", help="a meta-training run folder with thetas/")
-    parser.add_argument("--horizons", type=horizons, default=HORIZONS)
+    parser.add_argument("--horizons", type=_tuple_of(int), default=HORIZONS)
     parser.add_argument(
         "--tasks",
-        type=lambda t: tuple(x for x in t.split(",") if x),
+        type=_tuple_of(str),
         default=None,
         help="comma-separated held-out tasks (default: every one not on test data)",
     )
