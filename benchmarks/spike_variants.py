@@ -24,11 +24,9 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from hubopt._src.train_step import train_step
-from hubopt.bench import scoring
+from hubopt.bench import optimizers, runner, scoring
 from hubopt.learned import bundled
 from hubopt.learned.lopt import MLPLOpt
 from hubopt.tasks import lopt_heldout
@@ -63,20 +61,17 @@ def optimizer(variant: str, num_steps: int) -> optax.GradientTransformation:
 
 
 def run(task_name: str, variant: str, num_steps: int, seed: int = 0) -> dict:
+    """One variant on one task through the harness's training loop (`runner.train`),
+    every step's training loss kept."""
     task = lopt_heldout.make_task(task_name, "paper").with_budget(num_steps)
-    tx = optimizer(variant, num_steps)
-    key = jax.random.PRNGKey(seed)
-    body = train_step(task, tx, lambda step: jax.random.fold_in(jax.random.fold_in(key, 1), step))
-
-    @jax.jit
-    def go(params):
-        (params, _), losses = jax.lax.scan(body, (params, tx.init(params)), jnp.arange(num_steps))
-        return params, losses
-
-    params, losses = go(task.init(key))
-    losses = np.asarray(losses, np.float64)
-    spike = scoring.spike_ratio(range(num_steps), losses, losses[0], num_steps)
-    final = float(task.metrics_fn(params, "train")["loss"])
+    spec = {"name": "adam"} if variant == "adam_cosine" else {"name": "pretrained"}
+    built = optimizers.Built(tx=optimizer(variant, num_steps), label=variant, spec=spec)
+    out = runner.train(
+        task, built, num_steps=num_steps, seed=seed, max_points=num_steps, progress=False
+    )
+    losses = out["curve"]["loss"]
+    spike = scoring.spike_ratio(out["curve"]["step"], losses, losses[0], num_steps)
+    final = out["metrics"]["train"]["loss"]
     return {"task": task_name, "variant": variant, "final_train_loss": final, "spike": spike}
 
 
