@@ -10,6 +10,7 @@ import optax
 import pytest
 
 import hubopt
+from hubopt._src.flat_layout import BLOCK
 from hubopt.learned.lopt import MLPLOpt, MLPLOptState
 
 
@@ -153,13 +154,23 @@ def test_state_and_update_shapes():
     opt = lo.optimizer(lo.init(jax.random.key(0)), 20)
     state = opt.init(params)
     assert isinstance(state, MLPLOptState)
-    assert state.mom["w"].shape == (3, 6, 4)
+    # momenta and v̂ of all tensors in one FlatLayout: b (4 entries), s (1) and w (24),
+    # in leaf order, take a block of BLOCK entries each
+    assert state.mom.shape == (3, 3, BLOCK) and state.nu.shape == (3, BLOCK)
     assert state.fac_row["w"].shape == (6,) and state.fac_col["w"].shape == (4,)
     assert state.fac_row["b"].shape == (4,)
     _, ups, state = _run(opt, params, 2)
     for k, v in params.items():
         assert ups[-1][k].shape == v.shape and ups[-1][k].dtype == v.dtype
     assert int(state.count) == 2
+    # v̂ in the layout is the EMA of g² of each tensor, zero in the padding
+    flat_nu = np.asarray(state.nu)
+    for block, size in enumerate((4, 1, 24)):
+        assert np.all(flat_nu[block, :size] > 0) and np.all(flat_nu[block, size:] == 0)
+    # a state made for other params is refused by name
+    other = {"w": params["w"], "b": params["b"], "s": params["s"], "t": params["w"]}
+    with pytest.raises(ValueError, match="state was made by init for other params"):
+        opt.update(other, state, other, value=jnp.float32(1.0))
 
 
 @pytest.mark.parametrize("zero", [True, False], ids=["theta0", "init"])

@@ -43,8 +43,8 @@ def test_the_sharded_update_gathers_no_tensor(results, member):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the bundled optimizer runs its MLP once over all tensors' entries concatenated "
-    "(one copy of the MLP in the program); concatenating sharded tensors gathers each",
+    reason="the bundled optimizer lays all tensors out end to end in one FlatLayout (one "
+    "copy of its update in the program); laying out sharded tensors gathers each",
 )
 def test_the_bundled_optimizers_sharded_update_gathers_no_tensor(results):
     assert results["small"]["all_gathers"] == []

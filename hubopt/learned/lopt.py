@@ -31,7 +31,8 @@ rescaling the loss or the parameters leaves them unchanged:
 plus three features shared by all entries: training progress t/T and (t/T)²,
 and the relative change of the loss, tanh((L − L̄)/|L̄|), L̄ an EMA of `value`.
 
-State: 3 momenta + v̂ + factored rows/cols per tensor (about 4 floats per entry).
+State: 3 momenta + v̂ (about 4 floats per entry, kept for all tensors in one
+`FlatLayout`) + factored rows/cols per tensor.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import jax.numpy as jnp
 import optax
 
 from hubopt._src.budget import warn_once_past_budget
+from hubopt._src.flat_layout import BLOCK, FlatLayout
 from hubopt._src.input_checks import check_gradients, scalar_loss
 from hubopt._src.missing_args import missing_argument
 from hubopt.learned import _features as F
@@ -60,31 +62,25 @@ GEN_ID_RELATIVE = "hubopt_mlp_lopt_relative"  # u = a + c_d·min(1, rms(a))·tan
 class MLPLOptState(NamedTuple):
     """State of `MLPLOpt.optimizer`.
 
-    count: steps taken (int32). mom: per tensor, (K, *shape) momenta.
-    nu: per tensor, EMA of g². fac_row / fac_col: Adafactor rows and columns
-    (for tensors below 2 dims, fac_row is the EMA of g² and fac_col is empty).
-    loss_ema: EMA of the loss `value` (float32 scalar).
+    count: steps taken (int32). mom: (K, num_blocks, BLOCK), the K momenta of all
+    tensors of size > 0 in their `FlatLayout` (in the params' leaf order, each padded
+    with zeros to whole blocks); nu: (num_blocks, BLOCK), the EMA of g², laid out the
+    same. fac_row / fac_col: per tensor, Adafactor rows and columns (for tensors below
+    2 dims, fac_row is the EMA of g² and fac_col is empty). loss_ema: EMA of the loss
+    `value` (float32 scalar).
     """
 
     count: jax.Array
-    mom: Any
-    nu: Any
+    mom: jax.Array
+    nu: jax.Array
     fac_row: Any
     fac_col: Any
     loss_ema: jax.Array
 
 
-class _Leaf(NamedTuple):
-    """One tensor inside an update: new statistics; features, anchor and scale (None for
-    a zero-size tensor)."""
-
-    mom: jax.Array
-    nu: jax.Array
-    row: jax.Array
-    col: jax.Array
-    feats: list | None
-    anchor: jax.Array | None
-    scale: jax.Array | None
+def _layout(leaves) -> FlatLayout:
+    """The `FlatLayout` of the tensors of size > 0 among `leaves` (in their order)."""
+    return FlatLayout.of([jnp.shape(x) for x in leaves if jnp.size(x) > 0])
 
 
 def _mlp_apply(theta: dict, feats_F: list[jax.Array], global_G: jax.Array) -> list[jax.Array]:
@@ -238,10 +234,11 @@ class MLPLOpt:
                 raise ValueError("MLPLOpt.init needs the params tree")
             fac = jax.tree_util.tree_map(F.factored_init, params)
             is_fac = lambda x: isinstance(x, F.Factored)  # noqa: E731
+            layout = _layout(leaves)
             return MLPLOptState(
                 count=jnp.zeros((), jnp.int32),
-                mom=jax.tree_util.tree_map(lambda p: F.ema_init(p, decays), params),
-                nu=jax.tree_util.tree_map(lambda p: jnp.zeros(p.shape, jnp.float32), params),
+                mom=jnp.zeros((decays.shape[0], layout.num_blocks, BLOCK), jnp.float32),
+                nu=jnp.zeros((layout.num_blocks, BLOCK), jnp.float32),
                 fac_row=jax.tree_util.tree_map(lambda f: f.row, fac, is_leaf=is_fac),
                 fac_col=jax.tree_util.tree_map(lambda f: f.col, fac, is_leaf=is_fac),
                 loss_ema=jnp.zeros((), jnp.float32),
@@ -268,86 +265,95 @@ class MLPLOpt:
 
             tree_def = jax.tree_util.tree_structure(updates)
             flat = lambda t: tree_def.flatten_up_to(t)  # noqa: E731
-            leaves = [
-                cfg._leaf_statistics(decays, count, *args)
-                for args in zip(
-                    flat(updates),
-                    flat(params),
-                    flat(state.mom),
-                    flat(state.nu),
-                    flat(state.fac_row),
-                    flat(state.fac_col),
-                    strict=True,
+            grads = flat(updates)
+            layout = _layout(grads)
+            if state.nu.shape != (layout.num_blocks, BLOCK):
+                raise ValueError(
+                    f"{name}: its state holds {state.nu.shape[0]} blocks of {BLOCK} entries, "
+                    f"these gradients need {layout.num_blocks}: the state was made by init "
+                    "for other params"
                 )
+            facs = [
+                F.factored_update(F.Factored(row, col), g, cfg.second_decay)
+                for g, row, col in zip(grads, flat(state.fac_row), flat(state.fac_col), strict=True)
             ]
-            steps = cfg._steps(theta, global_feats, flat(updates), leaves)
+            steps = [jnp.zeros_like(g) for g in grads]
+            mom, nu = state.mom, state.nu
+            live = [i for i, g in enumerate(grads) if g.size > 0]
+            if live:
+                pick = lambda xs: [xs[i] for i in live]  # noqa: E731
+                live_steps, mom, nu = cfg._update_live(
+                    layout,
+                    theta,
+                    global_feats,
+                    decays,
+                    count,
+                    pick(grads),
+                    pick(flat(params)),
+                    mom,
+                    nu,
+                    pick(facs),
+                )
+                for i, step in zip(live, live_steps, strict=True):
+                    steps[i] = step.astype(grads[i].dtype)
             unflat = lambda xs: tree_def.unflatten(list(xs))  # noqa: E731
             new_state = MLPLOptState(
                 count=count,
-                mom=unflat(leaf.mom for leaf in leaves),
-                nu=unflat(leaf.nu for leaf in leaves),
-                fac_row=unflat(leaf.row for leaf in leaves),
-                fac_col=unflat(leaf.col for leaf in leaves),
+                mom=mom,
+                nu=nu,
+                fac_row=unflat(f.row for f in facs),
+                fac_col=unflat(f.col for f in facs),
                 loss_ema=new_loss_ema,
             )
             return unflat(steps), new_state
 
         return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
-    def _leaf_statistics(self, decays, count, g, p, mom, nu, row, col) -> _Leaf:
-        """One tensor's new statistics, and its MLP features, anchor and scale."""
-        g32 = g.astype(jnp.float32)
-        p32 = p.astype(jnp.float32)
-        mom = F.ema_update(mom, g32, decays)
-        nu = self.second_decay * nu + (1.0 - self.second_decay) * jnp.square(g32)
-        fac = F.factored_update(F.Factored(row, col), g32, self.second_decay)
-        if g.size == 0:
-            return _Leaf(mom, nu, fac.row, fac.col, None, None, None)
+    def _update_live(
+        self, layout, theta, global_feats, decays, count, grads, params, mom, nu, facs
+    ):
+        """The steps of the tensors of size > 0, and the new momenta and second moment.
 
-        m_hat_K = mom / F.bias_correction(decays, count).reshape((-1,) + (1,) * g.ndim)
+        Computed on all tensors at once in their `FlatLayout` (per-tensor means as block
+        sums plus a segment sum): one copy of the update in the program, not one per
+        tensor, so compiling costs about the same for 8 tensors or 800. Padding entries
+        have g = p = m = v = 0, so every feature, the anchor and the step are 0 there.
+        """
+        g = layout.flatten(grads)
+        p = layout.flatten(params)
+        mom = F.ema_update(mom, g, decays)
+        nu = self.second_decay * nu + (1.0 - self.second_decay) * jnp.square(g)
+
+        m_hat_K = mom / F.bias_correction(decays, count)[:, None, None]
         v_bc = F.bias_correction(self.second_decay, count)
         denom = jnp.sqrt(nu / v_bc) + self.eps
         anchor = m_hat_K[self.anchor_index] / denom
-
-        fac_v = F.factored_second_moment(fac, g.ndim) / v_bc
-        fac_rs = jax.lax.rsqrt(fac_v + self.eps**2)
-        p_rms = F.tensor_rms(p32)
+        fac_v = layout.flatten(
+            [F.factored_second_moment(f, x.ndim) for f, x in zip(facs, grads, strict=True)]
+        )
+        fac_rs = jax.lax.rsqrt(fac_v / v_bc + self.eps**2)
+        p_rms = jnp.sqrt(layout.tensor_mean(jnp.square(p)))
         tensor_feats = [
-            jnp.clip(g32 / denom, -5.0, 5.0),
+            jnp.clip(g / denom, -5.0, 5.0),
             *(m_hat_K[k] / denom for k in range(len(self.momentum_decays))),
-            jnp.clip(g32 * fac_rs, -5.0, 5.0),
+            jnp.clip(g * fac_rs, -5.0, 5.0),
             m_hat_K[self.anchor_index] * fac_rs,
-            p32 / jnp.maximum(p_rms, 1e-30),
+            p / jnp.maximum(layout.per_entry(p_rms), 1e-30),
         ]
-        feats = [F.tensor_normalize(f) for f in tensor_feats]
-        scale = jnp.maximum(p_rms, self.rms_floor)
-        return _Leaf(mom, nu, fac.row, fac.col, feats, anchor, scale)
-
-    def _steps(self, theta, global_feats, grads, leaves) -> list[jax.Array]:
-        """Every tensor's update. The per-entry MLP runs once over all tensors' entries
-        (their features concatenated): one copy of it in the program, not one per tensor,
-        so compiling costs the same for 8 tensors or 800."""
-        live = [i for i, leaf in enumerate(leaves) if leaf.feats is not None]
-        steps = [jnp.zeros_like(g) for g in grads]
-        if not live:
-            return steps
-        num_feats = len(leaves[live[0]].feats)
+        # each feature normalised to unit RMS over its tensor (F.tensor_normalize)
         feats = [
-            jnp.concatenate([jnp.ravel(leaves[i].feats[f]) for i in live]) for f in range(num_feats)
+            f * layout.per_entry(jax.lax.rsqrt(layout.tensor_mean(jnp.square(f)) + 1e-12))
+            for f in tensor_feats
         ]
-        d_all, s_all = _mlp_apply(theta, feats, global_feats)
-        offset = 0
-        for i in live:
-            g, leaf = grads[i], leaves[i]
-            d = d_all[offset : offset + g.size].reshape(g.shape)
-            s = s_all[offset : offset + g.size].reshape(g.shape)
-            offset += g.size
-            correction = self.dir_bound * jnp.tanh(d)
-            if self.relative_correction:
-                correction = correction * jnp.minimum(1.0, F.tensor_rms(leaf.anchor))
-            direction = leaf.anchor + correction
-            ts = jnp.tanh(s)
-            log_mag = jnp.where(ts >= 0, self.log_mag_up * ts, self.log_mag_down * ts)
-            step = -self.step_mult * leaf.scale * jnp.exp(log_mag) * direction
-            steps[i] = step.astype(g.dtype)
-        return steps
+        d, s = _mlp_apply(theta, feats, global_feats)
+
+        correction = self.dir_bound * jnp.tanh(d)
+        if self.relative_correction:
+            anchor_rms = jnp.sqrt(layout.tensor_mean(jnp.square(anchor)))
+            correction = correction * layout.per_entry(jnp.minimum(1.0, anchor_rms))
+        direction = anchor + correction
+        ts = jnp.tanh(s)
+        log_mag = jnp.where(ts >= 0, self.log_mag_up * ts, self.log_mag_down * ts)
+        scale = layout.per_entry(jnp.maximum(p_rms, self.rms_floor))
+        step = -self.step_mult * scale * jnp.exp(log_mag) * direction
+        return layout.unflatten(step), mom, nu

@@ -1,0 +1,116 @@
+r"""All tensors of a parameter tree in one blocked buffer, with per-tensor reductions.
+
+A per-parameter optimizer written tensor by tensor makes XLA emit a few fused kernels
+per tensor for every per-tensor reduction and elementwise expression, and on CPU each
+kernel is compiled on its own (about 10 ms): compile time grows with the number of
+tensors. `FlatLayout` lays the tensors end to end in one (num_blocks, BLOCK) array,
+each tensor padded with zeros to whole blocks, so that the elementwise work is one
+program over all entries and a per-tensor reduction is
+
+    Σ_{x ∈ tensor i} x = Σ_{b : owner(b) = i} Σ_j x[b, j]
+
+a sum over each block's row followed by a segment sum over the (few) blocks: no
+gather or scatter over the entries themselves. Padding entries hold zeros; a
+computation over the buffer must keep them out of sums or keep them zero (a zero
+gradient, parameter and statistic make every feature of `MLPLOpt` zero there).
+
+The layout depends on the shapes only: it is built at trace time, and its index
+arrays are program constants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+BLOCK = 128  # entries per block: a tensor wastes < BLOCK entries of padding
+
+
+@dataclasses.dataclass(frozen=True)
+class FlatLayout:
+    """Where each tensor of a list of shapes lives in a (num_blocks, BLOCK) buffer.
+
+    Attributes:
+      shapes: the tensors' shapes (all of size > 0).
+      offsets: the first block of each tensor.
+      num_blocks: the buffer's rows.
+      block_owner: (num_blocks,) int32, the tensor each block belongs to.
+    """
+
+    shapes: tuple[tuple[int, ...], ...]
+    offsets: tuple[int, ...]
+    num_blocks: int
+    block_owner: np.ndarray = dataclasses.field(compare=False, repr=False)
+
+    @classmethod
+    def of(cls, shapes: Sequence[Sequence[int]]) -> FlatLayout:
+        shapes = tuple(tuple(int(d) for d in s) for s in shapes)
+        if any(math.prod(s) == 0 for s in shapes):
+            raise ValueError(f"FlatLayout holds tensors of size > 0 only, got shapes {shapes}")
+        blocks = [-(-math.prod(s) // BLOCK) for s in shapes]
+        offsets = tuple(int(o) for o in np.cumsum([0, *blocks])[:-1])
+        owner = np.repeat(np.arange(len(shapes), dtype=np.int32), blocks)
+        return cls(shapes, offsets, int(sum(blocks)), owner)
+
+    @property
+    def num_tensors(self) -> int:
+        return len(self.shapes)
+
+    def sizes(self) -> np.ndarray:
+        """(num_tensors,) float32: the tensors' entry counts (padding excluded)."""
+        return np.array([math.prod(s) for s in self.shapes], np.float32)
+
+    def flatten(self, tensors: Sequence[jax.Array], lead: int = 0) -> jax.Array:
+        """The tensors (each of shape lead_dims + shape) as one (*lead_dims, num_blocks,
+        BLOCK) float32 buffer, zero-padded."""
+        lead_dims = tuple(tensors[0].shape[:lead]) if tensors else ()
+        blocks = []
+        for x, shape in zip(tensors, self.shapes, strict=True):
+            if tuple(x.shape) != (*lead_dims, *shape):
+                raise ValueError(
+                    f"FlatLayout.flatten: a tensor of shape {x.shape} where "
+                    f"{lead_dims} + {shape} was laid out"
+                )
+            x = jnp.reshape(x.astype(jnp.float32), (*lead_dims, -1))
+            pad = -x.shape[-1] % BLOCK
+            if pad:
+                x = jnp.concatenate([x, jnp.zeros((*lead_dims, pad), jnp.float32)], axis=-1)
+            blocks.append(x.reshape(*lead_dims, -1, BLOCK))
+        # joined along the block axis: a consumer that XLA fuses the joining into picks
+        # its operand once per row of BLOCK entries (joined as one long vector and then
+        # reshaped, the choice is made entry by entry: several times slower on CPU)
+        return jnp.concatenate(blocks, axis=-2)
+
+    def unflatten(self, flat: jax.Array, lead: int = 0) -> list[jax.Array]:
+        """The inverse of `flatten`: each tensor's entries, in its shape."""
+        lead_dims = flat.shape[:lead]
+        rows = flat.reshape(*lead_dims, self.num_blocks * BLOCK)
+        out = []
+        for shape, first_block in zip(self.shapes, self.offsets, strict=True):
+            start = first_block * BLOCK
+            x = rows[..., start : start + math.prod(shape)]
+            out.append(x.reshape(*lead_dims, *shape))
+        return out
+
+    def tensor_sum(self, flat: jax.Array) -> jax.Array:
+        """Σ over each tensor's entries: (*lead, num_blocks, BLOCK) → (*lead, num_tensors)."""
+        block_sums = jnp.sum(flat, axis=-1)  # (*lead, num_blocks)
+        moved = jnp.moveaxis(block_sums, -1, 0)
+        sums = jax.ops.segment_sum(
+            moved, self.block_owner, self.num_tensors, indices_are_sorted=True
+        )
+        return jnp.moveaxis(sums, 0, -1)
+
+    def tensor_mean(self, flat: jax.Array) -> jax.Array:
+        """The mean over each tensor's entries (padding excluded): (*lead, num_tensors)."""
+        sums = self.tensor_sum(flat)
+        return sums / jnp.broadcast_to(self.sizes(), sums.shape)
+
+    def per_entry(self, per_tensor: jax.Array) -> jax.Array:
+        """A per-tensor value (*lead, num_tensors) broadcast to (*lead, num_blocks, 1)."""
+        return jnp.take(per_tensor, self.block_owner, axis=-1)[..., None]
