@@ -6,6 +6,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from os_limits import read_only, run_python
 
 from hubopt.tasks.data import cache
 
@@ -222,3 +223,47 @@ def test_recipes_and_kinds_are_checked(cache_dir):
     assert cache.recipe_hash({"a": 1, "b": [1, 2]}) == cache.recipe_hash({"b": (1, 2), "a": 1})
     with pytest.raises(TypeError, match="dict of arrays"):
         cache.cached_arrays("toy", RECIPE, lambda: [np.zeros(2)])
+
+
+# ------------------------------------------------ a cache that cannot take a new file
+
+
+def test_a_read_only_cache_serves_its_entries_and_refuses_new_ones(cache_dir):
+    build = CountingBuild()
+    cache.cached_arrays("toy", RECIPE, build)
+    other = {**RECIPE, "seed": 4}
+    with read_only(cache_dir):
+        assert_same_arrays(cache.cached_arrays("toy", RECIPE, build), sample_arrays())
+        with pytest.raises(cache.CacheDirError, match="HUBOPT_CACHE") as raised:
+            cache.cached_arrays("toy", other, build)
+        with pytest.raises(cache.CacheDirError):  # a new kind: its folder cannot be made
+            cache.cached_arrays("toy2", RECIPE, build)
+    assert str(cache_dir / "toy") in str(raised.value)
+    assert build.calls == 1  # refused before the (slow) build
+    assert sorted(p.name for p in (cache_dir / "toy").iterdir()) == sorted(
+        p.name for p in cache.entry_paths("toy", RECIPE)
+    )
+
+
+def test_a_full_disk_while_writing_keeps_the_old_entries_and_leaves_no_partial_one(cache_dir):
+    cache.cached_arrays("toy", RECIPE, CountingBuild())
+    before = {p.name: p.read_bytes() for p in (cache_dir / "toy").iterdir()}
+    code = f"""
+import json
+import numpy as np
+from hubopt.tasks.data import cache
+try:  # 4 MB of arrays, files limited to 64 kB: the write fails part way
+    cache.cached_arrays("toy", {{**{RECIPE!r}, "seed": 5}},
+                        lambda: {{"big": np.arange(1 << 20, dtype=np.float32)}})
+    print(json.dumps({{"error": None}}))
+except cache.CacheDirError as e:
+    print(json.dumps({{"error": str(e)}}))
+"""
+    out = run_python(code, max_file_bytes=1 << 16, env={cache.CACHE_ENV_VAR: str(cache_dir)})
+    assert out["error"] is not None and "HUBOPT_CACHE" in out["error"]
+    assert str(cache_dir / "toy") in out["error"]
+    after = {p.name: p.read_bytes() for p in (cache_dir / "toy").iterdir()}
+    assert after == before  # no partial .npz, no temporary file, the old entry intact
+    build = CountingBuild()
+    cache.cached_arrays("toy", RECIPE, build)
+    assert build.calls == 0

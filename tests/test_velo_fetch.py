@@ -10,6 +10,7 @@ import time
 import jax
 import numpy as np
 import pytest
+from os_limits import read_only, run_python
 
 from hubopt.learned import velo_cli, velo_fetch
 from hubopt.learned.velo_checkpoint import save_velo_theta
@@ -219,3 +220,43 @@ def test_cli_download(tmp_path, server, payload, monkeypatch, capsys):
     )
     assert rc == 1 and "HTTP 404" in capsys.readouterr().err
     assert _cli([]) == 2
+
+
+# ------------------------------------------------ a cache that cannot take the file
+
+
+def test_a_read_only_cache_serves_its_checkpoint_and_refuses_a_download(tmp_path, server, payload):
+    base, hits = server
+    path = fetch_velo(tmp_path, f"{base}/good", expected_size=len(payload), progress=False)
+    asked = hits["/good"]
+    with read_only(tmp_path):
+        assert fetch_velo(tmp_path, f"{base}/good", expected_size=len(payload)) == path
+        with pytest.raises(VeloDownloadError, match="cannot take the VeLO checkpoint") as raised:
+            fetch_velo(tmp_path, f"{base}/good", expected_size=len(payload), force=True)
+    assert hits["/good"] == asked  # refused before asking the server
+    message = str(raised.value)
+    assert str(path.parent) in message and "--cache-dir" in message and "HUBOPT_CACHE" in message
+    assert _files(tmp_path) == ["params", "params.sha256"]
+    verify_cached(path)
+
+
+def test_a_full_disk_during_the_download_says_so_and_keeps_the_old_file(tmp_path, server, payload):
+    base, _ = server
+    path = fetch_velo(tmp_path, f"{base}/good", expected_size=len(payload), progress=False)
+    code = f"""
+import json
+from hubopt.learned.velo_fetch import VeloDownloadError, fetch_velo
+try:
+    fetch_velo({str(tmp_path)!r}, {base + "/good"!r}, expected_size={len(payload)},
+               force=True, progress=False)
+    print(json.dumps({{"error": None}}))
+except VeloDownloadError as e:
+    print(json.dumps({{"error": str(e)}}))
+"""
+    out = run_python(code, max_file_bytes=len(payload) // 3)
+    assert out["error"] is not None
+    assert "cannot take the VeLO checkpoint" in out["error"]
+    assert "untouched" in out["error"] and "internet access" not in out["error"]
+    assert _files(tmp_path) == ["params", "params.sha256"]  # no .part left behind
+    assert path.read_bytes() == payload
+    verify_cached(path)

@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 
 from hubopt._src.atomic_write import write_atomic
+from hubopt._src.cache_dir import CACHE_ENV_VAR, cache_root
 from hubopt._src.file_hash import file_sha256
 
 __all__ = [
@@ -48,14 +49,26 @@ class VeloDownloadError(RuntimeError):
     """The VeLO checkpoint could not be downloaded or installed into the cache."""
 
 
+class _CacheWriteError(Exception):
+    """Writing into the cache failed (a full disk, a read-only folder): not the network."""
+
+
+def _unwritable(folder: Path, error: OSError, untouched: bool = True) -> VeloDownloadError:
+    return VeloDownloadError(
+        f"the cache folder {folder} cannot take the VeLO checkpoint ({error}): free space "
+        f"there, or choose a writable folder (hubopt velo download --cache-dir DIR, or the "
+        f"{CACHE_ENV_VAR} environment variable)."
+        + (" A checkpoint cached before is untouched." if untouched else "")
+    )
+
+
 def velo_cache_path(cache_dir: str | os.PathLike | None = None) -> Path:
     """Where the checkpoint lives: ``<cache>/velo/params``.
 
     ``<cache>`` is ``cache_dir``, else ``$HUBOPT_CACHE``, else ``~/.cache/hubopt``.
     """
-    if cache_dir is None:
-        cache_dir = os.environ.get("HUBOPT_CACHE") or Path.home() / ".cache" / "hubopt"
-    return Path(cache_dir).expanduser() / "velo" / "params"
+    root = cache_root() if cache_dir is None else Path(cache_dir).expanduser()
+    return root / "velo" / "params"
 
 
 def _sha_path(path: Path) -> Path:
@@ -141,11 +154,17 @@ def _download_to(url: str, tmp: Path, expected_size: int, timeout: float, progre
                 got += len(block)
                 if got > expected_size:
                     raise VeloDownloadError(f"{url} sent more than {expected_size:,} bytes")
-                f.write(block)
+                try:
+                    f.write(block)
+                except OSError as e:
+                    raise _CacheWriteError(str(e)) from e
                 h.update(block)
                 bar.update(len(block))
-            f.flush()
-            os.fsync(f.fileno())
+            try:
+                f.flush()
+                os.fsync(f.fileno())
+            except OSError as e:
+                raise _CacheWriteError(str(e)) from e
     if got != expected_size:
         raise VeloDownloadError(
             f"download incomplete: got {got:,} of {expected_size:,} bytes from {url}"
@@ -180,13 +199,18 @@ def fetch_velo(
             return dest
         except VeloDownloadError:
             pass  # corrupt or unrecorded: download afresh (the old file stays until success)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    os.close(fd)
+    try:  # before contacting the server: a folder that cannot take the file fails now
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+        os.close(fd)
+    except OSError as e:
+        raise _unwritable(dest.parent, e) from None
     tmp = Path(tmp_name)
     try:
         try:
             digest = _download_to(url, tmp, int(expected_size), float(timeout), progress)
+        except _CacheWriteError as e:
+            raise _unwritable(dest.parent, e.__cause__) from None
         except urllib.error.HTTPError as e:
             raise VeloDownloadError(_offline_help(url, dest, f"HTTP {e.code} {e.reason}")) from None
         except TimeoutError:
@@ -207,8 +231,14 @@ def fetch_velo(
             raise VeloDownloadError(
                 f"the file from {url} has the right size but is not a VeLO checkpoint: {e}"
             ) from None
-        os.replace(tmp, dest)
+        try:
+            # the checksum first: a file without its record is downloaded again, a
+            # record without its file (or beside the old one) is never trusted
+            _sha_path(dest).unlink(missing_ok=True)
+            os.replace(tmp, dest)
+            write_atomic(_sha_path(dest), f"{digest}  {dest.name}\n")
+        except OSError as e:  # the old file may be replaced, but it has no record now
+            raise _unwritable(dest.parent, e, untouched=False) from None
     finally:
         tmp.unlink(missing_ok=True)
-    write_atomic(_sha_path(dest), f"{digest}  {dest.name}\n")
     return dest

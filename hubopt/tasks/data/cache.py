@@ -23,9 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping
@@ -35,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from hubopt._src.atomic_write import write_atomic
+from hubopt._src.cache_dir import CACHE_ENV_VAR, cache_root, probe_writable
 
 __all__ = [
     "CACHE_ENV_VAR",
@@ -46,7 +45,6 @@ __all__ = [
     "recipe_hash",
 ]
 
-CACHE_ENV_VAR = "HUBOPT_CACHE"
 ENTRY_FORMAT = 1
 """The layout of the .json/.npz pair; a change makes older entries stale."""
 
@@ -64,13 +62,6 @@ class CacheRebuildWarning(UserWarning):
 
 class _UnusableEntry(Exception):
     """Why an existing cache entry cannot be used."""
-
-
-def cache_root() -> Path:
-    """The cache root: `$HUBOPT_CACHE` if set and non-empty, else `~/.cache/hubopt`."""
-    configured = os.environ.get(CACHE_ENV_VAR)
-    root = Path(configured) if configured else Path("~/.cache/hubopt")
-    return root.expanduser()
 
 
 def canonical_json(recipe: Mapping[str, Any]) -> str:
@@ -216,9 +207,7 @@ def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
 def _check_writable(directory: Path) -> None:
     """Creates `directory` and writes a probe file in it; `CacheDirError` if that fails."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory, prefix=".probe."):
-            pass
+        probe_writable(directory)
     except OSError as error:
         raise _dir_error(directory, error) from error
 
