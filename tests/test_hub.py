@@ -261,6 +261,14 @@ def test_sigma_histogram_matches_numpy(clip):
         assert int(np.sum(got)) == np.size(g)
     # a one-entry tensor's σ = 1 lands in the last (closed) bin
     assert int(counts["scalar"][-1]) == 1
+    # every tensor's entries are counted in its own bins (one bincount for all tensors):
+    # an empty tensor gets zeros and its neighbours keep their counts
+    with_empty = hubopt.sigma_histogram(
+        {"a": grads["big"], "b": jnp.zeros((0, 3)), "c": grads["big"]}, clip=clip
+    )
+    np.testing.assert_array_equal(with_empty["a"], counts["big"])
+    np.testing.assert_array_equal(with_empty["c"], counts["big"])
+    assert with_empty["b"].shape == counts["big"].shape and int(np.sum(with_empty["b"])) == 0
     with pytest.raises(ValueError, match="B <= A"):
         hubopt.sigma_histogram(grads, clip=(0.5, 0.1))
 
