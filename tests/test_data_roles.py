@@ -50,3 +50,23 @@ def test_no_row_of_other_roles_reaches_the_default_meta_training_run():
         other = next(t for t in td.ALL_TASKS if t.dataset == source)
         rows = _rows(other.base_data().values())
         assert rows and not rows & seen, source
+
+
+def test_every_test_data_set_gives_its_tasks_a_test_split():
+    """Test data is split into valid (choices) and test (reported numbers); a test data
+    set without `n_valid` is refused by name rather than left without a test split."""
+    from hubopt.tasks import lopt_heldout
+
+    test_sets = [name for name, (role, _) in td.DATA_ROLES.items() if role == "test"]
+    assert test_sets and all(td.DATASETS[name].n_valid for name in test_sets)
+    for name in lopt_heldout.TEST_NAMES:
+        task = lopt_heldout.make_task(name, "tiny")
+        assert task.splits == ("train", "valid", "test"), name
+
+
+def test_a_test_data_set_without_n_valid_is_refused(monkeypatch):
+    from hubopt.tasks import lopt_heldout
+
+    monkeypatch.setitem(td.DATASETS, "wine", td.DATASETS["wine"]._replace(n_valid=None))
+    with pytest.raises(ValueError, match="wine is test data but its DataSet declares no n_valid"):
+        lopt_heldout.make_task("wine_mlp16tanhb16", "tiny")

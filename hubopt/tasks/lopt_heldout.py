@@ -152,7 +152,12 @@ def _split_data(meta: td.MetaTask) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         d = meta.base_data()
         out = {"train": (d["x_tr"], d["y_tr"])}
         n_valid = td.DATASETS[meta.dataset].n_valid
-        if td.data_role(meta) != "test" or n_valid is None:
+        if td.data_role(meta) == "test" and n_valid is None:
+            raise ValueError(
+                f"{meta.dataset} is test data but its DataSet declares no n_valid: its "
+                "held-out rows cannot be split into a valid and a test split"
+            )
+        if td.data_role(meta) != "test":
             # meta-training's held-out term read these, or θ checkpoints are chosen on
             # this data set: valid at best
             out["valid"] = (d["x_te"], d["y_te"])
