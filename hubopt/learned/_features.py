@@ -4,11 +4,9 @@ Small pure helpers, one tensor at a time, that `MLPLOpt` (and any other
 per-parameter learned optimizer) builds its inputs from:
 
     momenta      m_k ← β_k m_k + (1 − β_k) g          for K decays at once (vmapped)
-    second mom.  v   ← β_v v + (1 − β_v) g²
     factored     r   ← β_v r + (1 − β_v) mean_cols(g²)     (Adafactor, ndim ≥ 2)
                  c   ← β_v c + (1 − β_v) mean_rows(g²)
                  v̂_fac = r ⊗ c / mean(r)
-    normalise    x / sqrt(mean(x²) + ε)                over one tensor
 
 Bias correction divides an EMA of decay β after t updates by 1 − β^t.
 """
@@ -19,11 +17,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-
-
-def ema_init(p: jax.Array, decays: jax.Array) -> jax.Array:
-    """Zeros of shape (K, *p.shape): one accumulator per decay."""
-    return jnp.zeros((decays.shape[0], *p.shape), jnp.float32)
 
 
 def ema_update(acc_K: jax.Array, x: jax.Array, decays: jax.Array) -> jax.Array:
@@ -74,15 +67,3 @@ def factored_second_moment(f: Factored, ndim: int) -> jax.Array:
     row_mean = jnp.mean(f.row, axis=-1, keepdims=True)
     r = f.row / jnp.maximum(row_mean, 1e-30)
     return r[..., :, None] * f.col[..., None, :]
-
-
-def tensor_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-    """x / sqrt(mean(x²) + ε) over the whole tensor (scale-invariant to x)."""
-    return x * jax.lax.rsqrt(jnp.mean(jnp.square(x)) + eps)
-
-
-def tensor_rms(x: jax.Array) -> jax.Array:
-    """sqrt(mean(x²)) over the whole tensor, float32 scalar (0 for empty)."""
-    if x.size == 0:
-        return jnp.zeros((), jnp.float32)
-    return jnp.sqrt(jnp.mean(jnp.square(x.astype(jnp.float32))))

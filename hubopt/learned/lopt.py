@@ -340,7 +340,7 @@ class MLPLOpt:
             m_hat_K[self.anchor_index] * fac_rs,
             p / jnp.maximum(layout.per_entry(p_rms), 1e-30),
         ]
-        # each feature normalised to unit RMS over its tensor (F.tensor_normalize)
+        # each feature normalised to unit RMS over its tensor: f / sqrt(mean(f²) + 1e-12)
         feats = [
             f * layout.per_entry(jax.lax.rsqrt(layout.tensor_mean(jnp.square(f)) + 1e-12))
             for f in tensor_feats
