@@ -7,12 +7,13 @@ import math
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
 from hubopt.bench import cli, optimizers, records, report, runner, sweep
-from hubopt.tasks import get_task, nonconvex
+from hubopt.tasks import Task, get_task, nonconvex
 
 STEPS = 40
 TASK = nonconvex.make_task(dim=10, num_steps=STEPS)
@@ -86,6 +87,39 @@ def test_runner_refuses_to_clobber_and_reuses_identical_runs(adam_record, tmp_pa
         )
     assert path.read_bytes() == before
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_runs_of_one_task_share_its_initial_params_and_compiled_evaluations(tmp_path):
+    """A sweep runs every optimizer of a task and seed one after another: the task's params
+    are initialised once per seed and its evaluations compiled once, not once per run."""
+    inits, traces = [], []
+
+    def init(key):
+        inits.append(key)
+        return {"w": jax.random.normal(key, (3,))}
+
+    def loss(p, batch=None):
+        return jnp.sum(p["w"] ** 2)
+
+    def metrics(p, split):
+        traces.append(split)
+        return {"loss": loss(p) + {"train": 0.0, "valid": 1.0, "test": 2.0}[split]}
+
+    task = Task("toy_shared", init, loss, 6, metrics_fn=metrics)
+    paths = [
+        runner.train_and_record(task, spec, seed=seed, out_dir=tmp_path, log=lambda *_: None)
+        for spec, seed in ((ADAM, 0), (STAND_IN["optimizer"], 0), (ADAM, 1))
+    ]
+    assert len(inits) == 2  # seeds 0 and 1
+    assert sorted(traces) == ["test", "valid"]  # every run's evaluations, one program each
+    recs = [records.read(p) for p in paths]
+    for rec in recs:  # the metrics are still each run's own
+        w_loss = rec["metrics"]["test"]["loss"] - 2.0
+        assert rec["metrics"]["valid"]["loss"] == pytest.approx(w_loss + 1.0)
+        assert rec["eval"]["loss"][-1] == pytest.approx(rec["metrics"]["valid"]["loss"])
+    assert recs[0]["eval"]["loss"][0] == recs[1]["eval"]["loss"][0]  # same start
+    assert recs[0]["eval"]["loss"][0] != recs[2]["eval"]["loss"][0]  # another seed's
+    assert recs[0]["metrics"] != recs[1]["metrics"]
 
 
 def test_runner_bad_input():

@@ -257,6 +257,26 @@ def test_evaluate_reads_the_split_asked_for_and_defaults_to_test():
         missing.evaluate(params)
 
 
+def test_jitted_is_made_once_per_task_and_key():
+    traces = []
+
+    def metrics(p, split):
+        traces.append(split)  # runs once per trace
+        return _metrics(p, split)
+
+    task = Task("toy_quadratic", _init, _loss, 5, metrics_fn=metrics)
+    params = _init(None)
+    for _ in range(3):
+        task.evaluate(params, "valid")
+    task.evaluate(params, "test")
+    assert traces == ["valid", "test"]  # one compile per split, however often asked
+    first = task.jitted("double", lambda p: 2 * p["w"])
+    assert task.jitted("double", lambda p: 3 * p["w"]) is first  # the key names the function
+    np.testing.assert_array_equal(first(params), 2 * params["w"])
+    # a task made from it (another budget) has its own programs
+    assert task.with_budget(7).jitted("double", lambda p: 3 * p["w"]) is not first
+
+
 def test_a_stochastic_task_without_metrics_has_only_a_valid_split():
     task = Task("toy_quadratic", _init, _loss, 5, batch=lambda k, s: None)
     assert task.splits == ("valid",)

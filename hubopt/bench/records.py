@@ -34,7 +34,9 @@ reports are made from records on disk only:
                    older records. Test numbers are for reporting only.
     timing         {"step_time_s": median seconds per step over timed chunks,
                     "step_time_stats_s": {"mean", "min", "max", "chunks"} (newer),
-                    "compile_time_s", "wall_time_s": whole run incl. compile and eval}
+                    "compile_time_s": compiling the training chunks (and a HUB run's σ
+                    histogram; the task's evaluations compile on first use, once per task
+                    and process), "wall_time_s": whole run incl. compile and eval}
     diagnostics    optimizer statistics at the end (HUB σ / hand share, LGL2O wins)
     diagnostics_curve  [{"step", ...the same statistics}] at every evaluation (newer)
     sigma_histograms   HUB runs (newer): {"edges": σ bin edges, "steps": the evaluation

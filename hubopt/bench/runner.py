@@ -122,6 +122,21 @@ def _subsample(values: np.ndarray, max_points: int) -> dict:
     return {"step": idx, "loss": [float(values[i]) for i in idx], "loss_mean": means}
 
 
+_last_init: list = []  # [(task, init key data, params)] of the newest run in this process
+
+
+def _initial_params(task: Task, init_key: jax.Array):
+    """`task.init(init_key)`, reused when the previous run of this process had the same
+    task and key (a sweep runs every optimizer of a task and seed one after another;
+    initialising eagerly compiles every operation of the model's init anew)."""
+    key_data = np.asarray(jax.random.key_data(init_key)).tobytes()
+    if _last_init and _last_init[0][0] is task and _last_init[0][1] == key_data:
+        return _last_init[0][2]
+    params = task.init(init_key)
+    _last_init[:] = [(task, key_data, params)]
+    return params
+
+
 def _interactive() -> bool:
     """Whether progress bars are wanted: stderr is a terminal and this is not CI."""
     return sys.stderr.isatty() and not os.environ.get("CI")
@@ -153,8 +168,8 @@ def train(
     t_start = time.perf_counter()
     tx = built.tx
     init_key, data_key = jax.random.split(jax.random.key(int(seed)))
-    params = task.init(init_key)
-    opt_state = tx.init(params)
+    params = _initial_params(task, init_key)
+    opt_state = jax.jit(tx.init)(params)  # one compile, not one per operation
 
     def batch_key(step):
         return jax.random.fold_in(data_key, step)
@@ -183,21 +198,23 @@ def train(
     # loss (exact, unlike minibatch losses): what a spike after memorising shows in
     with_train = task.metric_split == "train" and task.metrics_fn is not None
 
-    def evaluation(p):
-        out = dict(task.metrics(p, "valid")) if with_metrics else {}
+    def evaluation(p) -> dict[str, float]:
+        # the task's own compiled programs (`Task.evaluate`, `Task.jitted`): compiled once
+        # per task and process, shared by every optimizer of a sweep and by the final
+        # metrics below
+        out = task.evaluate(p, "valid") if with_metrics else {}
         if task.eval_fn is not None or "loss" not in out:
-            out["loss"] = task.eval_loss(p)
+            out["loss"] = float(task.jitted("eval_loss", task.eval_loss)(p))
         if with_train:
-            out[TRAIN_LOSS] = task.metrics(p, "train")["loss"]
+            out[TRAIN_LOSS] = task.evaluate(p, "train")["loss"]
         return out
 
-    eval_fn = jax.jit(evaluation).lower(params).compile()
     eval_schedule = [0, *np.cumsum(lengths).tolist()]
     sigma_hist = _sigma_histogram_fn(task, built.spec, batch_key, carry, eval_schedule)
     compile_time = time.perf_counter() - t0
 
     def evaluate_at(step, p, state):
-        values = {k: float(v) for k, v in eval_fn(p).items()}
+        values = evaluation(p)
         eval_steps.append(step)
         eval_losses.append(values.pop("loss"))
         for k, v in values.items():

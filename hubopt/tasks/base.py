@@ -46,7 +46,7 @@ How a run is trained, timed and recorded is not the task's business
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -178,7 +178,7 @@ class Task:
                 f"Task {self.name}: metric_split must be one of its splits {self.splits}, "
                 f"got {self.metric_split!r}"
             )
-        object.__setattr__(self, "_compiled", {})  # split -> jitted metrics (not a field)
+        object.__setattr__(self, "_jitted", {})  # key -> jitted function (`jitted`; not a field)
 
     @property
     def stochastic(self) -> bool:
@@ -213,10 +213,7 @@ class Task:
             raise ValueError(
                 f"Task {self.name}: split must be one of its splits {self.splits}, got {split!r}"
             )
-        compiled = self._compiled.get(split)
-        if compiled is None:
-            compiled = self._compiled[split] = jax.jit(lambda p: self.metrics(p, split))
-        values = compiled(params)
+        values = self.jitted(("metrics", split), lambda p: self.metrics(p, split))(params)
         out = {k: float(v) for k, v in values.items()}
         if self.metric not in out:
             raise KeyError(
@@ -224,6 +221,17 @@ class Task:
                 f"headline metric {self.metric!r}"
             )
         return out
+
+    def jitted(self, key: Hashable, fn: Callable) -> Callable:
+        """`jax.jit(fn)`, made once per task and `key` and then kept: every caller naming
+        `key` shares its compiled programs (one compile per task and input shapes, e.g.
+        for every optimizer a sweep runs on this task). `fn` must depend on nothing but
+        this task and its arguments, since a later call with the same `key` reuses the
+        first `fn`."""
+        jitted = self._jitted.get(key)
+        if jitted is None:
+            jitted = self._jitted[key] = jax.jit(fn)
+        return jitted
 
     def with_budget(self, num_steps: int) -> Task:
         """This task with a budget of `num_steps` and its preset's schedule laid over it:
