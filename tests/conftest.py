@@ -8,6 +8,9 @@ import tempfile
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Generated task data goes to a fresh cache for the session, never the user's own.
 os.environ.setdefault("HUBOPT_CACHE", tempfile.mkdtemp(prefix="hubopt-test-cache-"))
+# No persistent compilation cache for the commands tests run in this process (a test that
+# wants it sets its own folder): each test compiles what it runs.
+os.environ["HUBOPT_COMPILE_CACHE"] = "off"
 
 import jax  # noqa: E402
 

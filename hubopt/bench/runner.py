@@ -458,7 +458,9 @@ def train_and_record(
     _git_at_start()
     task = get_task(task) if isinstance(task, str) else task
     num_steps = positive_int("num_steps", task.num_steps if num_steps is None else num_steps)
-    built = optimizers.build(spec, num_steps)
+    # the run takes exactly num_steps steps: no learned optimizer can run past its budget,
+    # and without that warning's host callback the programs can be cached on disk
+    built = optimizers.build(spec, num_steps, warn_past_budget=False)
     path = Path(path) if path is not None else record_path(out_dir, task.name, built.label, seed)
     if path.exists() and not overwrite:
         existing = records.read(path)
@@ -576,6 +578,12 @@ def add_arguments(parser) -> None:
         help="save the run's state at every evaluation (OUT/.checkpoints/) and, run again "
         "after a crash, continue from the newest one",
     )
+    parser.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="compile every program anew (default: JAX's persistent compilation cache in "
+        "$HUBOPT_COMPILE_CACHE or <cache>/xla keeps them for the next run)",
+    )
 
 
 def spec_from_args(args, task: Task) -> dict:
@@ -596,6 +604,10 @@ def run(args) -> int:
     except ValueError as e:
         print(f"hubopt run: error: {e}", file=sys.stderr)
         return 2
+    if not args.no_compile_cache:
+        from hubopt._src.compile_cache import enable_compile_cache
+
+        enable_compile_cache()
     try:
         for seed in args.seeds:
             train_and_record(

@@ -422,11 +422,15 @@ def run_point(
 
 
 def _process_worker(args):
-    point, out_dir, command = args
+    point, out_dir, command, compile_cache = args
+    if compile_cache:
+        from hubopt._src.compile_cache import enable_compile_cache
+
+        enable_compile_cache()
     return run_point(point, out_dir, command)
 
 
-def _ray_map(points, out_dir, command, workers, address):
+def _ray_map(points, out_dir, command, workers, address, compile_cache):
     """The record paths of `points` run as Ray tasks, in order (yielded as each is ready)."""
     try:
         import ray
@@ -443,7 +447,7 @@ def _ray_map(points, out_dir, command, workers, address):
     try:
         remote = ray.remote(num_cpus=1)(_process_worker)
         out = str(Path(out_dir).resolve())
-        refs = [remote.remote((asdict(p), out, command)) for p in points]
+        refs = [remote.remote((asdict(p), out, command, compile_cache)) for p in points]
         for ref in refs:
             yield ray.get(ref)
     finally:
@@ -461,12 +465,16 @@ def run_sweep(
     command: str | None = None,
     progress: bool | None = None,
     overwrite: bool = False,
+    compile_cache: bool = True,
 ) -> list[str]:
     """Runs every point (finished records are reused) and returns the record paths in order.
 
     `workers` is the number of processes of the "process" executor (and of the CPUs
     of a local Ray started for the sweep); `ray_address` the cluster of "ray";
-    `overwrite` (local executor only) replaces records of other runs at the same paths.
+    `overwrite` (local executor only) replaces records of other runs at the same paths;
+    `compile_cache`: every process of the sweep keeps its compiled programs in JAX's
+    persistent compilation cache and reads back those compiled before
+    (`hubopt._src.compile_cache`; `HUBOPT_COMPILE_CACHE=off` turns it off).
     """
     from tqdm import tqdm
 
@@ -484,12 +492,17 @@ def run_sweep(
     paths: list[str] = []
     try:
         if executor == "local":
+            if compile_cache:
+                from hubopt._src.compile_cache import enable_compile_cache
+
+                enable_compile_cache()
             for point in points:
                 bar.set_postfix_str(str(point), refresh=False)
                 paths.append(run_point(point, out_dir, command, overwrite))
                 bar.update()
         elif executor == "ray":
-            for path in _ray_map(points, out_dir, command, workers, ray_address):
+            ray_jobs = _ray_map(points, out_dir, command, workers, ray_address, compile_cache)
+            for path in ray_jobs:
                 paths.append(path)
                 bar.update()
         else:
@@ -498,7 +511,7 @@ def run_sweep(
 
             context = multiprocessing.get_context("spawn")  # no forked JAX runtimes
             with futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                jobs = [(asdict(p), out_dir, command) for p in points]
+                jobs = [(asdict(p), out_dir, command, compile_cache) for p in points]
                 for path in pool.map(_process_worker, jobs):
                     paths.append(path)
                     bar.update()
@@ -537,6 +550,12 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--ray-address", help="a running Ray cluster (default: a local Ray)")
     parser.add_argument("--out", default=None, help="records folder (default: runs/<preset>)")
+    parser.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="compile every program anew (default: JAX's persistent compilation cache in "
+        "$HUBOPT_COMPILE_CACHE or <cache>/xla keeps them for the next run)",
+    )
 
 
 def run(args) -> int:
@@ -578,6 +597,7 @@ def run(args) -> int:
         workers=args.workers,
         ray_address=args.ray_address,
         command=getattr(args, "command_line", None),
+        compile_cache=not args.no_compile_cache,
     )
     print(
         f"hubopt sweep {name}: {len(paths)} records in {out} ({time.perf_counter() - start:.0f} s)"

@@ -106,18 +106,29 @@ def load_theta_file(path) -> tuple[MLPLOpt, dict]:
     return lopt, theta
 
 
-def from_theta_file(path, *, num_steps: int) -> optax.GradientTransformationExtraArgs:
-    """The learned optimizer whose θ is the checkpoint at `path`, for `num_steps` steps."""
+def from_theta_file(
+    path, *, num_steps: int, warn_past_budget: bool = True
+) -> optax.GradientTransformationExtraArgs:
+    """The learned optimizer whose θ is the checkpoint at `path`, for `num_steps` steps
+    (`warn_past_budget`: as in `pretrained`)."""
     num_steps = check_num_steps(num_steps)
     lopt, theta = load_theta_file(path)
-    return lopt.optimizer(theta, num_steps, name=f"hubopt-theta({Path(path).name})")
+    name = f"hubopt-theta({Path(path).name})"
+    return lopt.optimizer(theta, num_steps, name=name, warn_past_budget=warn_past_budget)
 
 
-def pretrained(name: str = "small", *, num_steps: int) -> optax.GradientTransformationExtraArgs:
+def pretrained(
+    name: str = "small", *, num_steps: int, warn_past_budget: bool = True
+) -> optax.GradientTransformationExtraArgs:
     """The bundled learned optimizer `name` for a run of `num_steps` steps.
 
     Its `update` needs params and the loss: `update(grads, state, params, value=loss)`.
+    The first step past `num_steps` warns from the host unless `warn_past_budget=False`
+    (for a loop that never runs past it: programs without host callbacks can be kept
+    in JAX's persistent compilation cache).
     """
     num_steps = check_num_steps(num_steps)
     lopt, theta = load(name)
-    return lopt.optimizer(theta, num_steps, name=f"hubopt-{name}")
+    return lopt.optimizer(
+        theta, num_steps, name=f"hubopt-{name}", warn_past_budget=warn_past_budget
+    )

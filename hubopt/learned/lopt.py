@@ -209,7 +209,7 @@ class MLPLOpt:
                 )
 
     def optimizer(
-        self, theta: dict, num_steps, *, name: str = "MLPLOpt"
+        self, theta: dict, num_steps, *, name: str = "MLPLOpt", warn_past_budget: bool = True
     ) -> optax.GradientTransformationExtraArgs:
         """The optimizer with meta-parameters θ for a run of `num_steps` steps.
 
@@ -218,7 +218,9 @@ class MLPLOpt:
         varies it). Past `num_steps` its schedule features stay at the end of the
         run (t/T = 1); with a Python int `num_steps`, the first step past it warns
         once, from the host (`UserWarning`), as a run longer than its budget is
-        usually a wrong `num_steps`.
+        usually a wrong `num_steps`. `warn_past_budget=False` leaves that host callback
+        out, for a loop that never runs past `num_steps` (JAX's persistent compilation
+        cache does not keep programs with host callbacks).
         """
         self._check_theta(theta)
         if isinstance(num_steps, int | float) and num_steps <= 0:
@@ -227,6 +229,7 @@ class MLPLOpt:
         cfg = self
         # a Python int budget warns past its end; a traced one (meta-training) does not
         budget_is_known = isinstance(num_steps, int) and not isinstance(num_steps, bool)
+        warns = budget_is_known and warn_past_budget
 
         def init_fn(params):
             leaves = jax.tree_util.tree_leaves(params)
@@ -252,7 +255,7 @@ class MLPLOpt:
                 raise missing_argument(name, "value")
             check_gradients(name, updates, params)
             count = state.count + 1
-            if budget_is_known:
+            if warns:
                 warn_once_past_budget(name, count, num_steps)
             value = scalar_loss(name, value)
             loss_ema = jnp.where(state.count == 0, value, state.loss_ema)

@@ -261,11 +261,15 @@ def velo(
     theta: str | os.PathLike | Mapping | None = None,
     weight_decay: float = 0.0,
     max_training_steps: int = 150_000,
+    warn_past_budget: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
     """VeLO for a training run of ``num_steps`` steps.
 
     ``update(grads, state, params, *, value)`` needs the current params and the
-    loss value (a float scalar); it returns ``new_params − params``.
+    loss value (a float scalar); it returns ``new_params − params``. The first step
+    past ``num_steps`` warns from the host unless ``warn_past_budget=False`` (for a
+    loop that never runs past it: programs without host callbacks can be kept in
+    JAX's persistent compilation cache).
     """
     num_steps = check_num_steps(num_steps)
     if (
@@ -310,7 +314,8 @@ def velo(
             raise missing_argument("velo", "value")
         check_gradients("velo", updates, params)
         loss = scalar_loss("velo", value)
-        warn_once_past_budget("velo", state.iteration + 1, state.num_steps)
+        if warn_past_budget:
+            warn_once_past_budget("velo", state.iteration + 1, state.num_steps)
         if weight_decay > 0.0:
             # learned_optimization's WeightDecayWrapper: the decay goes through VeLO.
             l2 = [

@@ -1,0 +1,122 @@
+"""JAX's persistent compilation cache for hubopt's commands (`hubopt._src.compile_cache`):
+a second process reads back what the first compiled, including a HUB run's training
+program (which holds a learned optimizer); the cache can be turned off; a folder that
+cannot be written leaves it off; a cache the user set for JAX is kept."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import pytest
+
+from hubopt._src import compile_cache
+
+SWEEP = """
+import sys
+from jax import monitoring
+hits = []
+monitoring.register_event_listener(
+    lambda name, **kw: hits.append(name) if name == "/jax/compilation_cache/cache_hits" else None
+)
+from hubopt.bench.cli import main
+args = ["sweep", "--tasks", "nonconvex_l1cos", "--opt", "hub:adam+small", "--size", "tiny",
+        "--seeds", "1", "--steps", "4", "--out", sys.argv[1], *sys.argv[2:]]
+assert main(args) == 0
+print("HITS", len(hits))
+"""
+
+
+def _sweep(out: Path, cache: str, *flags: str) -> int:
+    env = {**os.environ, "HUBOPT_COMPILE_CACHE": cache, "JAX_PLATFORMS": "cpu"}
+    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+    done = subprocess.run(
+        [sys.executable, "-c", SWEEP, str(out), *flags],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return int(done.stdout.split("HITS")[-1])
+
+
+def _programs(cache: Path) -> list[str]:
+    """The programs in the cache (each a `<name>-<key>-cache` file)."""
+    return sorted(p.name for p in cache.iterdir() if p.name.endswith("-cache"))
+
+
+def test_a_second_sweep_reads_back_what_the_first_compiled(tmp_path):
+    cache = tmp_path / "xla"
+    assert _sweep(tmp_path / "first", str(cache)) == 0  # nothing to read yet
+    written = _programs(cache)
+    # the training chunk holds HUB(Adam, bundled optimizer): cacheable because the runner
+    # builds the learned optimizer without its host-callback warning past the budget
+    assert any(name.startswith("jit_chunk-") for name in written), written
+    hits = _sweep(tmp_path / "second", str(cache))
+    assert hits >= len(written)  # every program written is read back, none compiled again
+    # nothing written before was compiled again (the set may grow: what compiles faster
+    # than the threshold in one process and slower in another)
+    assert set(written) <= set(_programs(cache))
+    chunks = [name for name in _programs(cache) if name.startswith("jit_chunk-")]
+    assert chunks == [name for name in written if name.startswith("jit_chunk-")]
+    first, second = (
+        json.loads(next((tmp_path / run).glob("*.json")).read_text()) for run in ("first", "second")
+    )
+    assert first["curve"] == second["curve"]  # a program read back computes the same
+
+
+def test_the_cache_can_be_turned_off(tmp_path):
+    cache = tmp_path / "xla"
+    assert _sweep(tmp_path / "off", str(cache), "--no-compile-cache") == 0
+    assert not cache.exists()
+    assert _sweep(tmp_path / "env_off", "off") == 0
+
+
+def test_an_unwritable_folder_or_off_leaves_the_cache_off(tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("HUBOPT_COMPILE_CACHE", str(blocker / "xla"))
+    assert compile_cache.enable_compile_cache() is None
+    monkeypatch.setenv("HUBOPT_COMPILE_CACHE", "off")
+    assert compile_cache.enable_compile_cache() is None
+    assert not jax.config.jax_compilation_cache_dir
+
+
+def test_a_cache_the_user_set_for_jax_is_kept(tmp_path, monkeypatch):
+    own = tmp_path / "own"
+    monkeypatch.setenv("HUBOPT_COMPILE_CACHE", str(tmp_path / "ours"))
+    jax.config.update("jax_compilation_cache_dir", str(own))
+    try:
+        assert compile_cache.enable_compile_cache() == own
+        assert jax.config.jax_compilation_cache_dir == str(own)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", None)
+    assert not (tmp_path / "ours").exists()
+
+
+@pytest.mark.parametrize("builder", ["pretrained", "velo"])
+def test_learned_optimizers_can_leave_out_their_host_callback(builder):
+    """With `warn_past_budget=False` the update's program holds no host callback (what
+    JAX's cache refuses to keep); by default it does, and warns past the budget."""
+    import jax.numpy as jnp
+
+    from hubopt import learned
+    from hubopt.learned.velo_transform import init_velo_theta
+
+    params = {"w": jnp.ones((3, 2))}
+
+    def make(warn):
+        if builder == "velo":
+            return learned.velo(2, theta=init_velo_theta(jax.random.key(0)), warn_past_budget=warn)
+        return learned.pretrained("small", num_steps=2, warn_past_budget=warn)
+
+    def hlo(tx):
+        state = tx.init(params)
+        step = jax.jit(lambda g, s, p: tx.update(g, s, p, value=jnp.float32(1.0)))
+        return step.lower(params, state, params).as_text()
+
+    assert "callback" in hlo(make(True))
+    assert "callback" not in hlo(make(False))
