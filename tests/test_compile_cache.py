@@ -50,13 +50,15 @@ def _programs(cache: Path) -> list[str]:
 
 def test_a_second_sweep_reads_back_what_the_first_compiled(tmp_path):
     cache = tmp_path / "xla"
-    assert _sweep(tmp_path / "first", str(cache)) == 0  # nothing to read yet
+    # a fresh cache: the first process reads back at most what it wrote itself (a program
+    # compiled twice in one process), far fewer than the second
+    hits_first = _sweep(tmp_path / "first", str(cache))
     written = _programs(cache)
     # the training chunk holds HUB(Adam, bundled optimizer): cacheable because the runner
     # builds the learned optimizer without its host-callback warning past the budget
     assert any(name.startswith("jit_chunk-") for name in written), written
     hits = _sweep(tmp_path / "second", str(cache))
-    assert hits >= len(written)  # every program written is read back, none compiled again
+    assert hits >= len(written) > hits_first  # every program written is read back
     # nothing written before was compiled again (the set may grow: what compiles faster
     # than the threshold in one process and slower in another)
     assert set(written) <= set(_programs(cache))

@@ -27,7 +27,7 @@ import jax
 
 from hubopt._src.cache_dir import cache_root, probe_writable
 
-__all__ = ["COMPILE_CACHE_ENV_VAR", "enable_compile_cache"]
+__all__ = ["COMPILE_CACHE_ENV_VAR", "add_no_compile_cache_argument", "enable_compile_cache"]
 
 COMPILE_CACHE_ENV_VAR = "HUBOPT_COMPILE_CACHE"
 OFF = ("0", "off", "false", "no")
@@ -53,3 +53,13 @@ def enable_compile_cache() -> Path | None:
     jax.config.update("jax_compilation_cache_max_size", MAX_SIZE_BYTES)
     jax.config.update("jax_compilation_cache_dir", str(folder))
     return folder
+
+
+def add_no_compile_cache_argument(parser) -> None:
+    """The `--no-compile-cache` flag of the commands that turn the cache on."""
+    parser.add_argument(
+        "--no-compile-cache",
+        action="store_true",
+        help="compile every program anew (default: JAX's persistent compilation cache in "
+        "$HUBOPT_COMPILE_CACHE or <cache>/xla keeps them for the next run)",
+    )

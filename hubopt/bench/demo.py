@@ -98,6 +98,9 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--overwrite", action="store_true", help="rerun and replace existing records in --out"
     )
+    from hubopt._src.compile_cache import add_no_compile_cache_argument
+
+    add_no_compile_cache_argument(parser)
 
 
 def run(args) -> int:
@@ -125,7 +128,11 @@ def run(args) -> int:
     command = getattr(args, "command_line", None) or "hubopt demo"
     try:
         paths = sweep.run_sweep(
-            points, str(out / "records"), command=command, overwrite=args.overwrite
+            points,
+            str(out / "records"),
+            command=command,
+            overwrite=args.overwrite,
+            compile_cache=not args.no_compile_cache,
         )
         files = report.report(paths, out, report_command=command, formats=("md", "csv", "html"))
     except (FileExistsError, records.RecordError, ValueError) as e:

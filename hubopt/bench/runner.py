@@ -578,12 +578,9 @@ def add_arguments(parser) -> None:
         help="save the run's state at every evaluation (OUT/.checkpoints/) and, run again "
         "after a crash, continue from the newest one",
     )
-    parser.add_argument(
-        "--no-compile-cache",
-        action="store_true",
-        help="compile every program anew (default: JAX's persistent compilation cache in "
-        "$HUBOPT_COMPILE_CACHE or <cache>/xla keeps them for the next run)",
-    )
+    from hubopt._src.compile_cache import add_no_compile_cache_argument
+
+    add_no_compile_cache_argument(parser)
 
 
 def spec_from_args(args, task: Task) -> dict:

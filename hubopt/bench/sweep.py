@@ -550,12 +550,9 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--ray-address", help="a running Ray cluster (default: a local Ray)")
     parser.add_argument("--out", default=None, help="records folder (default: runs/<preset>)")
-    parser.add_argument(
-        "--no-compile-cache",
-        action="store_true",
-        help="compile every program anew (default: JAX's persistent compilation cache in "
-        "$HUBOPT_COMPILE_CACHE or <cache>/xla keeps them for the next run)",
-    )
+    from hubopt._src.compile_cache import add_no_compile_cache_argument
+
+    add_no_compile_cache_argument(parser)
 
 
 def run(args) -> int:
