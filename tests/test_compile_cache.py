@@ -77,6 +77,17 @@ def test_the_cache_can_be_turned_off(tmp_path):
     assert _sweep(tmp_path / "env_off", "off") == 0
 
 
+@pytest.fixture
+def no_jax_cache():
+    """No compilation cache configured in this process during the test (the session's is
+    put back after; JAX keeps using the cache it opened meanwhile)."""
+    session = jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_compilation_cache_dir", None)
+    yield
+    jax.config.update("jax_compilation_cache_dir", session)
+
+
+@pytest.mark.usefixtures("no_jax_cache")
 def test_an_unwritable_folder_or_off_leaves_the_cache_off(tmp_path, monkeypatch):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
@@ -87,15 +98,13 @@ def test_an_unwritable_folder_or_off_leaves_the_cache_off(tmp_path, monkeypatch)
     assert not jax.config.jax_compilation_cache_dir
 
 
+@pytest.mark.usefixtures("no_jax_cache")
 def test_a_cache_the_user_set_for_jax_is_kept(tmp_path, monkeypatch):
     own = tmp_path / "own"
     monkeypatch.setenv("HUBOPT_COMPILE_CACHE", str(tmp_path / "ours"))
     jax.config.update("jax_compilation_cache_dir", str(own))
-    try:
-        assert compile_cache.enable_compile_cache() == own
-        assert jax.config.jax_compilation_cache_dir == str(own)
-    finally:
-        jax.config.update("jax_compilation_cache_dir", None)
+    assert compile_cache.enable_compile_cache() == own
+    assert jax.config.jax_compilation_cache_dir == str(own)
     assert not (tmp_path / "ours").exists()
 
 
