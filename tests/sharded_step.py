@@ -1,7 +1,8 @@
 """Run as a script with 8 host devices (`tests/test_sharding.py` starts it): HUB with
-three learned members, trained one step on one device, data-parallel and parameter-
-sharded; prints one JSON line per member with the largest difference to the one-device
-run and the all-gathers in the sharded optimizer update's compiled HLO."""
+four members (Adamax, the bundled optimizer in both layouts, VeLO), trained one step
+on one device, data-parallel and parameter-sharded; prints one JSON line per member
+with the largest difference to the one-device run and the all-gathers in the sharded
+optimizer update's compiled HLO."""
 
 import os
 
@@ -24,6 +25,7 @@ from hubopt.learned.velo_transform import init_velo_theta, velo  # noqa: E402
 MEMBERS = {
     "adamax": lambda: optax.adamax(1e-2),
     "small": lambda: pretrained("small", num_steps=10),
+    "small_per_tensor": lambda: pretrained("small", num_steps=10, layout="per_tensor"),
     "velo": lambda: velo(10, theta=init_velo_theta(jax.random.key(5), 16, 8)),
 }
 
@@ -67,7 +69,17 @@ def main():
             jax.device_put(y, NamedSharding(mesh, P("x"))),
         )
         sharded_params = jax.tree_util.tree_map(split_first_axis, params)
-        sharded_state = jax.tree_util.tree_map(split_first_axis, state)
+        # the state split as the params are, except the bundled optimizer's column
+        # statistics of a factored second moment (one per column of a matrix: every
+        # row's shard needs them all), replicated
+        sharded_state = jax.tree_util.tree_map_with_path(
+            lambda path, a: (
+                jax.device_put(a, replicated)
+                if "fac_col" in jax.tree_util.keystr(path)
+                else split_first_axis(a)
+            ),
+            state,
+        )
         by_param = jax.jit(steps)(
             sharded_params,
             sharded_state,

@@ -1,12 +1,13 @@
 """FlatLayout: the blocked buffer round-trips every tensor, and its per-tensor sums,
-means and broadcasts equal the same reductions done tensor by tensor."""
+means and broadcasts equal the same reductions done tensor by tensor; TensorLayout gives
+the same interface for one tensor in its own shape."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hubopt._src.flat_layout import BLOCK, FlatLayout
+from hubopt._src.flat_layout import BLOCK, FlatLayout, TensorLayout
 
 SHAPES = [(3, 5), (BLOCK,), (1,), (2, BLOCK + 1), (4, 3, 2)]
 
@@ -77,3 +78,24 @@ def test_bad_shapes_are_refused():
     layout = FlatLayout.of([(3,), (2, 2)])
     with pytest.raises(ValueError, match="shape"):
         layout.flatten([jnp.zeros(3), jnp.zeros((4,))])
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (7,), (), (4, 3, 2)])
+def test_a_tensor_layout_is_the_tensor_itself_with_its_mean_per_lead_row(shape):
+    x = jax.random.normal(jax.random.key(1), (2, *shape), jnp.float32)
+    layout = TensorLayout(shape)
+    assert layout.num_tensors == 1 and layout.entry_ndim == len(shape)
+    flat = layout.flatten([x], lead=1)
+    np.testing.assert_array_equal(flat, x)
+    (back,) = layout.unflatten(flat, lead=1)
+    np.testing.assert_array_equal(back, x)
+    want = np.asarray(x).reshape(2, -1).mean(axis=1)
+    mean = layout.tensor_mean(flat)
+    assert mean.shape == (2, 1)
+    np.testing.assert_allclose(mean[:, 0], want, rtol=1e-6)
+    spread = layout.per_entry(mean)
+    assert spread.shape == (2, *(1,) * len(shape))
+    every_entry = np.broadcast_to(want.reshape(2, *(1,) * len(shape)), x.shape)
+    np.testing.assert_allclose(jnp.broadcast_to(spread, x.shape), every_entry, rtol=1e-6)
+    with pytest.raises(ValueError, match="TensorLayout.flatten"):
+        layout.flatten([jnp.zeros((2, 9))], lead=1)

@@ -10,7 +10,7 @@ import optax
 import pytest
 
 import hubopt
-from hubopt._src.flat_layout import BLOCK
+from hubopt._src.flat_layout import BLOCK, FlatLayout
 from hubopt.learned.lopt import MLPLOpt, MLPLOptState
 
 
@@ -187,14 +187,15 @@ def test_theta_zero_and_init_equal_relative_adam(zero):
     assert np.abs(want["b"]).max() > 1e-3
 
 
+@pytest.mark.parametrize("layout", ["flat", "per_tensor"])
 @pytest.mark.parametrize("relative", [False, True], ids=["free", "relative_correction"])
-def test_matches_numpy_reference_for_random_theta(relative):
+def test_matches_numpy_reference_for_random_theta(relative, layout):
     lo = MLPLOpt(relative_correction=relative)
     theta = lo.init(jax.random.key(5))
     # a non-trivial output layer so every branch is used
     theta["layer1"]["w"] = jax.random.normal(jax.random.key(6), (32, 2), jnp.float32) * 0.3
     theta["layer1"]["b"] = jnp.asarray([0.1, -0.2], jnp.float32)
-    got, ups, _ = _run(lo.optimizer(theta, 50), _params(), 6)
+    got, ups, _ = _run(lo.optimizer(theta, 50, layout=layout), _params(), 6)
     want, want_ups = _np_reference(lo, theta, _params(), 6)
     for t in range(6):
         for k in want:
@@ -202,6 +203,51 @@ def test_matches_numpy_reference_for_random_theta(relative):
     # and it differs from the anchor
     anchor = _relative_adam(_params(), 6)
     assert not np.allclose(np.asarray(got["w"]), anchor["w"], atol=1e-6)
+
+
+def test_the_per_tensor_layout_keeps_each_tensors_statistics_in_its_shape():
+    """layout="per_tensor": momenta and v̂ per tensor in its own shape (what shards as the
+    tensor does), the same values as the flat layout's; a zero-size tensor gets a zero
+    step; states of the other layout or other params are refused by name."""
+    lo = MLPLOpt()
+    theta = lo.init(jax.random.key(0))
+    params = {**_params(), "empty": jnp.zeros((0, 3), jnp.float32)}
+
+    def loss(p, x):
+        return _loss(p, x) + jnp.sum(p["empty"])
+
+    def run(opt):
+        state, ups = opt.init(params), []
+        for _ in range(3):
+            v, g = jax.value_and_grad(loss)(params, _X)
+            u, state = opt.update(g, state, params, value=v)
+            ups.append(u)
+        return ups, state
+
+    flat_ups, flat_state = run(lo.optimizer(theta, 20))
+    ups, state = run(lo.optimizer(theta, 20, layout="per_tensor"))
+    assert isinstance(state.mom["w"], tuple) and len(state.mom["w"]) == 3
+    assert all(m.shape == (6, 4) for m in state.mom["w"]) and state.nu["w"].shape == (6, 4)
+    assert state.nu["s"].shape == () and ups[-1]["empty"].shape == (0, 3)
+    # the flat layout holds the same statistics: b, s, w in leaf order (empty has none)
+    live = ["b", "s", "w"]
+    layout = FlatLayout.of([params[k].shape for k in live])
+    for k, want in zip(live, layout.unflatten(flat_state.nu), strict=True):
+        np.testing.assert_allclose(state.nu[k], want, rtol=1e-6)
+    for j in range(3):
+        want_mom = layout.unflatten(flat_state.mom[j])
+        for k, want in zip(live, want_mom, strict=True):
+            np.testing.assert_allclose(state.mom[k][j], want, rtol=1e-6, atol=1e-9)
+    for t in range(3):
+        for k in params:
+            np.testing.assert_allclose(ups[t][k], flat_ups[t][k], rtol=2e-5, atol=1e-8)
+    v, g = jax.value_and_grad(loss)(params, _X)
+    with pytest.raises(ValueError, match="layout='flat'"):
+        lo.optimizer(theta, 20, layout="per_tensor").update(g, flat_state, params, value=v)
+    with pytest.raises(ValueError, match="layout='per_tensor'"):
+        lo.optimizer(theta, 20).update(g, state, params, value=v)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        lo.optimizer(theta, 20, layout="rows")
 
 
 def _constant_output_theta(lo: MLPLOpt, d: float, s: float) -> dict:

@@ -16,6 +16,12 @@ gradient, parameter and statistic make every feature of `MLPLOpt` zero there).
 
 The layout depends on the shapes only: it is built at trace time, and its index
 arrays are program constants.
+
+`TensorLayout` is the same interface for one tensor in its own shape: an update written
+once against the interface runs either on all tensors at once (`FlatLayout`, fast to
+compile) or tensor by tensor (`TensorLayout`: every operation elementwise or a
+reduction over the tensor, so a tensor sharded over devices stays sharded: no entry is
+gathered).
 """
 
 from __future__ import annotations
@@ -60,6 +66,8 @@ class FlatLayout:
     @property
     def num_tensors(self) -> int:
         return len(self.shapes)
+
+    entry_ndim = 2  # an entry's place in the buffer: (block, position in the block)
 
     def sizes(self) -> np.ndarray:
         """(num_tensors,) float32: the tensors' entry counts (padding excluded)."""
@@ -114,3 +122,38 @@ class FlatLayout:
     def per_entry(self, per_tensor: jax.Array) -> jax.Array:
         """A per-tensor value (*lead, num_tensors) broadcast to (*lead, num_blocks, 1)."""
         return jnp.take(per_tensor, self.block_owner, axis=-1)[..., None]
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorLayout:
+    """One tensor of `shape`, kept in that shape, behind `FlatLayout`'s interface: the
+    buffer is the tensor itself, a per-tensor value has one entry (*lead, 1)."""
+
+    shape: tuple[int, ...]
+    num_tensors = 1
+
+    @property
+    def entry_ndim(self) -> int:
+        return len(self.shape)
+
+    def flatten(self, tensors: Sequence[jax.Array], lead: int = 0) -> jax.Array:
+        (x,) = tensors
+        if tuple(x.shape[lead:]) != tuple(self.shape):
+            raise ValueError(
+                f"TensorLayout.flatten: a tensor of shape {x.shape} where {self.shape} was laid out"
+            )
+        return x.astype(jnp.float32)
+
+    def unflatten(self, flat: jax.Array, lead: int = 0) -> list[jax.Array]:
+        return [flat]
+
+    def tensor_sum(self, flat: jax.Array) -> jax.Array:
+        axes = tuple(range(flat.ndim - len(self.shape), flat.ndim))
+        return jnp.sum(flat, axis=axes)[..., None]
+
+    def tensor_mean(self, flat: jax.Array) -> jax.Array:
+        return self.tensor_sum(flat) / math.prod(self.shape)
+
+    def per_entry(self, per_tensor: jax.Array) -> jax.Array:
+        """(*lead, 1) → (*lead, 1, …, 1), broadcasting against the tensor."""
+        return per_tensor.reshape(per_tensor.shape[:-1] + (1,) * len(self.shape))

@@ -107,28 +107,31 @@ def load_theta_file(path) -> tuple[MLPLOpt, dict]:
 
 
 def from_theta_file(
-    path, *, num_steps: int, warn_past_budget: bool = True
+    path, *, num_steps: int, warn_past_budget: bool = True, layout: str = "flat"
 ) -> optax.GradientTransformationExtraArgs:
     """The learned optimizer whose θ is the checkpoint at `path`, for `num_steps` steps
-    (`warn_past_budget`: as in `pretrained`)."""
+    (`warn_past_budget`, `layout`: as in `pretrained`)."""
     num_steps = check_num_steps(num_steps)
     lopt, theta = load_theta_file(path)
     name = f"hubopt-theta({Path(path).name})"
-    return lopt.optimizer(theta, num_steps, name=name, warn_past_budget=warn_past_budget)
+    return lopt.optimizer(
+        theta, num_steps, name=name, warn_past_budget=warn_past_budget, layout=layout
+    )
 
 
 def pretrained(
-    name: str = "small", *, num_steps: int, warn_past_budget: bool = True
+    name: str = "small", *, num_steps: int, warn_past_budget: bool = True, layout: str = "flat"
 ) -> optax.GradientTransformationExtraArgs:
     """The bundled learned optimizer `name` for a run of `num_steps` steps.
 
     Its `update` needs params and the loss: `update(grads, state, params, value=loss)`.
     The first step past `num_steps` warns from the host unless `warn_past_budget=False`
     (for a loop that never runs past it: programs without host callbacks can be kept
-    in JAX's persistent compilation cache).
+    in JAX's persistent compilation cache). `layout="per_tensor"` for parameters
+    sharded over devices (no tensor is gathered; `MLPLOpt.optimizer`).
     """
     num_steps = check_num_steps(num_steps)
     lopt, theta = load(name)
     return lopt.optimizer(
-        theta, num_steps, name=f"hubopt-{name}", warn_past_budget=warn_past_budget
+        theta, num_steps, name=f"hubopt-{name}", warn_past_budget=warn_past_budget, layout=layout
     )

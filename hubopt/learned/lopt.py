@@ -32,7 +32,8 @@ plus three features shared by all entries: training progress t/T and (t/T)²,
 and the relative change of the loss, tanh((L − L̄)/|L̄|), L̄ an EMA of `value`.
 
 State: 3 momenta + v̂ (about 4 floats per entry, kept for all tensors in one
-`FlatLayout`) + factored rows/cols per tensor.
+`FlatLayout`, or per tensor in its own shape with layout="per_tensor", the one for
+parameters sharded over devices) + factored rows/cols per tensor.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ import jax.numpy as jnp
 import optax
 
 from hubopt._src.budget import warn_once_past_budget
-from hubopt._src.flat_layout import BLOCK, FlatLayout
+from hubopt._src.flat_layout import BLOCK, FlatLayout, TensorLayout
 from hubopt._src.input_checks import check_gradients, scalar_loss
 from hubopt._src.missing_args import missing_argument
 from hubopt.learned import _features as F
@@ -62,20 +63,47 @@ GEN_ID_RELATIVE = "hubopt_mlp_lopt_relative"  # u = a + c_d·min(1, rms(a))·tan
 class MLPLOptState(NamedTuple):
     """State of `MLPLOpt.optimizer`.
 
-    count: steps taken (int32). mom: (K, num_blocks, BLOCK), the K momenta of all
-    tensors of size > 0 in their `FlatLayout` (in the params' leaf order, each padded
-    with zeros to whole blocks); nu: (num_blocks, BLOCK), the EMA of g², laid out the
-    same. fac_row / fac_col: per tensor, Adafactor rows and columns (for tensors below
-    2 dims, fac_row is the EMA of g² and fac_col is empty). loss_ema: EMA of the loss
+    count: steps taken (int32). With layout "flat": mom (K, num_blocks, BLOCK), the K
+    momenta of all tensors of size > 0 in their `FlatLayout` (in the params' leaf
+    order, each padded with zeros to whole blocks), nu (num_blocks, BLOCK) the EMA of
+    g², laid out the same; with layout "per_tensor": per tensor, mom a tuple of K
+    arrays and nu one array, each in the tensor's shape (so they shard as it does).
+    fac_row / fac_col: per tensor, Adafactor rows and columns (for tensors below 2
+    dims, fac_row is the EMA of g² and fac_col is empty). loss_ema: EMA of the loss
     `value` (float32 scalar).
     """
 
     count: jax.Array
-    mom: jax.Array
-    nu: jax.Array
+    mom: Any
+    nu: Any
     fac_row: Any
     fac_col: Any
     loss_ema: jax.Array
+
+
+LAYOUTS = ("flat", "per_tensor")
+
+
+def _check_state_fits(name: str, per_tensor: bool, state, tree_def, grads) -> None:
+    """A `ValueError` naming the problem when `state` was made by init for other params."""
+    if per_tensor:
+        try:
+            nus = tree_def.flatten_up_to(state.nu)
+        except (ValueError, TypeError):
+            nus = None
+        if nus is None or [jnp.shape(n) for n in nus] != [jnp.shape(g) for g in grads]:
+            raise ValueError(
+                f"{name}: its per-tensor state does not match these gradients' tree and "
+                "shapes: the state was made by init for other params (or for layout='flat')"
+            )
+        return
+    layout = _layout(grads)
+    if jnp.shape(state.nu) != (layout.num_blocks, BLOCK):
+        raise ValueError(
+            f"{name}: its state holds {jnp.shape(state.nu)} entries in blocks of {BLOCK}, "
+            f"these gradients need ({layout.num_blocks}, {BLOCK}): the state was made by "
+            "init for other params (or for layout='per_tensor')"
+        )
 
 
 def _layout(leaves) -> FlatLayout:
@@ -209,7 +237,13 @@ class MLPLOpt:
                 )
 
     def optimizer(
-        self, theta: dict, num_steps, *, name: str = "MLPLOpt", warn_past_budget: bool = True
+        self,
+        theta: dict,
+        num_steps,
+        *,
+        name: str = "MLPLOpt",
+        warn_past_budget: bool = True,
+        layout: str = "flat",
     ) -> optax.GradientTransformationExtraArgs:
         """The optimizer with meta-parameters θ for a run of `num_steps` steps.
 
@@ -221,8 +255,18 @@ class MLPLOpt:
         usually a wrong `num_steps`. `warn_past_budget=False` leaves that host callback
         out, for a loop that never runs past `num_steps` (JAX's persistent compilation
         cache does not keep programs with host callbacks).
+
+        `layout`: "flat" runs the update on all tensors at once (`FlatLayout`: one
+        copy of it in the program, fast to compile); "per_tensor" runs it tensor by
+        tensor in each tensor's own shape (`TensorLayout`), for parameters sharded over
+        devices: every operation is elementwise or a reduction over a tensor, so no
+        tensor is gathered. The same update either way (up to float rounding); the
+        states differ (see `MLPLOptState`).
         """
         self._check_theta(theta)
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        per_tensor = layout == "per_tensor"
         if isinstance(num_steps, int | float) and num_steps <= 0:
             raise ValueError(f"num_steps must be positive, got {num_steps}")
         decays = jnp.asarray(self.momentum_decays, jnp.float32)
@@ -237,11 +281,18 @@ class MLPLOpt:
                 raise ValueError("MLPLOpt.init needs the params tree")
             fac = jax.tree_util.tree_map(F.factored_init, params)
             is_fac = lambda x: isinstance(x, F.Factored)  # noqa: E731
-            layout = _layout(leaves)
+            if per_tensor:
+                zeros = lambda p: jnp.zeros(jnp.shape(p), jnp.float32)  # noqa: E731
+                mom = jax.tree_util.tree_map(lambda p: (zeros(p),) * decays.shape[0], params)
+                nu = jax.tree_util.tree_map(zeros, params)
+            else:
+                flat_layout = _layout(leaves)
+                mom = jnp.zeros((decays.shape[0], flat_layout.num_blocks, BLOCK), jnp.float32)
+                nu = jnp.zeros((flat_layout.num_blocks, BLOCK), jnp.float32)
             return MLPLOptState(
                 count=jnp.zeros((), jnp.int32),
-                mom=jnp.zeros((decays.shape[0], layout.num_blocks, BLOCK), jnp.float32),
-                nu=jnp.zeros((layout.num_blocks, BLOCK), jnp.float32),
+                mom=mom,
+                nu=nu,
                 fac_row=jax.tree_util.tree_map(lambda f: f.row, fac, is_leaf=is_fac),
                 fac_col=jax.tree_util.tree_map(lambda f: f.col, fac, is_leaf=is_fac),
                 loss_ema=jnp.zeros((), jnp.float32),
@@ -269,13 +320,7 @@ class MLPLOpt:
             tree_def = jax.tree_util.tree_structure(updates)
             flat = lambda t: tree_def.flatten_up_to(t)  # noqa: E731
             grads = flat(updates)
-            layout = _layout(grads)
-            if state.nu.shape != (layout.num_blocks, BLOCK):
-                raise ValueError(
-                    f"{name}: its state holds {state.nu.shape[0]} blocks of {BLOCK} entries, "
-                    f"these gradients need {layout.num_blocks}: the state was made by init "
-                    "for other params"
-                )
+            _check_state_fits(name, per_tensor, state, tree_def, grads)
             facs = [
                 F.factored_update(F.Factored(row, col), g, cfg.second_decay)
                 for g, row, col in zip(grads, flat(state.fac_row), flat(state.fac_col), strict=True)
@@ -283,23 +328,31 @@ class MLPLOpt:
             steps = [jnp.zeros_like(g) for g in grads]
             mom, nu = state.mom, state.nu
             live = [i for i, g in enumerate(grads) if g.size > 0]
-            if live:
+            args = (theta, global_feats, decays, count)
+            ps = flat(params)
+            unflat = lambda xs: tree_def.unflatten(list(xs))  # noqa: E731
+            if per_tensor:  # each tensor on its own, in its shape
+                moms, nus = flat(mom), flat(nu)
+                for i in live:
+                    (step,), m, nus[i] = cfg._update_live(
+                        TensorLayout(grads[i].shape),
+                        *args,
+                        [grads[i]],
+                        [ps[i]],
+                        jnp.stack(moms[i]),
+                        nus[i],
+                        [facs[i]],
+                    )
+                    moms[i] = tuple(m)
+                    steps[i] = step.astype(grads[i].dtype)
+                mom, nu = unflat(moms), unflat(nus)
+            elif live:  # all tensors at once
                 pick = lambda xs: [xs[i] for i in live]  # noqa: E731
                 live_steps, mom, nu = cfg._update_live(
-                    layout,
-                    theta,
-                    global_feats,
-                    decays,
-                    count,
-                    pick(grads),
-                    pick(flat(params)),
-                    mom,
-                    nu,
-                    pick(facs),
+                    _layout(grads), *args, pick(grads), pick(ps), mom, nu, pick(facs)
                 )
                 for i, step in zip(live, live_steps, strict=True):
                     steps[i] = step.astype(grads[i].dtype)
-            unflat = lambda xs: tree_def.unflatten(list(xs))  # noqa: E731
             new_state = MLPLOptState(
                 count=count,
                 mom=mom,
@@ -327,7 +380,7 @@ class MLPLOpt:
         mom = F.ema_update(mom, g, decays)
         nu = self.second_decay * nu + (1.0 - self.second_decay) * jnp.square(g)
 
-        m_hat_K = mom / F.bias_correction(decays, count)[:, None, None]
+        m_hat_K = mom / F.bias_correction(decays, count).reshape((-1,) + (1,) * layout.entry_ndim)
         v_bc = F.bias_correction(self.second_decay, count)
         denom = jnp.sqrt(nu / v_bc) + self.eps
         anchor = m_hat_K[self.anchor_index] / denom
