@@ -368,12 +368,14 @@ class MLPLOpt:
     def _update_live(
         self, layout, theta, global_feats, decays, count, grads, params, mom, nu, facs
     ):
-        """The steps of the tensors of size > 0, and the new momenta and second moment.
+        """The steps of the tensors of size > 0 in `layout`, and the new momenta and
+        second moment.
 
-        Computed on all tensors at once in their `FlatLayout` (per-tensor means as block
+        With a `FlatLayout`, computed on all tensors at once (per-tensor means as block
         sums plus a segment sum): one copy of the update in the program, not one per
         tensor, so compiling costs about the same for 8 tensors or 800. Padding entries
         have g = p = m = v = 0, so every feature, the anchor and the step are 0 there.
+        With a `TensorLayout`, the same on one tensor in its own shape.
         """
         g = layout.flatten(grads)
         p = layout.flatten(params)
