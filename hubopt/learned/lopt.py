@@ -84,9 +84,10 @@ class MLPLOptState(NamedTuple):
 LAYOUTS = ("flat", "per_tensor")
 
 
-def _check_state_fits(name: str, per_tensor: bool, state, tree_def, grads) -> None:
-    """A `ValueError` naming the problem when `state` was made by init for other params."""
-    if per_tensor:
+def _check_state_fits(name: str, state, tree_def, grads, flat_layout) -> None:
+    """A `ValueError` naming the problem when `state` was made by init for other params
+    (`flat_layout`: the gradients' `FlatLayout`, None for layout "per_tensor")."""
+    if flat_layout is None:
         try:
             nus = tree_def.flatten_up_to(state.nu)
         except (ValueError, TypeError):
@@ -97,11 +98,10 @@ def _check_state_fits(name: str, per_tensor: bool, state, tree_def, grads) -> No
                 "shapes: the state was made by init for other params (or for layout='flat')"
             )
         return
-    layout = _layout(grads)
-    if jnp.shape(state.nu) != (layout.num_blocks, BLOCK):
+    if jnp.shape(state.nu) != (flat_layout.num_blocks, BLOCK):
         raise ValueError(
             f"{name}: its state holds {jnp.shape(state.nu)} entries in blocks of {BLOCK}, "
-            f"these gradients need ({layout.num_blocks}, {BLOCK}): the state was made by "
+            f"these gradients need ({flat_layout.num_blocks}, {BLOCK}): the state was made by "
             "init for other params (or for layout='per_tensor')"
         )
 
@@ -320,7 +320,8 @@ class MLPLOpt:
             tree_def = jax.tree_util.tree_structure(updates)
             flat = lambda t: tree_def.flatten_up_to(t)  # noqa: E731
             grads = flat(updates)
-            _check_state_fits(name, per_tensor, state, tree_def, grads)
+            flat_layout = None if per_tensor else _layout(grads)
+            _check_state_fits(name, state, tree_def, grads, flat_layout)
             facs = [
                 F.factored_update(F.Factored(row, col), g, cfg.second_decay)
                 for g, row, col in zip(grads, flat(state.fac_row), flat(state.fac_col), strict=True)
@@ -349,7 +350,7 @@ class MLPLOpt:
             elif live:  # all tensors at once
                 pick = lambda xs: [xs[i] for i in live]  # noqa: E731
                 live_steps, mom, nu = cfg._update_live(
-                    _layout(grads), *args, pick(grads), pick(ps), mom, nu, pick(facs)
+                    flat_layout, *args, pick(grads), pick(ps), mom, nu, pick(facs)
                 )
                 for i, step in zip(live, live_steps, strict=True):
                     steps[i] = step.astype(grads[i].dtype)
