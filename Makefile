@@ -4,6 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_DEV := $(VENV)/.installed-dev
+# pytest workers (pytest-xdist): one per core; TEST_WORKERS=0 runs the suite in this process
+TEST_WORKERS ?= auto
 
 .PHONY: demo test lint bench clean
 
@@ -32,7 +34,7 @@ demo: $(STAMP_RUN)
 test: $(STAMP_DEV)
 	$(VENV)/bin/ruff check hubopt tests benchmarks
 	$(VENV)/bin/ruff format --check hubopt tests benchmarks
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 lint: $(STAMP_DEV)
 	$(VENV)/bin/ruff check hubopt tests benchmarks
