@@ -244,6 +244,61 @@ def test_stats_match_numpy(mode, clip):
     np.testing.assert_allclose(got["hand_share"], hand / (hand + learned), rtol=1e-5)
 
 
+@pytest.mark.parametrize("clip", [None, (0.2, 0.6)])
+@pytest.mark.parametrize("rule", list(hubopt.SIGMA_RULES))
+def test_every_rules_stats_match_numpy_of_its_own_weights(rule, clip):
+    """The diagnostics come in closed form where the rule has one (softmax; `hyper`'s one
+    weight per tensor): they must equal NumPy's reductions of the σ the rule gives."""
+    params, grads = make_tree()
+    tx = hubopt.hub(neg_grad(), value_times_params(), sigma=rule, clip=clip)
+    state = tx.init(params)
+    for _ in range(2):  # `hyper` moves σ from the step before
+        before = state.rule_state
+        _, state = tx.update(grads, state, params, value=0.7)
+    stats = hubopt.hub_stats(state)
+    for path, g, p in [
+        ("dense/w", grads["dense"]["w"], params["dense"]["w"]),
+        ("conv/w", grads["conv"]["w"], params["conv"]["w"]),
+    ]:
+        rule_state = None
+        if rule == "hyper":
+            rule_state = before["dense"]["w"] if path == "dense/w" else before["conv"]["w"]
+        sigma, _ = hubopt.SIGMA_RULES[rule].weights(jnp.asarray(g), rule_state)
+        sigma = np.broadcast_to(np.asarray(sigma, np.float64), np.shape(g))
+        if clip is not None:
+            sigma = np.clip(sigma, *clip)
+        hand = np.abs(sigma * -np.asarray(g)).sum()
+        learned = np.abs((1 - sigma) * -0.7 * np.asarray(p)).sum()
+        got = stats[path]
+        np.testing.assert_allclose(got["sigma_min"], sigma.min(), rtol=1e-5, err_msg=path)
+        np.testing.assert_allclose(got["sigma_mean"], sigma.mean(), rtol=1e-5, err_msg=path)
+        np.testing.assert_allclose(got["sigma_max"], sigma.max(), rtol=1e-5, err_msg=path)
+        np.testing.assert_allclose(got["hand_share"], hand / (hand + learned), rtol=1e-5)
+
+
+def test_softmax_summary_is_the_reductions_of_the_softmax():
+    from hubopt._src.sigma_rules import softmax_summary
+
+    rng = np.random.default_rng(5)
+    for g in [rng.normal(0, 3, (40, 25)), np.zeros((4, 5)), np.float32(2.0), [1e4, -1e4, 0]]:
+        sigma = np_softmax_abs(g)
+        got = softmax_summary(jnp.asarray(g, jnp.float32))
+        np.testing.assert_allclose(got, [sigma.min(), sigma.mean(), sigma.max()], rtol=1e-5)
+
+
+def test_a_rule_giving_weights_of_another_shape_is_refused_by_name():
+    def half_width(g):
+        return jnp.full(jnp.shape(g)[:1], 0.5)
+
+    params, grads = make_tree()
+    tx = hubopt.hub(neg_grad(), value_times_params(), sigma=half_width)
+    with pytest.raises(
+        ValueError,
+        match=r"'half_width' gave weights of shape \(3,\) for a gradient of shape \(3, 3, 2, 4\)",
+    ):
+        run_hub(tx, params, grads)
+
+
 @pytest.mark.parametrize("clip", [None, (1e-4, 0.5)])
 def test_sigma_histogram_matches_numpy(clip):
     _params, grads = make_tree()

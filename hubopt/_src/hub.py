@@ -131,8 +131,23 @@ def _mix_leaf(g, u_hand, u_learned, mode: str, clip, rule: SigmaRule, rule_state
         return jnp.zeros(jnp.shape(g), out_dtype), (nan, nan, nan, nan), rule_state
     sigma, rule_state = rule.weights(g, rule_state)
     sigma = jnp.asarray(sigma, jnp.float32)
+    if sigma.shape not in ((), jnp.shape(g)):
+        raise ValueError(
+            f"hub: sigma rule {rule.name!r} gave weights of shape {sigma.shape} for a "
+            f"gradient of shape {jnp.shape(g)}: it must give one of that shape, or one weight"
+        )
+    # σ's min, mean and max: one weight is its own; a rule's closed form saves passes over σ
+    if sigma.ndim == 0:
+        summary = (sigma, sigma, sigma)
+    elif stats and rule.summary is not None:
+        summary = rule.summary(g)
+    else:
+        summary = None
     if clip is not None:
         sigma = jnp.clip(sigma, clip[0], clip[1])
+        if summary is not None:  # clamping is monotone: min and max move with it, not the mean
+            lo, _, hi = (jnp.clip(s, clip[0], clip[1]) for s in summary)
+            summary = (lo, sigma if sigma.ndim == 0 else jnp.mean(sigma), hi)
     # mixed in float32, or in the update's own precision where that is higher (float64)
     mix_dtype = jnp.promote_types(out_dtype, jnp.float32)
     w_hand = (sigma if mode == "default" else 1.0 - sigma).astype(mix_dtype)
@@ -144,12 +159,21 @@ def _mix_leaf(g, u_hand, u_learned, mode: str, clip, rule: SigmaRule, rule_state
         rule_state = rule.observe(rule_state, u_sigma, u_other)
     if not stats:
         return update, (nan, nan, nan, nan), rule_state
-    sigma_mean = jnp.mean(sigma)
-    hand_l1 = jnp.sum(jnp.abs(hand_part))
-    total_l1 = hand_l1 + jnp.sum(jnp.abs(learned_part))
+    if summary is None:
+        summary = (jnp.min(sigma), jnp.mean(sigma), jnp.max(sigma))
+    sigma_min, sigma_mean, sigma_max = summary
+    if sigma.ndim == 0:  # one weight: sum the members' own updates (no product to write out)
+        hand_l1 = jnp.abs(w_hand) * jnp.sum(jnp.abs(jnp.asarray(u_hand).astype(mix_dtype)))
+        learned_l1 = jnp.abs(1.0 - w_hand) * jnp.sum(
+            jnp.abs(jnp.asarray(u_learned).astype(mix_dtype))
+        )
+    else:
+        hand_l1 = jnp.sum(jnp.abs(hand_part))
+        learned_l1 = jnp.sum(jnp.abs(learned_part))
+    total_l1 = hand_l1 + learned_l1
     mean_w_hand = sigma_mean if mode == "default" else 1.0 - sigma_mean
     share = jnp.where(total_l1 > 0, hand_l1 / jnp.where(total_l1 > 0, total_l1, 1.0), mean_w_hand)
-    return update, (jnp.min(sigma), sigma_mean, jnp.max(sigma), share), rule_state
+    return update, (sigma_min, sigma_mean, sigma_max, share), rule_state
 
 
 # σ histogram bins: [0, 1e-9), then half-decades [10^k, 10^(k+1/2)) up to 1 (the last bin
@@ -173,7 +197,7 @@ def sigma_histogram(grads, *, sigma="softmax", clip=None, rule_state=None, edges
 
     def bin_of(g, state=None):
         w, _ = rule.weights(g, state)
-        w = jnp.asarray(w, jnp.float32).ravel()
+        w = jnp.broadcast_to(jnp.asarray(w, jnp.float32), jnp.shape(g)).ravel()
         if clip is not None:
             w = jnp.clip(w, clip[0], clip[1])
         # one fused compare against every edge, not a search loop per tensor

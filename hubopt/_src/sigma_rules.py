@@ -97,6 +97,16 @@ def layer_softmax(g: jax.Array) -> jax.Array:
     return e / jnp.sum(e)
 
 
+def softmax_summary(g: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """min, mean and max of `layer_softmax(g)` from the softmax's own reductions:
+    max σ = 1/Z, min σ = exp(min|g| − max|g|)/Z, mean σ = 1/n (Z = Σ exp(|g| − max|g|)),
+    so that σ is not reduced again (XLA merges the max and the sum with the weights')."""
+    a = _abs32(g)
+    a_max = jnp.max(a)
+    z = jnp.sum(jnp.exp(a - a_max))
+    return jnp.exp(jnp.min(a) - a_max) / z, jnp.float32(1.0 / a.size), 1.0 / z
+
+
 def _relative_magnitude(a: jax.Array) -> jax.Array:
     """r = |g| / mean|g|, and 1 everywhere when g is zero."""
     scale = jnp.mean(a)
@@ -164,7 +174,8 @@ class HyperState(NamedTuple):
 
 
 def _cosine(x: jax.Array, y: jax.Array) -> jax.Array:
-    x, y = _finite32(x).ravel(), _finite32(y).ravel()
+    """cos(x, y) over x's finite entries; y is finite (`hyper` stores it so)."""
+    x, y = _finite32(x).ravel(), jnp.asarray(y, jnp.float32).ravel()
     norms = jnp.sqrt(jnp.sum(x * x) * jnp.sum(y * y))
     return jnp.where(norms > 0, jnp.sum(x * y) / jnp.where(norms > 0, norms, 1.0), 0.0)
 
@@ -179,8 +190,7 @@ def _hyper_weights(g, state: HyperState):
     logit = jnp.clip(
         state.logit - HYPER_STEP * _cosine(jnp.asarray(g), state.diff), -HYPER_BOUND, HYPER_BOUND
     )
-    sigma = jnp.full(jnp.shape(g), jax.nn.sigmoid(logit), jnp.float32)
-    return sigma, state._replace(logit=logit)
+    return jax.nn.sigmoid(logit).astype(jnp.float32), state._replace(logit=logit)
 
 
 def _hyper_observe(state: HyperState, u_sigma, u_other) -> HyperState:
@@ -191,13 +201,17 @@ class SigmaRule(NamedTuple):
     """A σ rule. Stateless: `weights(g, None) -> (σ, None)`. With state (per tensor):
     `init(param) -> state`, `weights(g, state) -> (σ, state)` before the mix and
     `observe(state, u_sigma, u_other) -> state` after it (u_sigma: the update σ weighs).
+    σ has g's shape, or is 0-d: one weight for the whole tensor (`hyper`).
 
+    summary: optional `g -> (min σ, mean σ, max σ)` in closed form, so that HUB's
+    diagnostics need no further pass over σ (else HUB reduces σ itself).
     scale_free, width_free, monotone: the properties the rule claims (tested)."""
 
     name: str
     weights: Callable[[jax.Array, Any], tuple[jax.Array, Any]]
     init: Callable[[jax.Array], Any] | None = None
     observe: Callable[[Any, jax.Array, jax.Array], Any] | None = None
+    summary: Callable[[jax.Array], tuple[jax.Array, jax.Array, jax.Array]] | None = None
     scale_free: bool = True
     width_free: bool = True
     monotone: bool = True
@@ -212,7 +226,9 @@ def _stateless(name: str, fn: Callable[[jax.Array], jax.Array], **claims) -> Sig
 
 
 SIGMA_RULES: dict[str, SigmaRule] = {
-    "softmax": _stateless("softmax", layer_softmax, scale_free=False, width_free=False),
+    "softmax": _stateless(
+        "softmax", layer_softmax, summary=softmax_summary, scale_free=False, width_free=False
+    ),
     "rank": _stateless("rank", rank_weights),
     "sigmoid": _stateless("sigmoid", sigmoid_weights),
     "softmax_n": _stateless("softmax_n", softmax_n_weights),
