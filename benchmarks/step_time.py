@@ -15,6 +15,8 @@ same gradients):
     hub      hubopt.hub(hand, learned), mode="default"
     hub_nostats, hub_<rule>   the same without diagnostics (stats=False), and with
              every other σ rule of hubopt.SIGMA_RULES (rank, sigmoid, softmax_n, hyper)
+    lgl2o    hubopt.baselines.lgl2o(hand, learned): evaluates the loss at both members'
+             candidate updates (two forward passes) and keeps the better one
 
 and, to isolate HUB's own cost from VeLO's run-to-run noise, a cheap pair:
 
@@ -61,7 +63,7 @@ import hubopt
 from hubopt._src import hub as hub_src
 from hubopt._src import members
 from hubopt._src.sigma_rules import SIGMA_RULES, layer_softmax
-from hubopt.baselines import hand_optimizer
+from hubopt.baselines import hand_optimizer, lgl2o
 from hubopt.bench.runner import metadata
 
 SIZES = (784, 1024, 256, 10)
@@ -124,12 +126,17 @@ def learned_member(kind: str):
 def make_fns(tx, params, x, y):
     """Jitted (update-alone, full-step) functions of `tx` and their initial state."""
 
+    def value_fn(p):  # the loss closure LGL2O evaluates its candidates with
+        return loss_fn(p, x, y)
+
     def update(grads, state, params, value):
-        return members.call_member("opt", tx, grads, state, params, {"value": value})
+        extra = {"value": value, "value_fn": value_fn}
+        return members.call_member("opt", tx, grads, state, params, extra)
 
     def step(params, state):
         value, grads = jax.value_and_grad(loss_fn)(params, x, y)
-        updates, state = members.call_member("opt", tx, grads, state, params, {"value": value})
+        extra = {"value": value, "value_fn": value_fn}
+        updates, state = members.call_member("opt", tx, grads, state, params, extra)
         return optax.apply_updates(params, updates), state, value
 
     return jax.jit(update), jax.jit(step), tx.init(params)
@@ -147,6 +154,7 @@ def markdown(results, learned_desc, n_params, args, meta) -> str:
         "mix": "HUB's σ + mixing alone",
         "mix+diag": "HUB's σ + mixing + diagnostics alone",
         "hub_nostats": "HUB(hand, learned), stats=False",
+        "lgl2o": "LGL2O(hand, learned)",
     }
     for rule in SIGMA_RULES:  # the other σ rules' rows
         names.setdefault(f"hub_{rule}", f"HUB(hand, learned), sigma={rule}")
@@ -184,6 +192,8 @@ def markdown(results, learned_desc, n_params, args, meta) -> str:
                 + (" (+ t(grad), shared)" if kind == "step" else ""),
             ),
             ("hub_cheap_own_ms", "same with the cheap pair, ms"),
+            ("lgl2o_over_learned", "t(LGL2O) / t(learned)"),
+            ("hub_over_lgl2o", "**t(HUB) / t(LGL2O)**"),
         ]
         if kind == "update":
             labels += [
@@ -223,6 +233,7 @@ def main(argv=None) -> int:
         "hub": hubopt.hub(hand, learned),
         "adamax": adamax,
         "hub_cheap": hubopt.hub(hand, adamax),
+        "lgl2o": lgl2o(hand, learned),
         "hub_nostats": hubopt.hub(hand, learned, stats=False),
         **{
             f"hub_{rule}": hubopt.hub(hand, learned, sigma=rule)
@@ -363,6 +374,8 @@ def main(argv=None) -> int:
                 "hub_own_ms": t["hub"] - t["hand"] - t["learned"] + g,
                 "hub_cheap_over_sum": t["hub_cheap"] / (t["hand"] + t["adamax"]),
                 "hub_cheap_own_ms": t["hub_cheap"] - t["hand"] - t["adamax"] + g,
+                "lgl2o_over_learned": t["lgl2o"] / t["learned"],
+                "hub_over_lgl2o": t["hub"] / t["lgl2o"],
             }
             variants = [n for n in t if n.startswith("hub_") and n != "hub_cheap"]
             ratios["variant_over_hub"] = {n: t[n] / t["hub"] for n in variants}
