@@ -157,3 +157,27 @@ def test_spike_ratio_by_hand():
         scoring.spike_ratio(steps, losses, 0.0, 100)
     with pytest.raises(ValueError, match="6 steps but 2 losses"):
         scoring.spike_ratio(steps, [1.0, 2.0], 2.0, 100)
+
+
+def test_the_parents_tables_on_valid_use_the_valid_metrics():
+    """A σ rule or recipe is chosen on valid: the second table reads metrics["valid"]."""
+    hand, learned = {"name": "adam", "learning_rate": 0.01}, {"name": "pretrained"}
+    hub = {"name": "hub", "hand": hand, "learned": learned, "sigma": "hyper"}
+    label = "hub[sigma=hyper](adam@0.01 | small)"
+    recs = []
+    for seed in (0, 1):
+        recs.append(_rec("t", "adam@0.01", hand, seed, 1.0))
+        recs.append(_rec("t", "small", learned, seed, 2.0))
+        mix = _rec("t", label, hub, seed, 0.5)  # beats both on test …
+        mix["metrics"]["valid"]["loss"] = 3.0  # … and falls below both on valid
+        recs.append(mix)
+    assert report.parents_verdicts(recs) == [("t", label, "beats both")]
+    assert report.parents_verdicts(recs, "valid") == [("t", label, "below both")]
+    section = report.parents_section(recs, "md")
+    on_test, on_valid = section.split(report.PARENTS_VALID_NOTE)
+    assert (
+        report.PARENTS_NOTE in on_test and "| hub[sigma=hyper] | 1 | 1 | 0 | 0 | 0 | 0 |" in on_test
+    )
+    assert "| hub[sigma=hyper] | 1 | 0 | 0 | 0 | 1 | 0 |" in on_valid
+    html_section = report.parents_section(recs, "html")
+    assert html_section.count("<table") == 2 and "on the valid split</h2>" in html_section

@@ -278,19 +278,25 @@ class Result:
         return statistics.fmean(self.values) if self.finite else math.nan
 
 
-def results(recs: list[dict]) -> list[Result]:
+def results(recs: list[dict], split: str | None = None) -> list[Result]:
     """One `Result` per (task, optimizer label, steps), from the records' metrics on their
-    task's metric split (test, unless the task reports its final training loss)."""
+    task's metric split (test, unless the task reports its final training loss), or on
+    `split` ("valid": what a choice among optimizers is made on)."""
     from hubopt.bench.optimizers import HAND
 
     out = []
     for (task, label, _n), rs in _groups(recs).items():
         head = rs[0]["task"]
-        metric, split = head.get("metric", "loss"), head.get("metric_split", "test")
-        if all(metric in (r.get("metrics") or {}).get(split, {}) for r in rs):
-            values = [float(r["metrics"][split][metric]) for r in rs]
-        else:  # records without test metrics: their final (valid) loss
-            values, split, metric = [float(r["final_loss"]) for r in rs], "valid loss", "loss"
+        metric = head.get("metric", "loss")
+        metric_split = split or head.get("metric_split", "test")
+        if all(metric in (r.get("metrics") or {}).get(metric_split, {}) for r in rs):
+            values = [float(r["metrics"][metric_split][metric]) for r in rs]
+        else:  # records without metrics on that split: their final (valid) loss
+            values, metric_split, metric = (
+                [float(r["final_loss"]) for r in rs],
+                "valid loss",
+                "loss",
+            )
         steps = [r.get("first_nonfinite_step") for r in rs]
         bad = [s for s in steps if s is not None]
         spikes = [record_spike_ratio(r) for r in rs]
@@ -302,8 +308,9 @@ def results(recs: list[dict]) -> list[Result]:
                 task=task,
                 label=label,
                 metric=metric,
-                higher_is_better=bool(head.get("higher_is_better")) and split != "valid loss",
-                split=split,
+                higher_is_better=bool(head.get("higher_is_better"))
+                and metric_split != "valid loss",
+                split=metric_split,
                 values=tuple(values),
                 seeds=tuple(r["seed"] for r in rs),
                 diverged=diverged,
@@ -499,17 +506,18 @@ def score_table(recs: list[dict], fmt: str = "md") -> str:
 PARENTS_HEADERS = ["mixture", "tasks", *scoring.PARENT_CLASSES]
 
 
-def parents_verdicts(recs: list[dict]) -> list[tuple[str, str, str]]:
+def parents_verdicts(recs: list[dict], split: str | None = None) -> list[tuple[str, str, str]]:
     """(task, mixture label, verdict) for every mixture run (HUB, blend, LGL2O) whose two
     parents — its hand and its learned member, each run alone on the same task, steps
     and seeds — are among `recs`: `hubopt.bench.scoring.versus_parents` of the means over
-    the seeds all three share (losses floored as in the score table)."""
+    the seeds all three share (losses floored as in the score table), on each task's
+    metric split or on `split` (as in `results`)."""
     import json
 
     def key(task, spec, steps):
         return task, json.dumps(spec, sort_keys=True), steps
 
-    by_label = {(r.task, r.label): r for r in results(recs)}
+    by_label = {(r.task, r.label): r for r in results(recs, split)}
     initial = initial_losses(recs)
     label_of, specs = {}, {}
     for rec in recs:
@@ -541,14 +549,14 @@ def _variant(label: str) -> str:
     return label.split("(", 1)[0]
 
 
-def parents_table(recs: list[dict], fmt: str = "md") -> str:
+def parents_table(recs: list[dict], fmt: str = "md", split: str | None = None) -> str:
     """Per mixture variant, over tasks: how often it beats both parents, matches the
     better one (within 2%), lands between them, falls below both or diverges; "" when no
-    mixture's parents were run."""
+    mixture's parents were run. On each task's metric split, or on `split`."""
     counts: dict[str, dict[str, int]] = defaultdict(
         lambda: dict.fromkeys(scoring.PARENT_CLASSES, 0)
     )
-    for _task, label, verdict in parents_verdicts(recs):
+    for _task, label, verdict in parents_verdicts(recs, split):
         counts[_variant(label)][verdict] += 1
     body = [
         [variant, str(sum(c.values())), *(str(c[k]) for k in scoring.PARENT_CLASSES)]
@@ -563,6 +571,30 @@ PARENTS_NOTE = (
     "better than the better parent by more than 2%; matches the better = within 2% of it; "
     "between; below both = worse than the worse parent."
 )
+PARENTS_VALID_NOTE = (
+    "The same on the valid split (each task's headline metric there): a choice among "
+    "mixtures — a σ rule, a mode, a recipe — is made on this table, never on the one above."
+)
+
+
+def parents_section(recs: list[dict], fmt: str) -> str:
+    """The "against the parents" tables, on the tasks' metric splits and on valid, each
+    under its note (Markdown, or HTML with headings); "" when no mixture's parents ran."""
+    import html
+
+    out = []
+    for title, note, split in (
+        ("Against the parents", PARENTS_NOTE, None),
+        ("Against the parents on the valid split", PARENTS_VALID_NOTE, "valid"),
+    ):
+        table = parents_table(recs, fmt, split)
+        if not table:
+            continue
+        if fmt == "html":
+            out.append(f"<h2>{title}</h2>\n<p>{html.escape(note)}</p>\n{table}")
+        else:
+            out.append(f"\n{note}\n\n{table}")
+    return "\n".join(out) if fmt == "html" else "".join(out)
 
 
 SCORE_NOTE = (
@@ -684,9 +716,9 @@ def html_page(recs: list[dict], figures: dict[str, bytes], report_command: str |
     rows = summarize(recs)
     scores = score_table(recs, "html")
     scores = f"<h2>Scores</h2>\n<p>{html.escape(SCORE_NOTE)}</p>\n{scores}" if scores else ""
-    parents = parents_table(recs, "html")
+    parents = parents_section(recs, "html")
     if parents:
-        scores += f"\n<h2>Against the parents</h2>\n<p>{html.escape(PARENTS_NOTE)}</p>\n{parents}"
+        scores += "\n" + parents
     loss_body = [
         [
             r.task,
@@ -733,9 +765,7 @@ def markdown_report(recs: list[dict], report_command: str | None = None) -> str:
     scores = score_table(recs, "md")
     if scores:
         md += "\n" + SCORE_NOTE + "\n\n" + scores
-    parents = parents_table(recs, "md")
-    if parents:
-        md += "\n" + PARENTS_NOTE + "\n\n" + parents
+    md += parents_section(recs, "md")
     md += "\nTraining and validation loss:\n\n"
     md += markdown_table(rows)
     task_metrics = metrics_table(recs)
@@ -776,8 +806,7 @@ def fill_markdown(text: str, root: str | Path = ".") -> str:
         recs = records.read_all([Path(root) / match["folder"]])
         scores = score_table(recs, "md")
         scores = f"\n{SCORE_NOTE}\n\n{scores}" if scores else ""
-        parents = parents_table(recs, "md")
-        parents = f"\n{PARENTS_NOTE}\n\n{parents}" if parents else ""
+        parents = parents_section(recs, "md")
         return match["open"] + results_table(recs, "md") + scores + parents + match["close"]
 
     return RESULTS_BLOCK.sub(table, text)
