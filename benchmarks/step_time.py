@@ -71,9 +71,9 @@ BATCH = 128
 NUM_STEPS = 10_000  # the horizon the learned optimizers are built for
 
 
-def init_mlp(key):
+def init_mlp(key, sizes=SIZES):
     params = {}
-    for i, (n_in, n_out) in enumerate(zip(SIZES[:-1], SIZES[1:], strict=True)):
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         key, k = jax.random.split(key)
         params[f"dense{i}"] = {
             "w": jax.random.normal(k, (n_in, n_out), jnp.float32) * math.sqrt(2.0 / n_in),
@@ -84,10 +84,10 @@ def init_mlp(key):
 
 def loss_fn(params, x_BxD, y_B):
     h = x_BxD
-    for i in range(len(SIZES) - 1):
+    for i in range(len(params)):
         layer = params[f"dense{i}"]
-        h = h @ layer["w"] + layer["b"]
-        if i < len(SIZES) - 2:
+        h = h @ layer["w"] + layer["b"][None, :]
+        if i < len(params) - 1:
             h = jax.nn.relu(h)
     return optax.softmax_cross_entropy_with_integer_labels(h, y_B).mean()
 
@@ -142,7 +142,7 @@ def make_fns(tx, params, x, y):
     return jax.jit(update), jax.jit(step), tx.init(params)
 
 
-def markdown(results, learned_desc, n_params, args, meta) -> str:
+def markdown(results, learned_desc, n_params, args, meta, sizes=SIZES) -> str:
     """The figures as Markdown tables (what BENCHMARKS.md shows)."""
     names = {
         "hand": "hand: Adam(1e-3)",
@@ -159,7 +159,7 @@ def markdown(results, learned_desc, n_params, args, meta) -> str:
     for rule in SIGMA_RULES:  # the other σ rules' rows
         names.setdefault(f"hub_{rule}", f"HUB(hand, learned), sigma={rule}")
     out = [
-        f"MLP {'-'.join(map(str, SIZES))} ({n_params:,} parameters), batch {BATCH}; "
+        f"MLP {'-'.join(map(str, sizes))} ({n_params:,} parameters), batch {BATCH}; "
         f"{args.rounds} interleaved rounds × {args.iters} calls; ms per call.",
         "",
     ]
@@ -210,18 +210,34 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--iters", type=int, default=20, help="calls per contender per round")
-    ap.add_argument("--learned", choices=("auto", "velo", "lopt"), default="auto")
+    ap.add_argument(
+        "--learned",
+        choices=("auto", "velo", "lopt", "adamax"),
+        default="auto",
+        help="the learned member; adamax: the labelled stand-in (a quick check of the script)",
+    )
     ap.add_argument("--json", help="also write the figures (and metadata) to this JSON file")
     ap.add_argument("--markdown", help="also write the tables for BENCHMARKS.md to this file")
+    ap.add_argument(
+        "--widths",
+        default=",".join(map(str, SIZES)),
+        help="the MLP's layer widths, input to output (default: %(default)s)",
+    )
     args = ap.parse_args(argv)
     if args.rounds < 1 or args.iters < 1:
         ap.error("--rounds and --iters must be >= 1")
+    try:
+        sizes = tuple(int(w) for w in args.widths.split(","))
+    except ValueError:
+        sizes = ()
+    if len(sizes) < 2 or min(sizes) < 1:
+        ap.error(f"--widths must be two or more positive integers, got {args.widths!r}")
 
     key_p, key_x, key_y = jax.random.split(jax.random.key(0), 3)
-    params = init_mlp(key_p)
+    params = init_mlp(key_p, sizes)
     n_params = sum(int(np.prod(p.shape)) for p in jax.tree_util.tree_leaves(params))
-    x = jax.random.normal(key_x, (BATCH, SIZES[0]), jnp.float32)
-    y = jax.random.randint(key_y, (BATCH,), 0, SIZES[-1])
+    x = jax.random.normal(key_x, (BATCH, sizes[0]), jnp.float32)
+    y = jax.random.randint(key_y, (BATCH,), 0, sizes[-1])
     value, grads = jax.jit(jax.value_and_grad(loss_fn))(params, x, y)
 
     hand = hand_optimizer("adam", 1e-3)
@@ -333,7 +349,7 @@ def main(argv=None) -> int:
             times["update"][n].append((time.perf_counter() - t0) / args.iters)
 
     meta = metadata(" ".join(["python", *sys.argv]))
-    print(f"HUB step time, MLP {'-'.join(map(str, SIZES))} ({n_params:,} params), batch {BATCH}")
+    print(f"HUB step time, MLP {'-'.join(map(str, sizes))} ({n_params:,} params), batch {BATCH}")
     print(f"hand: Adam(1e-3); learned: {learned_desc}; hub: hubopt.hub(hand, learned)")
     print(
         f"{args.rounds} interleaved rounds x {args.iters} calls; per contender the median "
@@ -408,7 +424,7 @@ def main(argv=None) -> int:
         results[kind] = res
     print("\ncompile+first call (s): " + ", ".join(f"{n} {t_compile[n]:.1f}" for n in names))
     if args.markdown:
-        text = markdown(results, learned_desc, n_params, args, meta)
+        text = markdown(results, learned_desc, n_params, args, meta, sizes)
         with open(args.markdown + ".tmp", "w") as f:
             f.write(text)
         os.replace(args.markdown + ".tmp", args.markdown)

@@ -133,3 +133,24 @@ def test_spike_variants_runs_each_variant(capsys):
     assert [r.split("|")[2].strip() for r in rows] == ["shipped", "relative"]
     with pytest.raises(SystemExit):
         spike_variants.main(["--variants", "nope"])
+
+
+def test_step_time_times_hub_lgl2o_and_every_rule_side_by_side(tmp_path):
+    import step_time
+
+    from hubopt import SIGMA_RULES
+
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    argv = ["--learned", "adamax", "--rounds", "1", "--iters", "1", "--widths", "16,8,4"]
+    assert step_time.main([*argv, "--json", str(out), "--markdown", str(md)]) == 0
+    rec = json.loads(out.read_text())
+    assert rec["n_params"] == 16 * 8 + 8 + 8 * 4 + 4
+    rules = {f"hub_{r}" for r in SIGMA_RULES if r != "softmax"}
+    for kind in ("update", "step"):
+        res = rec["results"][kind]
+        assert {"hand", "learned", "hub", "hub_nostats", "lgl2o", *rules} <= set(res["median_ms"])
+        assert all(t > 0 for t in res["median_ms"].values())
+        assert res["median_ratios"]["hub_over_lgl2o"] > 0
+    assert "**t(HUB) / t(LGL2O)**" in md.read_text() and "MLP 16-8-4" in md.read_text()
+    with pytest.raises(SystemExit):
+        step_time.main(["--widths", "16"])
