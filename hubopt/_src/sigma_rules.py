@@ -90,20 +90,25 @@ def layer_softmax(g: jax.Array) -> jax.Array:
     Stable for any finite |g| (the max is subtracted before exp); a one-entry
     tensor gets σ = 1 and an empty one an empty σ.
     """
+    if jnp.size(g) == 0:
+        return _abs32(g)
+    _, _, e, z = _softmax_parts(g)
+    return e / z
+
+
+def _softmax_parts(g: jax.Array):
+    """|g|, max|g|, e = exp(|g| − max|g|) and Z = Σ e: what σ and its summary share."""
     a = _abs32(g)
-    if a.size == 0:
-        return a
-    e = jnp.exp(a - jnp.max(a))
-    return e / jnp.sum(e)
+    a_max = jnp.max(a)
+    e = jnp.exp(a - a_max)
+    return a, a_max, e, jnp.sum(e)
 
 
 def softmax_summary(g: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """min, mean and max of `layer_softmax(g)` from the softmax's own reductions:
-    max σ = 1/Z, min σ = exp(min|g| − max|g|)/Z, mean σ = 1/n (Z = Σ exp(|g| − max|g|)),
-    so that σ is not reduced again (XLA merges the max and the sum with the weights')."""
-    a = _abs32(g)
-    a_max = jnp.max(a)
-    z = jnp.sum(jnp.exp(a - a_max))
+    max σ = 1/Z, min σ = exp(min|g| − max|g|)/Z, mean σ = 1/n, so that σ is not reduced
+    again (XLA merges the max and the sum with those of the weights: the same ops)."""
+    a, a_max, _, z = _softmax_parts(g)
     return jnp.exp(jnp.min(a) - a_max) / z, jnp.float32(1.0 / a.size), 1.0 / z
 
 
