@@ -136,40 +136,38 @@ def _mix_leaf(g, u_hand, u_learned, mode: str, clip, rule: SigmaRule, rule_state
             f"hub: sigma rule {rule.name!r} gave weights of shape {sigma.shape} for a "
             f"gradient of shape {jnp.shape(g)}: it must give one of that shape, or one weight"
         )
-    # σ's min, mean and max: one weight is its own; a rule's closed form saves passes over σ
-    if sigma.ndim == 0:
-        summary = (sigma, sigma, sigma)
-    elif stats and rule.summary is not None:
+    # σ's min, mean and max for the diagnostics: a rule's closed form saves passes over σ
+    summary = None
+    if stats and sigma.ndim > 0 and rule.summary is not None:
         summary = rule.summary(g)
-    else:
-        summary = None
     if clip is not None:
         sigma = jnp.clip(sigma, clip[0], clip[1])
         if summary is not None:  # clamping is monotone: min and max move with it, not the mean
             lo, _, hi = (jnp.clip(s, clip[0], clip[1]) for s in summary)
-            summary = (lo, sigma if sigma.ndim == 0 else jnp.mean(sigma), hi)
+            summary = (lo, jnp.mean(sigma), hi)
     # mixed in float32, or in the update's own precision where that is higher (float64)
     mix_dtype = jnp.promote_types(out_dtype, jnp.float32)
     w_hand = (sigma if mode == "default" else 1.0 - sigma).astype(mix_dtype)
-    hand_part = w_hand * jnp.asarray(u_hand).astype(mix_dtype)
-    learned_part = (1.0 - w_hand) * jnp.asarray(u_learned).astype(mix_dtype)
+    u_hand_mix = jnp.asarray(u_hand).astype(mix_dtype)
+    u_learned_mix = jnp.asarray(u_learned).astype(mix_dtype)
+    hand_part = w_hand * u_hand_mix
+    learned_part = (1.0 - w_hand) * u_learned_mix
     update = (hand_part + learned_part).astype(out_dtype)
     if rule.observe is not None:
         u_sigma, u_other = (u_hand, u_learned) if mode == "default" else (u_learned, u_hand)
         rule_state = rule.observe(rule_state, u_sigma, u_other)
     if not stats:
         return update, (nan, nan, nan, nan), rule_state
-    if summary is None:
-        summary = (jnp.min(sigma), jnp.mean(sigma), jnp.max(sigma))
-    sigma_min, sigma_mean, sigma_max = summary
-    if sigma.ndim == 0:  # one weight: sum the members' own updates (no product to write out)
-        hand_l1 = jnp.abs(w_hand) * jnp.sum(jnp.abs(jnp.asarray(u_hand).astype(mix_dtype)))
-        learned_l1 = jnp.abs(1.0 - w_hand) * jnp.sum(
-            jnp.abs(jnp.asarray(u_learned).astype(mix_dtype))
-        )
+    if sigma.ndim == 0:  # one weight: its own min, mean and max; sums of the members' updates
+        summary = (sigma, sigma, sigma)  # (no weighted product to write out)
+        hand_l1 = jnp.abs(w_hand) * jnp.sum(jnp.abs(u_hand_mix))
+        learned_l1 = jnp.abs(1.0 - w_hand) * jnp.sum(jnp.abs(u_learned_mix))
     else:
+        if summary is None:
+            summary = (jnp.min(sigma), jnp.mean(sigma), jnp.max(sigma))
         hand_l1 = jnp.sum(jnp.abs(hand_part))
         learned_l1 = jnp.sum(jnp.abs(learned_part))
+    sigma_min, sigma_mean, sigma_max = summary
     total_l1 = hand_l1 + learned_l1
     mean_w_hand = sigma_mean if mode == "default" else 1.0 - sigma_mean
     share = jnp.where(total_l1 > 0, hand_l1 / jnp.where(total_l1 > 0, total_l1, 1.0), mean_w_hand)
