@@ -1,6 +1,7 @@
 """JAX's persistent compilation cache for hubopt's commands (`hubopt._src.compile_cache`):
 a second process reads back what the first compiled, including a HUB run's training
-program (which holds a learned optimizer); the cache can be turned off; a folder that
+program (which holds a learned optimizer), and every seed of a run compiles to one
+program, read back for the seeds after the first; the cache can be turned off; a folder that
 cannot be written leaves it off; a cache the user set for JAX is kept."""
 
 import json
@@ -22,18 +23,22 @@ monitoring.register_event_listener(
     lambda name, **kw: hits.append(name) if name == "/jax/compilation_cache/cache_hits" else None
 )
 from hubopt.bench.cli import main
-args = ["sweep", "--tasks", "nonconvex_l1cos", "--opt", "hub:adam+small", "--size", "tiny",
-        "--seeds", "1", "--steps", "4", "--out", sys.argv[1], *sys.argv[2:]]
+args = ["sweep", "--opt", "hub:adam+small", "--size", "tiny", "--steps", "4",
+        "--out", sys.argv[1], *sys.argv[2:]]
 assert main(args) == 0
 print("HITS", len(hits))
 """
 
+MINIBATCH_TASK = "synreg_mlp48gelub32"  # a small task whose batches the seed draws
 
-def _sweep(out: Path, cache: str, *flags: str) -> int:
+
+def _sweep(
+    out: Path, cache: str, *flags: str, seeds: int = 1, task: str = "nonconvex_l1cos"
+) -> int:
     env = {**os.environ, "HUBOPT_COMPILE_CACHE": cache, "JAX_PLATFORMS": "cpu"}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
     done = subprocess.run(
-        [sys.executable, "-c", SWEEP, str(out), *flags],
+        [sys.executable, "-c", SWEEP, str(out), "--seeds", str(seeds), "--tasks", task, *flags],
         env=env,
         capture_output=True,
         text=True,
@@ -50,24 +55,30 @@ def _programs(cache: Path) -> list[str]:
 
 def test_a_second_sweep_reads_back_what_the_first_compiled(tmp_path):
     cache = tmp_path / "xla"
-    # a fresh cache: the first process reads back at most what it wrote itself (a program
-    # compiled twice in one process), far fewer than the second
-    hits_first = _sweep(tmp_path / "first", str(cache))
+    # a fresh cache, two seeds in one process, on a task with minibatches: the seed's
+    # data key is an argument of the training program, not a constant in it, so both
+    # seeds compile to one program, the second seed reads it back, and the second seed's
+    # run is still its own
+    hits_first = _sweep(tmp_path / "first", str(cache), seeds=2, task=MINIBATCH_TASK)
     written = _programs(cache)
     # the training chunk holds HUB(Adam, bundled optimizer): cacheable because the runner
     # builds the learned optimizer without its host-callback warning past the budget
-    assert any(name.startswith("jit_chunk-") for name in written), written
-    hits = _sweep(tmp_path / "second", str(cache))
-    assert hits >= len(written) > hits_first  # every program written is read back
+    chunks = [name for name in written if name.startswith("jit_chunk-")]
+    assert len(chunks) == 1, written
+    seed0, seed1 = (
+        json.loads(next((tmp_path / "first").glob(f"*seed{s}.json")).read_text()) for s in (0, 1)
+    )
+    assert seed0["curve"] != seed1["curve"]  # one program, each seed's own batches
+    hits = _sweep(tmp_path / "second", str(cache), task=MINIBATCH_TASK)
+    # every program written is read back by the next process: more than the first
+    # process read back of its own (only the second seed's)
+    assert hits >= len(written) > hits_first >= 1
     # nothing written before was compiled again (the set may grow: what compiles faster
     # than the threshold in one process and slower in another)
     assert set(written) <= set(_programs(cache))
-    chunks = [name for name in _programs(cache) if name.startswith("jit_chunk-")]
-    assert chunks == [name for name in written if name.startswith("jit_chunk-")]
-    first, second = (
-        json.loads(next((tmp_path / run).glob("*.json")).read_text()) for run in ("first", "second")
-    )
-    assert first["curve"] == second["curve"]  # a program read back computes the same
+    assert chunks == [name for name in _programs(cache) if name.startswith("jit_chunk-")]
+    second = json.loads(next((tmp_path / "second").glob("*seed0.json")).read_text())
+    assert seed0["curve"] == second["curve"]  # a program read back computes the same
 
 
 def test_the_cache_can_be_turned_off(tmp_path):

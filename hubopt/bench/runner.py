@@ -171,12 +171,11 @@ def train(
     params = _initial_params(task, init_key)
     opt_state = jax.jit(tx.init)(params)  # one compile, not one per operation
 
-    def batch_key(step):
-        return jax.random.fold_in(data_key, step)
-
-    one_step = train_step(task, tx, batch_key)
-
-    def chunk(carry, start, length):
+    # the seed's data key is an argument of the compiled programs, not a constant in
+    # them: every seed of a run compiles to the same program, which JAX's persistent
+    # compilation cache (on in sweeps) then compiles once
+    def chunk(carry, start, key, length):
+        one_step = train_step(task, tx, functools.partial(jax.random.fold_in, key))
         return jax.lax.scan(one_step, carry, start + jnp.arange(length, dtype=jnp.int32))
 
     chunk_len = max(1, num_steps // num_evals)
@@ -187,7 +186,9 @@ def train(
     carry = (params, opt_state)
     t0 = time.perf_counter()
     compiled = {
-        n: jax.jit(functools.partial(chunk, length=n)).lower(carry, jnp.int32(0)).compile()
+        n: jax.jit(functools.partial(chunk, length=n))
+        .lower(carry, jnp.int32(0), data_key)
+        .compile()
         for n in sorted(set(lengths))
     }
     # untimed evaluations on the valid split: its loss and, where the task has one, every
@@ -210,7 +211,7 @@ def train(
         return out
 
     eval_schedule = [0, *np.cumsum(lengths).tolist()]
-    sigma_hist = _sigma_histogram_fn(task, built.spec, batch_key, carry, eval_schedule)
+    sigma_hist = _sigma_histogram_fn(task, built.spec, data_key, carry, eval_schedule)
     compile_time = time.perf_counter() - t0
 
     def evaluate_at(step, p, state):
@@ -223,7 +224,7 @@ def train(
         if diag:
             diag_curve.append({"step": step, **diag})
         if sigma_hist is not None and step in sigma_hist["steps"]:
-            counts = jax.device_get(sigma_hist["fn"](p, jnp.int32(step), state))
+            counts = jax.device_get(sigma_hist["fn"](p, jnp.int32(step), data_key, state))
             for path, c in zip(sigma_hist["paths"], jax.tree_util.tree_leaves(counts), strict=True):
                 sigma_counts.setdefault(path, []).append(np.asarray(c).tolist())
 
@@ -257,7 +258,7 @@ def train(
     )
     for n in lengths:
         t0 = time.perf_counter()
-        carry, vals = compiled[n](carry, jnp.int32(step))
+        carry, vals = compiled[n](carry, jnp.int32(step), data_key)
         jax.block_until_ready(carry)
         chunk_times.append((time.perf_counter() - t0) / n)
         step += n
@@ -370,9 +371,9 @@ def _resume(folder, identity: dict, carry):
 SIGMA_HIST_AT = (0.0, 0.1, 0.5, 1.0)  # fractions of a HUB run with a σ histogram
 
 
-def _sigma_histogram_fn(task, spec, batch_key, carry, eval_schedule):
+def _sigma_histogram_fn(task, spec, data_key, carry, eval_schedule):
     """For a HUB run: the evaluation steps nearest `SIGMA_HIST_AT` of the run and a
-    `(params, step, opt_state) -> counts` compiled ahead for `carry`'s shapes: the
+    `(params, step, data_key, opt_state) -> counts` compiled ahead for `carry`'s shapes: the
     histogram (`hubopt.sigma_histogram`) of the σ that step's update weighs with (the
     gradient of the params before it, on its batch; at the last step, the one a next
     step would take; for a σ rule with state, from the state that update starts
@@ -388,8 +389,9 @@ def _sigma_histogram_fn(task, spec, batch_key, carry, eval_schedule):
     total = eval_schedule[-1]
     steps = sorted({min(eval_schedule, key=lambda s: abs(s - f * total)) for f in SIGMA_HIST_AT})
 
-    def counts(p, step, opt_state):
-        batch = step_batch(task, batch_key, step)  # the batch that step's update sees
+    def counts(p, step, key, opt_state):
+        # the batch that step's update sees
+        batch = step_batch(task, functools.partial(jax.random.fold_in, key), step)
         rule_state = None
         if SIGMA_RULES[rule].stateful:  # the state the step's update starts from
             rule_state = find_one(opt_state, HubState, "the sigma histogram").rule_state
@@ -397,7 +399,7 @@ def _sigma_histogram_fn(task, spec, batch_key, carry, eval_schedule):
         return sigma_histogram(grads, sigma=rule, clip=clip, rule_state=rule_state)
 
     params, opt_state = carry
-    fn = jax.jit(counts).lower(params, jnp.int32(0), opt_state).compile()
+    fn = jax.jit(counts).lower(params, jnp.int32(0), data_key, opt_state).compile()
     return {"steps": steps, "fn": fn, "paths": leaf_paths(params)}
 
 
