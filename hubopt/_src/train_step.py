@@ -12,6 +12,7 @@ Each extra arg reaches the optimizer only if it accepts it (`members.call_member
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import optax
@@ -27,22 +28,35 @@ def step_batch(task, batch_key: Callable[[jax.Array], jax.Array], step):
     return task.batch(batch_key(step), step) if task.stochastic else None
 
 
-def train_step(task, tx: optax.GradientTransformation, batch_key: Callable[[jax.Array], jax.Array]):
+def train_step(
+    task,
+    tx: optax.GradientTransformation,
+    batch_key: Callable[[jax.Array], jax.Array],
+    observe: Callable[[Any, jax.Array, Any, Any], Any] | None = None,
+):
     """The scan body `((params, opt_state), step) -> ((params', opt_state'), loss)` of `tx`
     on `task` (a `hubopt.tasks.Task`); `batch_key(step)` is the key of that step's batch.
-    The loss returned is the training loss of the params before the update."""
+    The loss returned is the training loss of the params before the update.
+
+    `observe(aux, step, grads, opt_state) -> aux`: the carry is then
+    `(params, opt_state, aux)`, and aux is updated at every step from that step's
+    gradient and the state its update starts from (the runner's σ histograms: no second
+    program computing the gradient again)."""
 
     def one_step(carry, step):
-        params, opt_state = carry
+        params, opt_state = carry[:2]
         batch = step_batch(task, batch_key, step)
         value, grads = jax.value_and_grad(task.loss)(params, batch)
 
         def value_fn(p):  # the loss on this step's batch (what LGL2O compares)
             return task.loss(p, batch)
 
-        updates, opt_state = members.call_member(
+        updates, new_state = members.call_member(
             "optimizer", tx, grads, opt_state, params, {"value": value, "value_fn": value_fn}
         )
-        return (optax.apply_updates(params, updates), opt_state), value
+        new_carry = (optax.apply_updates(params, updates), new_state)
+        if observe is not None:
+            new_carry += (observe(carry[2], step, grads, opt_state),)
+        return new_carry, value
 
     return one_step

@@ -34,13 +34,14 @@ reports are made from records on disk only:
                    older records. Test numbers are for reporting only.
     timing         {"step_time_s": median seconds per step over timed chunks,
                     "step_time_stats_s": {"mean", "min", "max", "chunks"} (newer),
-                    "compile_time_s": compiling the training chunks (and a HUB run's σ
-                    histogram; the task's evaluations compile on first use, once per task
-                    and process), "wall_time_s": whole run incl. compile and eval}
+                    "compile_time_s": compiling the training chunks (the task's
+                    evaluations compile on first use, once per task and process),
+                    "wall_time_s": whole run incl. compile and eval}
     diagnostics    optimizer statistics at the end (HUB σ / hand share, LGL2O wins)
     diagnostics_curve  [{"step", ...the same statistics}] at every evaluation (newer)
     sigma_histograms   HUB runs (newer): {"edges": σ bin edges, "steps": the evaluation
-                   steps nearest 0, 10, 50 and 100 % of the run, "counts": {tensor
+                   steps nearest 0, 10 and 50 % of the run and its last step (in older
+                   records the step after it, num_steps), "counts": {tensor
                    path: [counts per bin, one list per step]}}: how many entries of
                    each tensor had σ in each bin (`hubopt.sigma_histogram`); else null
     meta           {"versions", "platform", "device", "git", "date", "command"}

@@ -30,7 +30,9 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +43,8 @@ from tqdm import tqdm
 from hubopt._src.atomic_write import write_atomic
 from hubopt._src.git_state import git_state
 from hubopt._src.hub import SIGMA_HIST_EDGES
-from hubopt._src.train_step import step_batch, train_step
+from hubopt._src.train_step import train_step
+from hubopt._src.tree_paths import leaf_paths
 from hubopt.bench import optimizers, records
 from hubopt.tasks import Task, get_task
 
@@ -174,14 +177,19 @@ def train(
     # the seed's data key is an argument of the compiled programs, not a constant in
     # them: every seed of a run compiles to the same program, which JAX's persistent
     # compilation cache (on in sweeps) then compiles once
-    def chunk(carry, start, key, length):
-        one_step = train_step(task, tx, functools.partial(jax.random.fold_in, key))
-        return jax.lax.scan(one_step, carry, start + jnp.arange(length, dtype=jnp.int32))
+    # a HUB run takes σ histograms inside its training steps (`_SigmaHistograms`)
+    hist = _SigmaHistograms.of(built.spec, params, opt_state, num_steps, num_evals)
 
-    chunk_len = max(1, num_steps // num_evals)
-    lengths = [chunk_len] * (num_steps // chunk_len)
-    if num_steps % chunk_len:
-        lengths.append(num_steps % chunk_len)
+    def chunk(carry, start, key, length):
+        batch_key = functools.partial(jax.random.fold_in, key)
+        steps = start + jnp.arange(length, dtype=jnp.int32)
+        if hist is None:
+            return jax.lax.scan(train_step(task, tx, batch_key), carry, steps)
+        one_step = train_step(task, tx, batch_key, observe=hist.observe)
+        (*carry, counts), values = jax.lax.scan(one_step, (*carry, hist.empty()), steps)
+        return tuple(carry), values, counts
+
+    lengths = chunk_lengths(num_steps, num_evals)
 
     carry = (params, opt_state)
     t0 = time.perf_counter()
@@ -211,7 +219,6 @@ def train(
         return out
 
     eval_schedule = [0, *np.cumsum(lengths).tolist()]
-    sigma_hist = _sigma_histogram_fn(task, built.spec, data_key, carry, eval_schedule)
     compile_time = time.perf_counter() - t0
 
     def evaluate_at(step, p, state):
@@ -223,10 +230,6 @@ def train(
         diag = optimizers.diagnostics(built.spec, state)
         if diag:
             diag_curve.append({"step": step, **diag})
-        if sigma_hist is not None and step in sigma_hist["steps"]:
-            counts = jax.device_get(sigma_hist["fn"](p, jnp.int32(step), data_key, state))
-            for path, c in zip(sigma_hist["paths"], jax.tree_util.tree_leaves(counts), strict=True):
-                sigma_counts.setdefault(path, []).append(np.asarray(c).tolist())
 
     values, chunk_times = [], []
     eval_steps, eval_losses, eval_metrics, diag_curve, sigma_counts = [], [], {}, [], {}
@@ -258,9 +261,12 @@ def train(
     )
     for n in lengths:
         t0 = time.perf_counter()
-        carry, vals = compiled[n](carry, jnp.int32(step), data_key)
-        jax.block_until_ready(carry)
+        out = compiled[n](carry, jnp.int32(step), data_key)
+        jax.block_until_ready(out)
         chunk_times.append((time.perf_counter() - t0) / n)
+        carry, vals = out[:2]
+        if hist is not None:  # the histograms of the steps this chunk took
+            hist.collect(sigma_counts, out[2], range(step, step + n))
         step += n
         values.append(np.asarray(vals, np.float64))
         evaluate_at(step, *carry)  # untimed
@@ -327,12 +333,8 @@ def train(
         "diagnostics": optimizers.diagnostics(built.spec, carry[1]),
         "diagnostics_curve": diag_curve,  # the same at every evaluation (HUB, LGL2O)
         "sigma_histograms": None
-        if sigma_hist is None
-        else {
-            "edges": list(SIGMA_HIST_EDGES),
-            "steps": sigma_hist["steps"],
-            "counts": sigma_counts,
-        },
+        if hist is None
+        else {"edges": list(SIGMA_HIST_EDGES), "steps": hist.steps, "counts": sigma_counts},
         "_final_state": carry,
     }
 
@@ -371,36 +373,74 @@ def _resume(folder, identity: dict, carry):
 SIGMA_HIST_AT = (0.0, 0.1, 0.5, 1.0)  # fractions of a HUB run with a σ histogram
 
 
-def _sigma_histogram_fn(task, spec, data_key, carry, eval_schedule):
-    """For a HUB run: the evaluation steps nearest `SIGMA_HIST_AT` of the run and a
-    `(params, step, data_key, opt_state) -> counts` compiled ahead for `carry`'s shapes: the
-    histogram (`hubopt.sigma_histogram`) of the σ that step's update weighs with (the
-    gradient of the params before it, on its batch; at the last step, the one a next
-    step would take; for a σ rule with state, from the state that update starts
-    from). None for other runs."""
-    if spec.get("name") != "hub":
-        return None
-    from hubopt import SIGMA_RULES, HubState, sigma_histogram
-    from hubopt._src.state_search import find_one
-    from hubopt._src.tree_paths import leaf_paths
+def chunk_lengths(num_steps: int, num_evals: int) -> list[int]:
+    """The lengths of the chunks of steps between evaluations: `num_evals` of
+    `num_steps // num_evals` steps (at least 1), then what is left."""
+    chunk_len = max(1, num_steps // num_evals)
+    lengths = [chunk_len] * (num_steps // chunk_len)
+    if num_steps % chunk_len:
+        lengths.append(num_steps % chunk_len)
+    return lengths
 
-    clip = None if spec.get("clip") is None else tuple(spec["clip"])
-    rule = spec.get("sigma", "softmax")
-    total = eval_schedule[-1]
-    steps = sorted({min(eval_schedule, key=lambda s: abs(s - f * total)) for f in SIGMA_HIST_AT})
 
-    def counts(p, step, key, opt_state):
-        # the batch that step's update sees
-        batch = step_batch(task, functools.partial(jax.random.fold_in, key), step)
-        rule_state = None
-        if SIGMA_RULES[rule].stateful:  # the state the step's update starts from
-            rule_state = find_one(opt_state, HubState, "the sigma histogram").rule_state
-        grads = jax.grad(task.loss)(p, batch)
-        return sigma_histogram(grads, sigma=rule, clip=clip, rule_state=rule_state)
+class _SigmaHistograms(NamedTuple):
+    """A HUB run's σ histograms (`hubopt.sigma_histogram`), taken inside its training
+    steps: at `steps`, the evaluation steps nearest 0, 10 and 50 % of the run and its
+    last step, the histogram of the σ that step's update weighs with (from the step's
+    own gradient; for a σ rule with state, from the state the update starts from).
+    The training program carries them as `(len(steps), bins)` counts per tensor."""
 
-    params, opt_state = carry
-    fn = jax.jit(counts).lower(params, jnp.int32(0), data_key, opt_state).compile()
-    return {"steps": steps, "fn": fn, "paths": leaf_paths(params)}
+    steps: list[int]
+    counts: Callable[[Any, Any], Any]  # (grads, opt_state) -> counts per tensor
+    shapes: Any  # the counts' shapes and dtypes
+
+    @classmethod
+    def of(cls, spec, params, opt_state, num_steps: int, num_evals: int):
+        """For a HUB run, its histograms; None for other runs."""
+        if spec.get("name") != "hub":
+            return None
+        from hubopt import SIGMA_RULES, HubState, sigma_histogram
+        from hubopt._src.state_search import find_one
+
+        clip = None if spec.get("clip") is None else tuple(spec["clip"])
+        rule = spec.get("sigma", "softmax")
+        evals = [0, *np.cumsum(chunk_lengths(num_steps, num_evals)).tolist()]
+        nearest = (min(evals, key=lambda s: abs(s - f * num_steps)) for f in SIGMA_HIST_AT)
+        steps = sorted({min(int(s), num_steps - 1) for s in nearest})
+
+        def counts(grads, state):
+            rule_state = None
+            if SIGMA_RULES[rule].stateful:  # the state the step's update starts from
+                rule_state = find_one(state, HubState, "the sigma histogram").rule_state
+            return sigma_histogram(grads, sigma=rule, clip=clip, rule_state=rule_state)
+
+        return cls(steps, counts, jax.eval_shape(counts, params, opt_state))
+
+    def empty(self):
+        """No histogram yet: zeros of shape (len(steps), bins) per tensor."""
+        k = len(self.steps)
+        return jax.tree_util.tree_map(lambda s: jnp.zeros((k, *s.shape), s.dtype), self.shapes)
+
+    def observe(self, acc, step, grads, opt_state):
+        """`train_step`'s observer: at one of `steps`, its row of `acc` is filled."""
+        at = jnp.asarray(self.steps, jnp.int32)
+        i = jnp.minimum(jnp.searchsorted(at, step), len(self.steps) - 1)
+
+        def fill():
+            new = self.counts(grads, opt_state)
+            return jax.tree_util.tree_map(lambda a, c: a.at[i].set(c), acc, new)
+
+        return jax.lax.cond(at[i] == step, fill, lambda: acc)
+
+    def collect(self, sigma_counts: dict, acc, taken) -> None:
+        """Appends to `sigma_counts` (tensor path -> counts per step) the histograms of
+        those of `steps` among the steps `taken`, from a chunk's `acc`."""
+        rows = [i for i, s in enumerate(self.steps) if s in taken]
+        if not rows:
+            return
+        acc = jax.device_get(acc)
+        for path, c in zip(leaf_paths(acc), jax.tree_util.tree_leaves(acc), strict=True):
+            sigma_counts.setdefault(path, []).extend(np.asarray(c)[rows].tolist())
 
 
 def _slug(text: str) -> str:
