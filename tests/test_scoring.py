@@ -132,8 +132,48 @@ def test_the_report_finds_each_mixtures_parents_on_the_seeds_all_three_share():
         ("u", "blend[λ=0.5](adam@0.01 | small)", "between"),
     ]
     table = report.parents_table(recs)
-    assert "| hub[sigma=rank] | 1 | 1 | 0 | 0 | 0 | 0 |" in table
-    assert "| blend[λ=0.5] | 1 | 0 | 0 | 1 | 0 | 0 |" in table
+    assert "| hub[sigma=rank] | 1 | 1 | 0 | 0 | 0 | 0 | met |" in table
+    missed = "matches or beats 0/1 < 70%; beats 0/1 < 30%"
+    assert f"| blend[λ=0.5] | 1 | 0 | 0 | 1 | 0 | 0 | {missed} |" in table
+
+
+@pytest.mark.parametrize(
+    "counts, missed",
+    [
+        # 10 tasks: 3 beat, 4 match (7 = 70%), 3 between: every goal met, at its bound
+        ({"beats both": 3, "matches the better": 4, "between": 3}, []),
+        (
+            {"beats both": 2, "matches the better": 5, "between": 3},
+            ["beats 2/10 < 30%"],
+        ),
+        (
+            {"beats both": 3, "matches the better": 3, "between": 4},
+            ["matches or beats 6/10 < 70%"],
+        ),
+        # one task below both parents, or one NaN, misses the first goal whatever else
+        (
+            {"beats both": 8, "matches the better": 1, "below both": 1},
+            ["below both 1, diverged 0"],
+        ),
+        (
+            {"beats both": 8, "matches the better": 1, "diverged": 1},
+            ["below both 0, diverged 1"],
+        ),
+        (
+            {"between": 2},
+            ["matches or beats 0/2 < 70%", "beats 0/2 < 30%"],
+        ),
+    ],
+)
+def test_the_goals_of_a_mixture_over_a_suite_by_hand(counts, missed):
+    assert scoring.parent_goals(counts) == missed
+
+
+def test_the_goals_need_tasks_and_known_classes():
+    with pytest.raises(ValueError, match="no tasks"):
+        scoring.parent_goals(dict.fromkeys(scoring.PARENT_CLASSES, 0))
+    with pytest.raises(ValueError, match=r"unknown classes \['better'\]"):
+        scoring.parent_goals({"better": 1})
 
 
 def test_spike_ratio_by_hand():
@@ -175,9 +215,9 @@ def test_the_parents_tables_on_valid_use_the_valid_metrics():
     assert report.parents_verdicts(recs, "valid") == [("t", label, "below both")]
     section = report.parents_section(recs, "md")
     on_test, on_valid = section.split(report.PARENTS_VALID_NOTE)
-    assert (
-        report.PARENTS_NOTE in on_test and "| hub[sigma=hyper] | 1 | 1 | 0 | 0 | 0 | 0 |" in on_test
-    )
-    assert "| hub[sigma=hyper] | 1 | 0 | 0 | 0 | 1 | 0 |" in on_valid
+    assert report.PARENTS_NOTE in on_test
+    assert "| hub[sigma=hyper] | 1 | 1 | 0 | 0 | 0 | 0 | met |" in on_test
+    missed = "below both 1, diverged 0; matches or beats 0/1 < 70%; beats 0/1 < 30%"
+    assert f"| hub[sigma=hyper] | 1 | 0 | 0 | 0 | 1 | 0 | {missed} |" in on_valid
     html_section = report.parents_section(recs, "html")
     assert html_section.count("<table") == 2 and "on the valid split</h2>" in html_section

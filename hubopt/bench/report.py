@@ -503,7 +503,12 @@ def score_table(recs: list[dict], fmt: str = "md") -> str:
     return render_table(SCORE_HEADERS, body, fmt) if body else ""
 
 
-PARENTS_HEADERS = ["mixture", "tasks", *scoring.PARENT_CLASSES]
+PARENTS_HEADERS = [
+    "mixture",
+    "tasks",
+    *scoring.PARENT_CLASSES,
+    f"goals (never below; ≥ {scoring.GOAL_MATCH:.0%} match; ≥ {scoring.GOAL_BEAT:.0%} beat)",
+]
 
 
 def parents_verdicts(recs: list[dict], split: str | None = None) -> list[tuple[str, str, str]]:
@@ -551,15 +556,21 @@ def _variant(label: str) -> str:
 
 def parents_table(recs: list[dict], fmt: str = "md", split: str | None = None) -> str:
     """Per mixture variant, over tasks: how often it beats both parents, matches the
-    better one (within 2%), lands between them, falls below both or diverges; "" when no
-    mixture's parents were run. On each task's metric split, or on `split`."""
+    better one (within 2%), lands between them, falls below both or diverges, and the
+    goals it misses over those tasks (`scoring.parent_goals`); "" when no mixture's
+    parents were run. On each task's metric split, or on `split`."""
     counts: dict[str, dict[str, int]] = defaultdict(
         lambda: dict.fromkeys(scoring.PARENT_CLASSES, 0)
     )
     for _task, label, verdict in parents_verdicts(recs, split):
         counts[_variant(label)][verdict] += 1
     body = [
-        [variant, str(sum(c.values())), *(str(c[k]) for k in scoring.PARENT_CLASSES)]
+        [
+            variant,
+            str(sum(c.values())),
+            *(str(c[k]) for k in scoring.PARENT_CLASSES),
+            "; ".join(scoring.parent_goals(c)) or "met",
+        ]
         for variant, c in sorted(counts.items())
     ]
     return render_table(PARENTS_HEADERS, body, fmt) if body else ""
@@ -569,7 +580,10 @@ PARENTS_NOTE = (
     "Against the parents (each mixture's hand member and learned member, each run alone "
     "on the same task and seeds; means over the seeds all three share): beats both = "
     "better than the better parent by more than 2%; matches the better = within 2% of it; "
-    "between; below both = worse than the worse parent."
+    "between; below both = worse than the worse parent. Goals: what HUB promises over a "
+    "suite (issue 13): never below the worse parent nor NaN where a parent is finite, "
+    f"matching the better parent or beating both on at least {scoring.GOAL_MATCH:.0%} of the "
+    f"tasks, and beating both on at least {scoring.GOAL_BEAT:.0%}; a cell lists what is missed."
 )
 PARENTS_VALID_NOTE = (
     "The same on the valid split (each task's headline metric there): a choice among "

@@ -30,6 +30,7 @@ __all__ = [
     "Comparison",
     "Score",
     "floored_ratio",
+    "parent_goals",
     "score",
     "spike_ratio",
     "versus_parents",
@@ -181,3 +182,35 @@ def versus_parents(
     if v >= worst:
         return "between"
     return "below both"
+
+
+# what HUB promises (issue 13): the learned optimizer's speed with the hand optimizer's
+# stability, over a suite of tasks
+GOAL_MATCH = 0.7  # matches the better parent (or beats both) on at least this share
+GOAL_BEAT = 0.3  # beats both parents on at least this share
+
+
+def parent_goals(counts: dict[str, int]) -> list[str]:
+    """The goals a mixture misses over a suite, from its counts per `PARENT_CLASSES`
+    class (one task each); [] when it meets them all:
+
+        never below the worse parent and never NaN where a parent is finite
+        matches the better parent (within 2%) or beats both on ≥ GOAL_MATCH of the tasks
+        beats both parents on ≥ GOAL_BEAT of the tasks
+    """
+    unknown = set(counts) - set(PARENT_CLASSES)
+    if unknown:
+        raise ValueError(f"unknown classes {sorted(unknown)}; known: {PARENT_CLASSES}")
+    n = sum(counts.values())
+    if n == 0:
+        raise ValueError("no tasks: the goals are judged over at least one task")
+    beats, matches = counts.get("beats both", 0), counts.get("matches the better", 0)
+    missed = []
+    below, diverged = counts.get("below both", 0), counts.get("diverged", 0)
+    if below or diverged:
+        missed.append(f"below both {below}, diverged {diverged}")
+    if beats + matches < GOAL_MATCH * n:
+        missed.append(f"matches or beats {beats + matches}/{n} < {GOAL_MATCH:.0%}")
+    if beats < GOAL_BEAT * n:
+        missed.append(f"beats {beats}/{n} < {GOAL_BEAT:.0%}")
+    return missed
