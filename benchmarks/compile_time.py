@@ -37,7 +37,7 @@ def _contender(name: str):
 
     import hubopt
     from hubopt.learned import pretrained
-    from hubopt.learned.velo_transform import init_velo_theta, velo
+    from hubopt.learned.velo_lopt.transform import init_velo_theta, velo
 
     def velo_tx():
         return velo(1000, theta=init_velo_theta(jax.random.PRNGKey(2), 512, 256))

@@ -32,8 +32,8 @@ import optax
 import hubopt
 from hubopt._src.atomic_write import write_atomic
 from hubopt._src.git_state import git_commit
-from hubopt.learned.bundled import pretrained
-from hubopt.learned.velo_transform import init_velo_theta, velo
+from hubopt.learned.small_lopt.bundled import pretrained
+from hubopt.learned.velo_lopt.transform import init_velo_theta, velo
 
 LAYERS = (784, 1024, 256, 10)
 

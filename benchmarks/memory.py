@@ -23,7 +23,7 @@ import optax
 import hubopt
 from hubopt.baselines import lgl2o
 from hubopt.learned import pretrained
-from hubopt.learned.velo_transform import init_velo_theta, velo
+from hubopt.learned.velo_lopt.transform import init_velo_theta, velo
 
 
 def contenders():

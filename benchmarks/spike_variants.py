@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import optax
 
 from hubopt.bench import optimizers, runner, scoring
-from hubopt.learned import bundled
-from hubopt.learned.lopt import MLPLOpt
+from hubopt.learned.small_lopt import bundled
+from hubopt.learned.small_lopt.architecture import MLPLOpt
 from hubopt.tasks import lopt_heldout
 
 VARIANTS = ("shipped", "anchor_clip", "relative", "theta_zero", "adam_cosine")

@@ -97,7 +97,7 @@ def learned_member(kind: str):
     if kind in ("auto", "velo"):
         try:
             # from the module: the package attribute `velo` may be the submodule
-            from hubopt.learned.velo_transform import init_velo_theta, velo
+            from hubopt.learned.velo_lopt.transform import init_velo_theta, velo
 
             theta = init_velo_theta(jax.random.key(0))
             return velo(NUM_STEPS, theta=theta), (

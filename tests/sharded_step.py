@@ -20,7 +20,7 @@ from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import hubopt  # noqa: E402
 from hubopt.learned import pretrained  # noqa: E402
-from hubopt.learned.velo_transform import init_velo_theta, velo  # noqa: E402
+from hubopt.learned.velo_lopt.transform import init_velo_theta, velo  # noqa: E402
 
 MEMBERS = {
     "adamax": lambda: optax.adamax(1e-2),

@@ -14,7 +14,7 @@ import pytest
 import hubopt
 from hubopt.baselines import blend, lgl2o
 from hubopt.learned import MLPLOpt, pretrained, velo
-from hubopt.learned.velo_transform import init_velo_theta
+from hubopt.learned.velo_lopt.transform import init_velo_theta
 
 PARAMS = {"w": jnp.ones((3, 2)) * 0.5, "b": jnp.zeros(2)}
 GRADS = jax.tree_util.tree_map(jnp.ones_like, PARAMS)

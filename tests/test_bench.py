@@ -254,7 +254,7 @@ def test_records_hold_valid_metrics_over_training_and_step_time_statistics(tmp_p
 def test_records_name_the_bundled_theta_by_its_hash(tmp_path):
     import hashlib
 
-    from hubopt.learned import bundled
+    from hubopt.learned.small_lopt import bundled
 
     spec = {"name": "hub", "hand": ADAM, "learned": {"name": "pretrained", "size": "small"}}
     built = optimizers.build(spec, 10)

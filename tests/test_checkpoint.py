@@ -8,14 +8,14 @@ import pytest
 
 from hubopt.learned import checkpoint as ck
 from hubopt.learned.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
-from hubopt.learned.velo_checkpoint import (
+from hubopt.learned.velo_lopt.checkpoint import (
     expected_shapes,
     load_velo_theta,
     read_velo_config,
     save_velo_theta,
     validate_velo_theta,
 )
-from hubopt.learned.velo_transform import init_velo_theta
+from hubopt.learned.velo_lopt.transform import init_velo_theta
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "velo"
 needs_shared = pytest.mark.skipif(

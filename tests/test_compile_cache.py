@@ -126,7 +126,7 @@ def test_learned_optimizers_can_leave_out_their_host_callback(builder):
     import jax.numpy as jnp
 
     from hubopt import learned
-    from hubopt.learned.velo_transform import init_velo_theta
+    from hubopt.learned.velo_lopt.transform import init_velo_theta
 
     params = {"w": jnp.ones((3, 2))}
 

@@ -55,7 +55,7 @@ sys.meta_path.insert(0, Hide())
 import jax, jax.numpy as jnp, optax
 import hubopt
 from hubopt.learned import pretrained
-from hubopt.learned.velo_transform import init_velo_theta, velo
+from hubopt.learned.velo_lopt.transform import init_velo_theta, velo
 
 params = {"w": jnp.ones((4, 3)) * 0.1, "b": jnp.zeros(3)}
 loss_fn = lambda p: jnp.sum((p["w"].sum(0) + p["b"] - 1.0) ** 2)

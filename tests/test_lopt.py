@@ -11,7 +11,7 @@ import pytest
 
 import hubopt
 from hubopt._src.flat_layout import BLOCK, FlatLayout
-from hubopt.learned.lopt import MLPLOpt, MLPLOptState
+from hubopt.learned.small_lopt.architecture import MLPLOpt, MLPLOptState
 
 
 def _params():
@@ -281,9 +281,9 @@ def test_steps_after_the_gradient_vanishes(relative):
 
 
 def test_theta_file_names_its_variant(tmp_path):
-    from hubopt.learned import bundled
     from hubopt.learned.checkpoint import write_checkpoint
-    from hubopt.learned.lopt import GEN_ID, GEN_ID_RELATIVE
+    from hubopt.learned.small_lopt import bundled
+    from hubopt.learned.small_lopt.architecture import GEN_ID, GEN_ID_RELATIVE
 
     theta = jax.tree_util.tree_map(np.asarray, MLPLOpt().init(jax.random.key(0)))
     for gen_id, relative in [(GEN_ID, False), (GEN_ID_RELATIVE, True), ("", False)]:

@@ -9,9 +9,9 @@ import optax
 import pytest
 
 import hubopt
-from hubopt.learned import bundled as pre
-from hubopt.learned.lopt import MLPLOpt
 from hubopt.learned.meta.task_distribution import MetaTask
+from hubopt.learned.small_lopt import bundled as pre
+from hubopt.learned.small_lopt.architecture import MLPLOpt
 
 STEPS = 100
 

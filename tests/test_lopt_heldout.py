@@ -168,7 +168,7 @@ def test_every_task_whose_test_data_meta_training_saw_is_declared():
     """A task with a test split drawn from a data set meta-training uses must be listed
     in SEEN_BY_META_TRAINING (so reports can say so); and the listing is true: the
     MNIST tasks' test images are among the images the bundled optimizer's MNIST task read."""
-    from hubopt.learned import bundled
+    from hubopt.learned.small_lopt import bundled
     from hubopt.tasks.data.mnist import mnist_subset
     from hubopt.tasks.image_classification import load_splits
 

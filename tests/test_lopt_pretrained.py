@@ -7,8 +7,8 @@ import optax
 import pytest
 
 import hubopt
-from hubopt.learned import bundled as pre
-from hubopt.learned.lopt import MLPLOpt
+from hubopt.learned.small_lopt import bundled as pre
+from hubopt.learned.small_lopt.architecture import MLPLOpt
 
 needs_bundle = pytest.mark.skipif("small" not in pre.available(), reason="no bundled 'small'")
 

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hubopt.learned.lopt import MLPLOpt
 from hubopt.learned.meta import task_distribution as td
 from hubopt.learned.meta.estimators import PES, Unroll, es_gradient
+from hubopt.learned.small_lopt.architecture import MLPLOpt
 
 
 def _flat(tree):

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from hubopt.learned.checkpoint import read_checkpoint
-from hubopt.learned.lopt import GEN_ID_RELATIVE
 from hubopt.learned.meta import task_distribution as td
 from hubopt.learned.meta.train import MetaTrainConfig, meta_train
+from hubopt.learned.small_lopt.architecture import GEN_ID_RELATIVE
 
 TINY = dict(
     tasks=(td.TINY_TASKS[0].name,),  # one task: one compile (compiling dominates)

@@ -8,7 +8,7 @@ import pytest
 
 import hubopt
 from hubopt.learned import VeloState, init_velo_theta, velo
-from hubopt.learned.velo_checkpoint import save_velo_theta
+from hubopt.learned.velo_lopt.checkpoint import save_velo_theta
 
 THETA = init_velo_theta(jax.random.PRNGKey(3), lstm_hidden_size=16, param_inits=4)
 THETA["lstm_init_state"]["hidden"] = np.linspace(-0.5, 0.5, 16, dtype=np.float32)[None]
@@ -199,7 +199,7 @@ def test_init_velo_theta_distribution():
 def test_fused_factored_path_matches_reference_layout(shape):
     """The fused per-element MLP (normalisers folded into weights, R/C groups on their own
     shape) against the straightforward one that builds all 30 input channels (VELO_SPEC §4.7)."""
-    from hubopt.learned import _velo_math as vm
+    from hubopt.learned.velo_lopt import _math as vm
 
     keys = jax.random.split(jax.random.PRNGKey(sum(shape)), 8)
     p = jax.random.normal(keys[0], shape)
@@ -255,7 +255,7 @@ def _lstm_features_numpy(p, mom, v, fraction, loss_feat):
 @pytest.mark.parametrize("case", ["random", "offset", "constant", "scalar", "zero_p"])
 def test_lstm_features_against_numpy(case):
     """The per-tensor LSTM inputs vs a float64 NumPy transcription, incl. hard cases."""
-    from hubopt.learned import _velo_math as vm
+    from hubopt.learned.velo_lopt import _math as vm
 
     rng = np.random.default_rng(7)
     shape = () if case == "scalar" else (40, 30)

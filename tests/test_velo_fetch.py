@@ -12,10 +12,16 @@ import numpy as np
 import pytest
 from os_limits import read_only, run_python
 
-from hubopt.learned import velo_cli, velo_fetch
-from hubopt.learned.velo_checkpoint import save_velo_theta
-from hubopt.learned.velo_fetch import VeloDownloadError, fetch_velo, velo_cache_path, verify_cached
-from hubopt.learned.velo_transform import init_velo_theta, velo
+from hubopt.learned.velo_lopt import cli as velo_cli
+from hubopt.learned.velo_lopt import fetch as velo_fetch
+from hubopt.learned.velo_lopt.checkpoint import save_velo_theta
+from hubopt.learned.velo_lopt.fetch import (
+    VeloDownloadError,
+    fetch_velo,
+    velo_cache_path,
+    verify_cached,
+)
+from hubopt.learned.velo_lopt.transform import init_velo_theta, velo
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +251,7 @@ def test_a_full_disk_during_the_download_says_so_and_keeps_the_old_file(tmp_path
     path = fetch_velo(tmp_path, f"{base}/good", expected_size=len(payload), progress=False)
     code = f"""
 import json
-from hubopt.learned.velo_fetch import VeloDownloadError, fetch_velo
+from hubopt.learned.velo_lopt.fetch import VeloDownloadError, fetch_velo
 try:
     fetch_velo({str(tmp_path)!r}, {base + "/good"!r}, expected_size={len(payload)},
                force=True, progress=False)

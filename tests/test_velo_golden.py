@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hubopt.learned import _velo_math as vm
-from hubopt.learned.velo_checkpoint import load_velo_theta
-from hubopt.learned.velo_transform import VeloState, velo, velo_apply
+from hubopt.learned.velo_lopt import _math as vm
+from hubopt.learned.velo_lopt.checkpoint import load_velo_theta
+from hubopt.learned.velo_lopt.transform import VeloState, velo, velo_apply
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "velo"
 SETS = {"small": "velo_golden_small.npz", "full": "velo_golden.npz"}

@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "run a grid of tasks × optimizers × seeds, resuming from records",
     ),
     "report": ("hubopt.bench.report", "tables and loss-curve figures from run records on disk"),
-    "velo": ("hubopt.learned.velo_cli", "VeLO's official checkpoint (hubopt velo download)"),
+    "velo": ("hubopt.learned.velo_lopt.cli", "VeLO's official checkpoint (hubopt velo download)"),
     "meta-train": ("hubopt.learned.meta.cli", "meta-train hubopt's own learned optimizer"),
     "meta-select": (
         "hubopt.learned.meta.select",

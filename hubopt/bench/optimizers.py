@@ -275,7 +275,7 @@ def build(spec: dict, num_steps: int, *, warn_past_budget: bool = True) -> Built
     if slot is not None and slot["kind"] == "velo":
         slot.update(_velo_provenance())
     if slot is not None and slot["kind"] == "pretrained":
-        from hubopt.learned.bundled import theta_sha256
+        from hubopt.learned.small_lopt.bundled import theta_sha256
 
         slot["theta_sha256"] = theta_sha256(_learned_spec(spec).get("size", "small"))
     if slot is not None and slot["kind"] == "theta":
@@ -294,7 +294,7 @@ def _learned_spec(spec: dict) -> dict:
 def _velo_provenance() -> dict:
     """The cached VeLO checkpoint's path and recorded SHA-256, for the record."""
     try:
-        from hubopt.learned.velo_fetch import velo_cache_path
+        from hubopt.learned.velo_lopt.fetch import velo_cache_path
 
         path = velo_cache_path()
         sha_file = path.with_name(path.name + ".sha256")
@@ -341,7 +341,7 @@ def diagnostics(spec: dict, state) -> dict:
 
 def _velo_status() -> tuple[bool, str]:
     try:
-        from hubopt.learned.velo_fetch import velo_cache_path
+        from hubopt.learned.velo_lopt.fetch import velo_cache_path
 
         path = velo_cache_path()
     except Exception as e:  # the VeLO module may not exist yet in this checkout

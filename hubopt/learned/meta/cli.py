@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--relative-correction",
         action=argparse.BooleanOptionalAction,
         default=d.relative_correction,
-        help="scale the learned correction by min(1, rms(anchor)) (hubopt.learned.lopt)",
+        help="scale the learned correction by min(1, rms(anchor)) (MLPLOpt)",
     )
     a(
         "--hub",

@@ -45,8 +45,8 @@ import jax
 import jax.numpy as jnp
 
 from hubopt._src.train_step import train_step
-from hubopt.learned.lopt import MLPLOpt
 from hubopt.learned.meta.task_distribution import MetaTask
+from hubopt.learned.small_lopt.architecture import MLPLOpt
 
 NORMALIZE = (None, "std")
 

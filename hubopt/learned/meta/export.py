@@ -1,6 +1,6 @@
 """Turn a finished `hubopt meta-train` run into a bundled optimizer.
 
-    python -m hubopt.learned.meta.export RUN_DIR hubopt/learned/weights/small
+    python -m hubopt.learned.meta.export RUN_DIR hubopt/learned/small_lopt/weights/small
 
 writes `small.msgpack` (θ, copied through the checkpoint reader/writer from the
 snapshot `hubopt meta-select` chose, or else from the run's final theta.msgpack)
@@ -70,7 +70,7 @@ def export_bundle(run_dir, dest_stem, *, notes: str = "") -> dict:
         "versions": info.get("versions"),
         "config": config.to_json(),
         "lopt": {
-            "class": "hubopt.learned.lopt.MLPLOpt",
+            "class": "hubopt.learned.small_lopt.architecture.MLPLOpt",
             "hidden_sizes": list(config.hidden),
             "relative_correction": config.relative_correction,
         },

@@ -39,9 +39,9 @@ import optax
 
 from hubopt._src.atomic_write import write_atomic
 from hubopt.learned.checkpoint import read_checkpoint, write_checkpoint
-from hubopt.learned.lopt import MLPLOpt
 from hubopt.learned.meta import task_distribution as td
 from hubopt.learned.meta.estimators import PES, Unroll
+from hubopt.learned.small_lopt.architecture import MLPLOpt
 
 ESTIMATORS = ("pes", "es")
 

@@ -223,7 +223,7 @@ def fetch_velo(
             raise VeloDownloadError(_offline_help(url, dest, str(e))) from None
         except (OSError, ValueError) as e:  # connection reset, IncompleteRead, ...
             raise VeloDownloadError(_offline_help(url, dest, f"{type(e).__name__}: {e}")) from None
-        from hubopt.learned.velo_checkpoint import load_velo_theta
+        from hubopt.learned.velo_lopt.checkpoint import load_velo_theta
 
         try:
             load_velo_theta(tmp)  # a complete file must also be a VeLO checkpoint

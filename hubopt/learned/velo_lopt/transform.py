@@ -8,7 +8,7 @@ tolerances (most state leaves bit-exactly) on CPU with the same JAX version.
 
 VeLO needs the current ``params`` and the loss ``value`` every step; it
 returns ``updates = new_params − params`` (as learned_optimization's
-``opt_to_optax``). The math is in `hubopt.learned._velo_math`; the reference
+``opt_to_optax``). The math is in `hubopt.learned.velo_lopt._math`; the reference
 quirks (VELO_SPEC §9) are named there where they happen.
 
 Like the reference ``prefab.LearnedOptimizer``:
@@ -40,8 +40,8 @@ import optax
 from hubopt._src.budget import check_num_steps, warn_once_past_budget
 from hubopt._src.input_checks import check_gradients, scalar_loss
 from hubopt._src.missing_args import missing_argument
-from hubopt.learned import _velo_math as vm
-from hubopt.learned.velo_checkpoint import (
+from hubopt.learned.velo_lopt import _math as vm
+from hubopt.learned.velo_lopt.checkpoint import (
     GROUP_WIDTHS,
     N_LSTM_FEATURES,
     load_velo_theta,
@@ -122,7 +122,7 @@ def init_velo_theta(key, lstm_hidden_size: int = 512, param_inits: int = 256) ->
 
 def _resolve_theta(theta) -> dict:
     if theta is None:
-        from hubopt.learned import velo_fetch
+        from hubopt.learned.velo_lopt import fetch as velo_fetch
 
         path = velo_fetch.velo_cache_path()
         if not path.is_file():

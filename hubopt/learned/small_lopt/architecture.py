@@ -50,7 +50,7 @@ from hubopt._src.budget import warn_once_past_budget
 from hubopt._src.flat_layout import BLOCK, FlatLayout, TensorLayout
 from hubopt._src.input_checks import check_gradients, scalar_loss
 from hubopt._src.missing_args import missing_argument
-from hubopt.learned import _features as F
+from hubopt.learned.small_lopt import _features as F
 
 NUM_GLOBAL_FEATURES = 3
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hubopt.learned import velo_fetch
+from hubopt.learned.velo_lopt import fetch as velo_fetch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ A θ that is not bundled (a meta-training run's `theta.msgpack`) loads the same 
     tx = hubopt.learned.from_theta_file("runs/small/theta.msgpack", num_steps=1000)
 
 its `MLPLOpt` has the hidden widths its layers' shapes say and the variant its
-`gen_id` names (`hubopt.learned.lopt.GEN_ID`).
+`gen_id` names (`hubopt.learned.small_lopt.architecture.GEN_ID`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import optax
 
 from hubopt._src.budget import check_num_steps
 from hubopt.learned.checkpoint import read_checkpoint
-from hubopt.learned.lopt import MLPLOpt
+from hubopt.learned.small_lopt.architecture import MLPLOpt
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 
