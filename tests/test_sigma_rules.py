@@ -152,6 +152,29 @@ def test_hyper_is_free_of_the_losss_scale():
     assert runs[0][0] > 0  # and it leans to the member that moves
 
 
+def test_hyper_in_inverted_mode_is_default_mode_up_to_rounding():
+    """`hyper` weighs whichever member σ stands for by the same hypergradient: in inverted
+    mode λ is the default mode's −λ, so the hand member's weight, sigmoid(λ) or
+    1 − sigmoid(−λ), and the run are the same up to float rounding (the σ study runs both
+    modes: two replicates, not two rules)."""
+    hand, learned = optax.adam(0.05), optax.sgd(0.01)  # the hand member is the faster
+    rng = np.random.default_rng(3)
+    target = jnp.asarray(rng.normal(size=(6, 5)), jnp.float32)
+    runs = []
+    for mode in ("default", "inverted"):
+        tx = hubopt.hub(hand, learned, sigma="hyper", mode=mode)
+        x = jnp.zeros((6, 5))
+        state = tx.init(x)
+        for _ in range(25):  # λ ≈ ±2.7: moving, not at its bound
+            u, state = tx.update(x - target + 0.1 * jnp.sin(3.0 * x), state, x)
+            x = x + u
+        runs.append((float(state.rule_state.logit), np.asarray(x)))
+    (logit_default, x_default), (logit_inverted, x_inverted) = runs
+    assert 0.5 < logit_default < HYPER_BOUND - 0.5  # σ moves to the faster hand member
+    assert logit_inverted == pytest.approx(-logit_default, rel=1e-4, abs=1e-5)
+    np.testing.assert_allclose(x_inverted, x_default, rtol=1e-4, atol=1e-6)
+
+
 def test_sigma_histogram_of_a_stateful_rule_needs_its_state():
     x = jnp.ones(10)
     tx = hubopt.hub(optax.sgd(0.1), optax.sgd(0.0), sigma="hyper")

@@ -44,7 +44,9 @@ learning rates): with U = σ U_a + (1 − σ) U_b, dL/dσ at the next step is
 ⟨g_{t+1}, U_a − U_b⟩, so σ grows where the side it weighs would have lowered the
 loss. It keeps per tensor λ and d_{t−1} (one extra buffer of the tensor's size);
 the cosine makes the step free of the gradient's and the updates' scales, and the
-bound |λ| ≤ 4 keeps the weaker member at ≥ 1.8% so that it can win back.
+bound |λ| ≤ 4 keeps the weaker member at ≥ 1.8% so that it can win back. It favours
+neither member: in inverted mode λ is default mode's −λ, so the two modes are one rule
+(the same run up to float rounding).
 
 Non-finite gradients: σ sees a NaN or infinite entry as |g| = 0, so it stays
 inside its own entry (whose update the members make non-finite or not, as they
