@@ -199,6 +199,25 @@ def test_hub_records_hold_sigma_histograms_of_the_steps_updates(tmp_path):
     assert plain["sigma_histograms"] is None
 
 
+def test_sigma_histograms_do_not_depend_on_how_the_run_is_cut_into_chunks():
+    """Two histogram steps in one chunk of the training program (2 evaluations: steps 10
+    and 19 share the second chunk) give the same counts as one step per chunk (20
+    evaluations), where the two runs share a step."""
+    task = get_task("sine_lstm", "tiny")
+    spec = {"name": "hub", "hand": ADAM, "learned": STAND_IN, "sigma": "lognormal"}
+    built = optimizers.build(spec, task.num_steps, warn_past_budget=False)
+    hists = [
+        runner.train(task, built, num_steps=20, seed=1, num_evals=k)["sigma_histograms"]
+        for k in (2, 20)
+    ]
+    assert hists[0]["steps"] == [0, 10, 19] and hists[1]["steps"] == [0, 2, 10, 19]
+    for path, counts in hists[0]["counts"].items():
+        by_step = dict(zip(hists[1]["steps"], hists[1]["counts"][path], strict=True))
+        assert counts == [by_step[s] for s in hists[0]["steps"]], path
+    # and the histograms change over the run (a constant σ would pass the check above)
+    assert any(c[0] != c[-1] for c in hists[1]["counts"].values())
+
+
 def test_lgl2o_record_counts_its_steps(tmp_path):
     spec = {"name": "lgl2o", "hand": ADAM, "learned": STAND_IN}
     rec = records.read(
