@@ -174,12 +174,14 @@ def train(
     params = _initial_params(task, init_key)
     opt_state = jax.jit(tx.init)(params)  # one compile, not one per operation
 
+    lengths = chunk_lengths(num_steps, num_evals)
+    eval_schedule = [0, *np.cumsum(lengths).tolist()]
+    # a HUB run takes σ histograms inside its training steps (`_SigmaHistograms`)
+    hist = _SigmaHistograms.of(built.spec, params, opt_state, eval_schedule)
+
     # the seed's data key is an argument of the compiled programs, not a constant in
     # them: every seed of a run compiles to the same program, which JAX's persistent
     # compilation cache (on in sweeps) then compiles once
-    # a HUB run takes σ histograms inside its training steps (`_SigmaHistograms`)
-    hist = _SigmaHistograms.of(built.spec, params, opt_state, num_steps, num_evals)
-
     def chunk(carry, start, key, length):
         batch_key = functools.partial(jax.random.fold_in, key)
         steps = start + jnp.arange(length, dtype=jnp.int32)
@@ -188,8 +190,6 @@ def train(
         one_step = train_step(task, tx, batch_key, observe=hist.observe)
         (*carry, counts), values = jax.lax.scan(one_step, (*carry, hist.empty()), steps)
         return tuple(carry), values, counts
-
-    lengths = chunk_lengths(num_steps, num_evals)
 
     carry = (params, opt_state)
     t0 = time.perf_counter()
@@ -218,7 +218,6 @@ def train(
             out[TRAIN_LOSS] = task.evaluate(p, "train")["loss"]
         return out
 
-    eval_schedule = [0, *np.cumsum(lengths).tolist()]
     compile_time = time.perf_counter() - t0
 
     def evaluate_at(step, p, state):
@@ -395,8 +394,9 @@ class _SigmaHistograms(NamedTuple):
     shapes: Any  # the counts' shapes and dtypes
 
     @classmethod
-    def of(cls, spec, params, opt_state, num_steps: int, num_evals: int):
-        """For a HUB run, its histograms; None for other runs."""
+    def of(cls, spec, params, opt_state, eval_schedule: list[int]):
+        """For a HUB run evaluated at the steps `eval_schedule` (0, …, num_steps), its
+        histograms; None for other runs."""
         if spec.get("name") != "hub":
             return None
         from hubopt import SIGMA_RULES, HubState, sigma_histogram
@@ -404,8 +404,8 @@ class _SigmaHistograms(NamedTuple):
 
         clip = None if spec.get("clip") is None else tuple(spec["clip"])
         rule = spec.get("sigma", "softmax")
-        evals = [0, *np.cumsum(chunk_lengths(num_steps, num_evals)).tolist()]
-        nearest = (min(evals, key=lambda s: abs(s - f * num_steps)) for f in SIGMA_HIST_AT)
+        num_steps = eval_schedule[-1]
+        nearest = (min(eval_schedule, key=lambda s: abs(s - f * num_steps)) for f in SIGMA_HIST_AT)
         steps = sorted({min(int(s), num_steps - 1) for s in nearest})
 
         def counts(grads, state):
