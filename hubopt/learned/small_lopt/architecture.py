@@ -98,11 +98,14 @@ def _check_state_fits(name: str, state, tree_def, grads, flat_layout) -> None:
                 "shapes: the state was made by init for other params (or for layout='flat')"
             )
         return
-    if jnp.shape(state.nu) != (flat_layout.num_blocks, BLOCK):
+    # a per-tensor state holds a tree of arrays here, not one array (no shape to compare)
+    held = tuple(state.nu.shape) if hasattr(state.nu, "shape") else None
+    if held != (flat_layout.num_blocks, BLOCK):
+        what = "per-tensor statistics" if held is None else f"{held} entries in blocks of {BLOCK}"
         raise ValueError(
-            f"{name}: its state holds {jnp.shape(state.nu)} entries in blocks of {BLOCK}, "
-            f"these gradients need ({flat_layout.num_blocks}, {BLOCK}): the state was made by "
-            "init for other params (or for layout='per_tensor')"
+            f"{name}: its state holds {what}, these gradients need "
+            f"({flat_layout.num_blocks}, {BLOCK}): the state was made by init for other params "
+            "(or for layout='per_tensor')"
         )
 
 
