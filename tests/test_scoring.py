@@ -102,6 +102,27 @@ def test_a_mixture_against_its_parents_by_hand(value, hand, learned, higher, ver
     assert scoring.versus_parents(value, hand, learned, higher) == verdict
 
 
+@pytest.mark.parametrize(
+    "value, hand, learned, higher, margin",
+    [
+        (0.5, 1.0, 2.0, False, 0.5),  # a loss half the better parent's: 50% beyond it
+        (1.5, 1.0, 2.0, False, -0.5),
+        (0.99, 0.90, 0.50, True, 0.1),  # accuracies: (0.99 − 0.90) / 0.90
+        (float("nan"), 1.0, 2.0, False, -math.inf),  # diverged where a parent is finite
+        (1.0, float("nan"), 2.0, False, 0.5),  # a diverged parent is the worst
+    ],
+)
+def test_the_margin_over_the_better_parent_by_hand(value, hand, learned, higher, margin):
+    assert scoring.parent_margin(value, hand, learned, higher) == pytest.approx(margin)
+
+
+def test_the_margin_has_no_scale_without_a_finite_nonzero_better_parent():
+    assert math.isnan(scoring.parent_margin(1.0, math.nan, math.inf, False))
+    assert math.isnan(scoring.parent_margin(1.0, 0.0, 2.0, False))
+    # under the floor the parent is the floor: 1e-9 and 0 count as 1e-6
+    assert scoring.parent_margin(0.0, 1e-9, 1.0, False, floor=1e-6) == 0.0
+
+
 def test_losses_under_the_floor_match_instead_of_beating():
     # 0 and 1e-9 are both under a floor of 1e-6: equal, so the mixture matches the better
     assert scoring.versus_parents(0.0, 1e-9, 1.0, False, floor=1e-6) == "matches the better"
@@ -126,6 +147,9 @@ def test_the_report_finds_each_mixtures_parents_on_the_seeds_all_three_share():
         recs.append(_rec("u", "adam@0.01", hand, seed, 1.0))
         recs.append(_rec("u", "blend[λ=0.5](adam@0.01 | small)", blend, seed, value))
     recs.append(_rec("u", "small", learned, 0, 3.0))
+    (trio_t, trio_u) = report.parent_trios(recs)
+    assert trio_u.seeds == (0,) and trio_u.means == (2.0, 1.0, 3.0)
+    assert trio_t.seeds == (0, 1, 2) and trio_t.margin == pytest.approx(0.5)
     verdicts = report.parents_verdicts(recs)
     assert verdicts == [
         ("t", "hub[sigma=rank](adam@0.01 | small)", "beats both"),

@@ -277,6 +277,14 @@ class Result:
     def mean(self) -> float:
         return statistics.fmean(self.values) if self.finite else math.nan
 
+    @property
+    def mean_variance(self) -> float:
+        """The variance of `mean`, s² / n (s the sample std over seeds: the standard error
+        squared); NaN for one seed or a diverged row."""
+        if not self.finite or len(self.values) < 2:
+            return math.nan
+        return statistics.variance(self.values) / len(self.values)
+
 
 def results(recs: list[dict], split: str | None = None) -> list[Result]:
     """One `Result` per (task, optimizer label, steps), from the records' metrics on their
@@ -511,12 +519,44 @@ PARENTS_HEADERS = [
 ]
 
 
-def parents_verdicts(recs: list[dict], split: str | None = None) -> list[tuple[str, str, str]]:
-    """(task, mixture label, verdict) for every mixture run (HUB, blend, LGL2O) whose two
-    parents — its hand and its learned member, each run alone on the same task, steps
-    and seeds — are among `recs`: `hubopt.bench.scoring.versus_parents` of the means over
-    the seeds all three share (losses floored as in the score table), on each task's
-    metric split or on `split` (as in `results`)."""
+@dataclass(frozen=True)
+class ParentTrio:
+    """A mixture run (HUB, blend, LGL2O) on one task beside its two parents, its hand
+    member and its learned member each run alone on the same task and steps: their
+    `Result`s, and the means over the seeds all three share."""
+
+    spec: dict  # the mixture's optimizer spec
+    mixture: Result
+    hand: Result
+    learned: Result
+    seeds: tuple[int, ...]  # the seeds all three ran
+    means: tuple[float, float, float]  # mixture, hand, learned over `seeds`
+    floor: float  # losses are floored here (scoring.FLOOR × |L₀|; 0 without L₀)
+
+    @property
+    def task(self) -> str:
+        return self.mixture.task
+
+    @property
+    def label(self) -> str:
+        return self.mixture.label
+
+    @property
+    def verdict(self) -> str:
+        """`scoring.versus_parents` of the means: "beats both", "between", ..."""
+        return scoring.versus_parents(*self.means, self.mixture.higher_is_better, self.floor)
+
+    @property
+    def margin(self) -> float:
+        """`scoring.parent_margin` of the means: > 0 beyond the better parent."""
+        return scoring.parent_margin(*self.means, self.mixture.higher_is_better, self.floor)
+
+
+def parent_trios(recs: list[dict], split: str | None = None) -> list[ParentTrio]:
+    """Every mixture run (HUB, blend, LGL2O) whose two parents — its hand and its learned
+    member, each run alone on the same task, steps and seeds — are among `recs`, with
+    them, on each task's metric split or on `split` (as in `results`); sorted by task and
+    label. A mixture that shares no seed with its parents is left out."""
     import json
 
     def key(task, spec, steps):
@@ -539,14 +579,19 @@ def parents_verdicts(recs: list[dict], split: str | None = None) -> list[tuple[s
             continue
         trio = [by_label[(task, x)] for x in (label, hand, learned)]
         runs = [dict(zip(r.seeds, r.values, strict=True)) for r in trio]
-        seeds = set(runs[0]) & set(runs[1]) & set(runs[2])
+        seeds = sorted(set(runs[0]) & set(runs[1]) & set(runs[2]))
         if not seeds:
             continue
-        mix, a, b = (statistics.fmean(run[s] for s in seeds) for run in runs)
+        means = tuple(statistics.fmean(run[s] for s in seeds) for run in runs)
         floor = scoring.FLOOR * abs(initial[task]) if task in initial else 0.0
-        verdict = scoring.versus_parents(mix, a, b, trio[0].higher_is_better, floor=floor)
-        out.append((task, label, verdict))
+        out.append(ParentTrio(spec, *trio, tuple(seeds), means, floor))
     return out
+
+
+def parents_verdicts(recs: list[dict], split: str | None = None) -> list[tuple[str, str, str]]:
+    """(task, mixture label, verdict) of every `parent_trios` (the means over the seeds
+    all three share, losses floored as in the score table; `scoring.versus_parents`)."""
+    return [(t.task, t.label, t.verdict) for t in parent_trios(recs, split)]
 
 
 def _variant(label: str) -> str:

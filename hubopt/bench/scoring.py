@@ -31,6 +31,7 @@ __all__ = [
     "Score",
     "floored_ratio",
     "parent_goals",
+    "parent_margin",
     "score",
     "spike_ratio",
     "versus_parents",
@@ -144,6 +145,13 @@ PARENT_TOLERANCE = 0.02  # "matches the better parent": within 2% of its metric
 PARENT_CLASSES = ("beats both", "matches the better", "between", "below both", "diverged")
 
 
+def _worth(x: float, higher_is_better: bool, floor: float) -> float:
+    """A metric turned larger-is-better (a loss negated after flooring); -inf when not finite."""
+    if not math.isfinite(x):
+        return -math.inf
+    return x if higher_is_better else -max(x, floor)
+
+
 def versus_parents(
     value: float,
     hand: float,
@@ -165,14 +173,7 @@ def versus_parents(
     worst possible one."""
     if not math.isfinite(value):
         return "diverged"
-    sign = 1.0 if higher_is_better else -1.0
-
-    def worth(x: float) -> float:  # larger is better
-        if not math.isfinite(x):
-            return -math.inf
-        return sign * (x if higher_is_better else max(x, floor))
-
-    v, a, b = worth(value), worth(hand), worth(learned)
+    v, a, b = (_worth(x, higher_is_better, floor) for x in (value, hand, learned))
     best, worst = max(a, b), min(a, b)
     margin = tolerance * abs(best) if math.isfinite(best) else 0.0
     if v > best + margin:
@@ -182,6 +183,23 @@ def versus_parents(
     if v >= worst:
         return "between"
     return "below both"
+
+
+def parent_margin(
+    value: float, hand: float, learned: float, higher_is_better: bool, floor: float = 0.0
+) -> float:
+    """How far a mixture's mean metric `value` lies beyond its better parent's, relative:
+
+        (w(value) − w(best)) / |w(best)|,   w(x) = x, or −max(x, floor) for a loss,
+
+    > 0 when the mixture is better than both parents (0.05: 5% better), < 0 when worse
+    than the better one. -inf when `value` is not finite and a parent is; NaN when
+    neither parent is finite or the better one is 0 (no scale to be relative to)."""
+    v, a, b = (_worth(x, higher_is_better, floor) for x in (value, hand, learned))
+    best = max(a, b)
+    if not math.isfinite(best) or best == 0.0:
+        return math.nan
+    return (v - best) / abs(best)
 
 
 # what HUB promises (issue 13): the learned optimizer's speed with the hand optimizer's
