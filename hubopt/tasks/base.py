@@ -60,6 +60,12 @@ SIZES = ("tiny", "cpu", "paper")
 SPLITS = ("train", "valid", "test")
 
 
+def loss_scaled_name(name: str, scale: float) -> str:
+    """The name of task `name` with its training loss × `scale` (`Task.with_loss_scale`):
+    `<name>_x<scale>`, "sine_lstm_x0.001"; `name` itself at scale 1."""
+    return name if scale == 1 else f"{name}_x{float(scale):g}"
+
+
 @dataclass(frozen=True)
 class Task:
     """One test problem. All callables are pure JAX functions.
@@ -265,7 +271,7 @@ class Task:
             eval_fn = lambda params: loss(params, None)  # noqa: E731
         return replace(
             self,
-            name=f"{self.name}_x{c:g}",
+            name=loss_scaled_name(self.name, c),
             loss=lambda params, batch: c * loss(params, batch),
             eval_fn=eval_fn,
             description=f"{self.description} [training loss × {c:g}]",
