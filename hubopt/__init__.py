@@ -15,10 +15,11 @@ from hubopt._src.hub import (
     hub_stats,
     sigma_histogram,
 )
-from hubopt._src.sigma_rules import SIGMA_RULES, SigmaRule, layer_softmax
+from hubopt._src.sigma_rules import RECOMMENDED_SIGMA, SIGMA_RULES, SigmaRule, layer_softmax
 
 __all__ = [
     "MODES",
+    "RECOMMENDED_SIGMA",
     "SIGMA_HIST_EDGES",
     "SIGMA_RULES",
     "SigmaRule",

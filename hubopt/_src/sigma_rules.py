@@ -67,7 +67,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["SIGMA_RULES", "SigmaRule", "layer_softmax", "resolve_rule"]
+__all__ = ["RECOMMENDED_SIGMA", "SIGMA_RULES", "SigmaRule", "layer_softmax", "resolve_rule"]
 
 HYPER_STEP = 0.2  # β: the change of λ per step at |cos| = 1
 HYPER_BOUND = 4.0  # |λ| ≤ 4: σ ∈ [0.018, 0.982]
@@ -248,6 +248,12 @@ SIGMA_RULES: dict[str, SigmaRule] = {
         monotone=False,
     ),
 }
+
+
+# The rule hubopt recommends, chosen from the σ study's records by one stated rule
+# (`hubopt.bench.sigma_choice`; BENCHMARKS.md's "sigma-choice" block): None while no rule
+# qualifies. tests/test_sigma_choice.py holds it to that choice on the committed records.
+RECOMMENDED_SIGMA: str | None = None
 
 
 def resolve_rule(sigma) -> SigmaRule:

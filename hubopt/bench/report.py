@@ -859,7 +859,8 @@ def fill_markdown(text: str, root: str | Path = ".") -> str:
     A block is the lines between `<!-- results: FOLDER -->` and `<!-- end results -->`;
     FOLDER (relative to `root`) holds the records. So a document's tables (BENCHMARKS.md)
     are made from committed records by a command (`hubopt report --fill FILE`), and a
-    test can check that they still are."""
+    test can check that they still are.
+    `<!-- sigma-choice: STUDY SCALE -->` blocks: `hubopt.bench.sigma_choice.fill_markdown`."""
 
     def table(match: re.Match) -> str:
         recs = records.read_all([Path(root) / match["folder"]])
@@ -868,7 +869,11 @@ def fill_markdown(text: str, root: str | Path = ".") -> str:
         parents = parents_section(recs, "md")
         return match["open"] + results_table(recs, "md") + scores + parents + match["close"]
 
-    return RESULTS_BLOCK.sub(table, text)
+    text = RESULTS_BLOCK.sub(table, text)
+    from hubopt.bench import sigma_choice  # its <!-- sigma-choice: STUDY SCALE --> blocks
+
+    text = sigma_choice.fill_markdown(text, root)
+    return text
 
 
 def report(
