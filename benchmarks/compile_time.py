@@ -64,7 +64,8 @@ def _model(name: str):
         return mlp(1024)
     from hubopt.tasks import get_task
 
-    params = get_task("fmnist_mobilenet_finetune", "tiny").init(jax.random.key(0))
+    # the whole network (158 tensors): the "cpu" size ("tiny" cuts it after block 4)
+    params = get_task("fmnist_mobilenet_finetune", "cpu").init(jax.random.key(0))
 
     def quadratic(p):
         return sum(jnp.sum(jnp.square(leaf - 0.1)) for leaf in jax.tree_util.tree_leaves(p))

@@ -149,6 +149,36 @@ def test_the_block_table_is_torchvisions():
     assert [c[2] for c in configs].count(2) == 4  # with the stem: total stride 32
 
 
+def test_the_first_blocks_are_the_whole_network_cut_after_them(weights):
+    """A network of its first k blocks, with the whole network's weights cut by `truncate`,
+    pools exactly what block k of the whole network outputs (Flax's captured
+    intermediates: a second path through the same weights)."""
+    params, stats = weights
+    x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+    full = mobilenet.MobileNetV2()
+    _, block_out = full.apply(
+        {"params": params, "batch_stats": stats},
+        x,
+        capture_intermediates=lambda mdl, _: mdl.name in ("block4", "block1"),
+        mutable=["intermediates"],
+    )
+    for k in (1, 4):
+        _, apply = mobilenet.mobilenet_v2(num_blocks=k)
+        cut_params, cut_stats = mobilenet.truncate(params, k), mobilenet.truncate(stats, k)
+        assert set(cut_params) == {"stem", *(f"block{i}" for i in range(1, k + 1))}
+        pooled = apply(cut_params, cut_stats, x, True)
+        assert pooled.shape == (2, mobilenet.feature_width(k))
+        (expected,) = block_out["intermediates"][f"block{k}"]["__call__"]
+        np.testing.assert_allclose(pooled, expected.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+    assert mobilenet.feature_width(4) == 32 and mobilenet.feature_width() == 1280
+    assert mobilenet.truncate(params, mobilenet.NUM_BLOCKS) == params
+    for bad in (0, 18):
+        with pytest.raises(ValueError, match="num_blocks must lie in"):
+            mobilenet.truncate(params, bad)
+    with pytest.raises(ValueError, match="no \\['block2'"):
+        mobilenet.truncate({"stem": 0, "block1": 0}, 2)
+
+
 # ---------------------------------------------------------------- the converter
 
 

