@@ -694,18 +694,21 @@ FIGURES = (
     "step_times",
 )
 
+PAGE_STYLE = """\
+body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { color: #1f3b73; border-bottom: 4px solid #1f3b73; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 13px; }
+th, td { border: 1px solid #bbb; padding: 3px 8px; text-align: left; }
+th { background: #1f3b73; color: white; }
+tr.best td { font-weight: bold; background: #d8f0d8; }
+pre { background: #f4f4f4; padding: 8px; white-space: pre-wrap; font-size: 11px; }
+img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
+"""  # the HTML pages' look (the report's and the claims')
+
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>hubopt report</title>
 <style>
-body {{ font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
-h1 {{ color: #1f3b73; border-bottom: 4px solid #1f3b73; }}
-table {{ border-collapse: collapse; margin: 1em 0; font-size: 13px; }}
-th, td {{ border: 1px solid #bbb; padding: 3px 8px; text-align: left; }}
-th {{ background: #1f3b73; color: white; }}
-tr.best td {{ font-weight: bold; background: #d8f0d8; }}
-pre {{ background: #f4f4f4; padding: 8px; white-space: pre-wrap; font-size: 11px; }}
-img {{ max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }}
-</style></head><body>
+{style}</style></head><body>
 <h1>hubopt report</h1>
 <p>{count} records; every number and figure below is computed from them alone.
 Bold rows: the best mean metric of the task among rows where no seed diverged.</p>
@@ -760,6 +763,7 @@ def html_page(recs: list[dict], figures: dict[str, bytes], report_command: str |
         for name, png in figures.items()
     )
     return _PAGE.format(
+        style=PAGE_STYLE,
         count=len(recs),
         results=results_table(recs, "html"),
         scores=scores,
