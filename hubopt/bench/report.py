@@ -893,7 +893,9 @@ def add_arguments(parser) -> None:
         "--fill",
         metavar="FILE",
         help="instead: rewrite FILE's results blocks (<!-- results: FOLDER --> … <!-- end "
-        "results -->) from the records in each FOLDER (relative to FILE's folder)",
+        "results -->) from the records in each FOLDER (relative to FILE's folder), and its "
+        "claims blocks (<!-- claims: FOLDER FIGURES --> … <!-- end claims -->) with each "
+        "claim's figure and an index.html in FIGURES",
     )
     parser.add_argument("--out", default="runs/report", help="output folder (default: runs/report)")
     parser.add_argument(
@@ -929,20 +931,30 @@ def run(args) -> int:
 
 
 def _fill(path: str) -> int:
+    from hubopt.bench import claims
+
     file = Path(path)
     try:
         text = file.read_text()
         blocks = [m["folder"] for m in RESULTS_BLOCK.finditer(text)]
+        # the claims blocks (RESULTS.md): their text, and the figures and page beside them
+        blocks += [m["folder"] for m in claims.CLAIMS_BLOCK.finditer(text)]
         if not blocks:
             print(
-                f"hubopt report: error: {file} has no <!-- results: FOLDER --> blocks",
+                f"hubopt report: error: {file} has no <!-- results: FOLDER --> blocks "
+                "(nor <!-- claims: FOLDER FIGURES --> blocks)",
                 file=sys.stderr,
             )
             return 1
         filled = fill_markdown(text, file.parent)
-    except (OSError, records.RecordError) as e:
+        filled, beside = claims.fill(filled, file.parent, f"hubopt report --fill {file.name}")
+    except (OSError, ValueError) as e:  # a RecordError, or a claim's roles in conflict
         print(f"hubopt report: error: {e}", file=sys.stderr)
         return 1
+    for target, data in beside.items():  # claims' figures and page, rewritten only if changed
+        if not target.is_file() or target.read_bytes() != data:
+            write_atomic(target, data)
+            print(f"wrote {target}")
     if filled != text:
         write_atomic(file, filled.encode())
     print(f"{file}: {len(blocks)} results blocks {'rewritten' if filled != text else 'up to date'}")
