@@ -2,9 +2,8 @@
 by headless Chromium and checked by its pixels."""
 
 import math
-import shutil
-import subprocess
 
+import chromium
 import numpy as np
 import pytest
 
@@ -119,41 +118,15 @@ def test_cli_report_formats(record_dir, tmp_path, capsys):
     assert cli.main(["report", str(tmp_path / "nothing"), "--out", str(tmp_path)]) == 1
 
 
-def _count(pixels, rgb, tol=12):
-    return int(np.sum(np.all(np.abs(pixels[..., :3].astype(int) - rgb) <= tol, axis=-1)))
-
-
 def test_the_html_report_renders_in_headless_chromium(record_dir, tmp_path):
     """Chromium (installed by make test) draws the page; its pixels must show the title rule,
     the table header, the best row's highlight and the embedded figures."""
-    from PIL import Image
-
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "headless Chromium is missing: make test installs Debian's chromium"
     page = report.report([record_dir], tmp_path, formats=("html",))["html"]
-    shot = tmp_path / "shot.png"
-    subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--hide-scrollbars",
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--window-size=1200,6000",
-            f"--screenshot={shot}",
-            page.as_uri(),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    pixels = np.asarray(Image.open(shot).convert("RGB"))
-    assert pixels.shape[:2] == (6000, 1200)
+    pixels = chromium.screenshot(page.as_uri(), tmp_path, 1200, 6000)
     navy, green = (0x1F, 0x3B, 0x73), (0xD8, 0xF0, 0xD8)
-    assert _count(pixels[:400], navy) > 2000  # the title, its rule, the table header
-    assert _count(pixels, green) > 2000  # the best row's highlight
+    assert chromium.count(pixels[:400], navy) > 2000  # the title, its rule, the table header
+    assert chromium.count(pixels, green) > 2000  # the best row's highlight
     # the figures: matplotlib's first line colour (#1f77b4) drawn in the lower part
     figures = pixels[1200:]
-    assert _count(figures, (0x1F, 0x77, 0xB4), tol=20) > 500
+    assert chromium.count(figures, (0x1F, 0x77, 0xB4), tol=20) > 500
     assert np.mean(np.all(figures > 245, axis=-1)) < 0.97  # not a blank page

@@ -8,6 +8,8 @@
     lgl2o_choice     LGL2O: the fraction of steps the learned candidate won, over training
     step_times       µs per training step of every optimizer, per task
 
+(`palette_png` makes any of them smaller, for figures committed to the repository.)
+
 Each returns PNG bytes, or None when no record has what it draws. Every figure
 carries `note` (the records' provenance) at its foot.
 """
@@ -24,6 +26,7 @@ __all__ = [
     "lgl2o_choice",
     "loss_curves",
     "metric_curves",
+    "palette_png",
     "sigma_histograms",
     "step_times",
 ]
@@ -49,13 +52,26 @@ def _figure(panels: int, height: float = 4.2):
     return fig, fig.subplots(panels, 1, squeeze=False)[:, 0]
 
 
-def _finish(fig, note: str | None) -> bytes:
+DPI = 110
+
+
+def _finish(fig, note: str | None, dpi: int = DPI) -> bytes:
     if note:
         fig.text(0.01, 0.005, note, fontsize=6, family="monospace", va="bottom", wrap=True)
     fig.tight_layout(rect=(0, 0.03 + 0.012 * (note or "").count("\n"), 1, 1))
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=dpi)
     return buf.getvalue()
+
+
+def palette_png(png: bytes, colors: int = 256) -> bytes:
+    """`png` re-encoded with a palette of at most `colors` colours (Pillow's median cut):
+    a plot has few colours, so it looks the same at about a third of the bytes."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.open(io.BytesIO(png)).convert("RGB").quantize(colors).save(out, "PNG", optimize=True)
+    return out.getvalue()
 
 
 def _band(ax, steps, series, label):
@@ -71,28 +87,55 @@ def _seeds(rs) -> str:
     return ",".join(str(r["seed"]) for r in rs)
 
 
-def loss_curves(recs, note: str | None = None) -> bytes | None:
-    """Training loss per task (median over seeds, min–max band), log scale where positive."""
+def window_means(steps, loss_means, num_steps: int, windows: int) -> tuple[list, list]:
+    """(window ends, means): the run [0, num_steps] cut into `windows` equal windows, the
+    point at step s in window min(⌊s · windows / num_steps⌋, windows − 1), and the mean of
+    the points' `loss_means` (each the training loss averaged since the point before) in
+    every window that holds a point."""
+    if windows < 1:
+        raise ValueError(f"windows must be >= 1, got {windows}")
+    sums: dict[int, list[float]] = defaultdict(list)
+    for s, v in zip(steps, loss_means, strict=True):
+        sums[min(int(s * windows // num_steps), windows - 1)].append(float(v))
+    ends = sorted(sums)
+    return [num_steps * (w + 1) / windows for w in ends], [float(np.mean(sums[w])) for w in ends]
+
+
+def loss_curves(
+    recs, note: str | None = None, *, windows: int | None = None, dpi: int = DPI
+) -> bytes | None:
+    """Training loss per task (median over seeds, min–max band), log scale where positive;
+    with `windows`, each run's loss averaged over that many equal windows of the run
+    (`window_means`), which smooths minibatch noise (and keeps the PNG small)."""
     groups = _groups(recs)
     tasks = sorted({k[0] for k in groups})
     if not tasks:
         return None
+
+    def series(rec):
+        curve = rec["curve"]
+        if windows is None:
+            return curve["step"], curve["loss"]
+        return window_means(curve["step"], curve["loss_mean"], rec["num_steps"], windows)
+
     fig, axes = _figure(len(tasks), 5.2)
     for ax, task in zip(axes, tasks, strict=True):
         positive = True
         for (t, label, _n), rs in groups.items():
             if t != task:
                 continue
-            steps = rs[0]["curve"]["step"]
-            same = [r for r in rs if r["curve"]["step"] == steps]
-            loss = np.asarray([r["curve"]["loss"] for r in same], np.float64)
+            curves = [series(r) for r in rs]
+            steps = curves[0][0]
+            same = [(r, c[1]) for r, c in zip(rs, curves, strict=True) if c[0] == steps]
+            loss = np.asarray([c for _, c in same], np.float64)
             positive &= bool(np.all(loss[np.isfinite(loss)] > 0))
-            _band(ax, steps, loss, f"{label}  (seeds {_seeds(same)})")
+            _band(ax, steps, loss, f"{label}  (seeds {_seeds([r for r, _ in same])})")
         ax.set_yscale("log" if positive else "symlog")
-        ax.set(title=task, xlabel="step", ylabel="training loss (median; band: min to max)")
+        what = "training loss" + ("" if windows is None else f", mean per 1/{windows} of the run")
+        ax.set(title=task, xlabel="step", ylabel=f"{what} (median; band: min to max)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    return _finish(fig, note)
+    return _finish(fig, note, dpi)
 
 
 def metric_curves(recs, note: str | None = None) -> bytes | None:

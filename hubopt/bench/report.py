@@ -739,18 +739,21 @@ FIGURES = (
     "step_times",
 )
 
+PAGE_STYLE = """\
+body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
+h1 { color: #1f3b73; border-bottom: 4px solid #1f3b73; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 13px; }
+th, td { border: 1px solid #bbb; padding: 3px 8px; text-align: left; }
+th { background: #1f3b73; color: white; }
+tr.best td { font-weight: bold; background: #d8f0d8; }
+pre { background: #f4f4f4; padding: 8px; white-space: pre-wrap; font-size: 11px; }
+img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
+"""  # the HTML pages' look (the report's and the claims')
+
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>hubopt report</title>
 <style>
-body {{ font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }}
-h1 {{ color: #1f3b73; border-bottom: 4px solid #1f3b73; }}
-table {{ border-collapse: collapse; margin: 1em 0; font-size: 13px; }}
-th, td {{ border: 1px solid #bbb; padding: 3px 8px; text-align: left; }}
-th {{ background: #1f3b73; color: white; }}
-tr.best td {{ font-weight: bold; background: #d8f0d8; }}
-pre {{ background: #f4f4f4; padding: 8px; white-space: pre-wrap; font-size: 11px; }}
-img {{ max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }}
-</style></head><body>
+{style}</style></head><body>
 <h1>hubopt report</h1>
 <p>{count} records; every number and figure below is computed from them alone.
 Bold rows: the best mean metric of the task among rows where no seed diverged.</p>
@@ -805,6 +808,7 @@ def html_page(recs: list[dict], figures: dict[str, bytes], report_command: str |
         for name, png in figures.items()
     )
     return _PAGE.format(
+        style=PAGE_STYLE,
         count=len(recs),
         results=results_table(recs, "html"),
         scores=scores,
@@ -939,7 +943,9 @@ def add_arguments(parser) -> None:
         "--fill",
         metavar="FILE",
         help="instead: rewrite FILE's results blocks (<!-- results: FOLDER --> … <!-- end "
-        "results -->) from the records in each FOLDER (relative to FILE's folder)",
+        "results -->) from the records in each FOLDER (relative to FILE's folder), and its "
+        "claims blocks (<!-- claims: FOLDER FIGURES --> … <!-- end claims -->) with each "
+        "claim's figure and an index.html in FIGURES",
     )
     parser.add_argument("--out", default="runs/report", help="output folder (default: runs/report)")
     parser.add_argument(
@@ -975,20 +981,30 @@ def run(args) -> int:
 
 
 def _fill(path: str) -> int:
+    from hubopt.bench import claims
+
     file = Path(path)
     try:
         text = file.read_text()
         blocks = [m["folder"] for m in RESULTS_BLOCK.finditer(text)]
+        # the claims blocks (RESULTS.md): their text, and the figures and page beside them
+        blocks += [m["folder"] for m in claims.CLAIMS_BLOCK.finditer(text)]
         if not blocks:
             print(
-                f"hubopt report: error: {file} has no <!-- results: FOLDER --> blocks",
+                f"hubopt report: error: {file} has no <!-- results: FOLDER --> blocks "
+                "(nor <!-- claims: FOLDER FIGURES --> blocks)",
                 file=sys.stderr,
             )
             return 1
         filled = fill_markdown(text, file.parent)
-    except (OSError, records.RecordError) as e:
+        filled, beside = claims.fill(filled, file.parent, f"hubopt report --fill {file.name}")
+    except (OSError, ValueError) as e:  # a RecordError, or a claim's roles in conflict
         print(f"hubopt report: error: {e}", file=sys.stderr)
         return 1
+    for target, data in beside.items():  # claims' figures and page, rewritten only if changed
+        if not target.is_file() or target.read_bytes() != data:
+            write_atomic(target, data)
+            print(f"wrote {target}")
     if filled != text:
         write_atomic(file, filled.encode())
     print(f"{file}: {len(blocks)} results blocks {'rewritten' if filled != text else 'up to date'}")
