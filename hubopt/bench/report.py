@@ -942,10 +942,11 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--fill",
         metavar="FILE",
-        help="instead: rewrite FILE's results blocks (<!-- results: FOLDER --> … <!-- end "
-        "results -->) from the records in each FOLDER (relative to FILE's folder), and its "
-        "claims blocks (<!-- claims: FOLDER FIGURES --> … <!-- end claims -->) with each "
-        "claim's figure and an index.html in FIGURES",
+        help="instead: rewrite FILE's generated blocks from the records in their folders "
+        "(relative to FILE's folder): results tables (<!-- results: FOLDER --> … <!-- end "
+        "results -->), the σ rule's choice (<!-- sigma-choice: STUDY SCALE --> … <!-- end "
+        "sigma-choice -->) and the paper's claims (<!-- claims: FOLDER FIGURES --> … <!-- "
+        "end claims -->, with each claim's figure and an index.html in FIGURES)",
     )
     parser.add_argument("--out", default="runs/report", help="output folder (default: runs/report)")
     parser.add_argument(
@@ -986,13 +987,16 @@ def _fill(path: str) -> int:
     file = Path(path)
     try:
         text = file.read_text()
-        blocks = [m["folder"] for m in RESULTS_BLOCK.finditer(text)]
-        # the claims blocks (RESULTS.md): their text, and the figures and page beside them
-        blocks += [m["folder"] for m in claims.CLAIMS_BLOCK.finditer(text)]
+        from hubopt.bench import sigma_choice
+
+        # results and sigma-choice blocks (BENCHMARKS.md) and claims blocks (RESULTS.md:
+        # their text, and the figures and page beside them)
+        kinds = (RESULTS_BLOCK, sigma_choice.SIGMA_CHOICE_BLOCK, claims.CLAIMS_BLOCK)
+        blocks = [m[0] for kind in kinds for m in kind.finditer(text)]
         if not blocks:
             print(
-                f"hubopt report: error: {file} has no <!-- results: FOLDER --> blocks "
-                "(nor <!-- claims: FOLDER FIGURES --> blocks)",
+                f"hubopt report: error: {file} has no generated blocks (<!-- results: FOLDER "
+                "-->, <!-- sigma-choice: STUDY SCALE -->, <!-- claims: FOLDER FIGURES -->)",
                 file=sys.stderr,
             )
             return 1
@@ -1007,5 +1011,6 @@ def _fill(path: str) -> int:
             print(f"wrote {target}")
     if filled != text:
         write_atomic(file, filled.encode())
-    print(f"{file}: {len(blocks)} results blocks {'rewritten' if filled != text else 'up to date'}")
+    state = "rewritten" if filled != text else "up to date"
+    print(f"{file}: {len(blocks)} generated blocks {state}")
     return 0
