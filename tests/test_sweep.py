@@ -34,6 +34,7 @@ def test_smoke_preset_is_every_task_at_tiny_size():
     assert {p.task for p in points} == set(task_names())
     assert {p.opt for p in points} == set(sweep.SMOKE_OPTIMIZERS)
     assert {p.size for p in points} == {"tiny"} and {p.seed for p in points} == {0}
+    assert {p.evals for p in points} == {sweep.SMOKE_EVALS}  # middle and end only
     assert len(sweep.preset_points("smoke", seeds=2)) == 2 * len(points)
     with pytest.raises(ValueError, match="unknown sweep preset 'table9'"):
         sweep.preset_points("table9")
@@ -269,3 +270,13 @@ def test_a_loss_scaled_point_is_its_own_task_and_adam_does_not_see_the_scale(tmp
     np.testing.assert_allclose(
         np.asarray(scaled["curve"]["loss"]), 1e3 * np.asarray(plain["curve"]["loss"]), rtol=1e-3
     )
+
+
+def test_a_points_evals_reach_its_record_and_leave_the_training_alone(tmp_path):
+    many, few = (Point("sine_lstm", "adam", 0, "tiny", evals=k) for k in (None, 2))
+    assert str(few).endswith(", 2 evals")
+    (a,) = (records.read(p) for p in sweep.run_sweep([many], str(tmp_path / "a")))
+    (b,) = (records.read(p) for p in sweep.run_sweep([few], str(tmp_path / "b")))
+    n = a["num_steps"]
+    assert b["eval"]["step"] == [0, n // 2, n] and len(a["eval"]["step"]) > 3
+    assert a["curve"] == b["curve"] and a["metrics"] == b["metrics"]

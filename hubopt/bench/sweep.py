@@ -20,7 +20,7 @@ part-way has every contender at its first seeds. A record that cannot be read
 (damaged by hand, say) is moved aside to `<name>.damaged` and its run redone;
 nothing is deleted.
 
-    hubopt sweep smoke --out runs/smoke              # tiny size of every task
+    hubopt sweep smoke --out runs/smoke              # tiny size of every task (2 evaluations)
     hubopt sweep table2 --seeds 3 --out runs/table2  # the paper's Table 2 at "cpu" size
     hubopt sweep sigma --out runs/sigma              # the σ study: every rule, both modes
     hubopt sweep sigma_scale --out runs/sigma        # ... and the loss × 10⁻³, 1, 10³ sweep
@@ -65,24 +65,30 @@ class Point:
     size: str = "cpu"
     steps: int | None = None
     loss_scale: float | None = None  # the training loss × this (`Task.with_loss_scale`)
+    # untimed evaluations after step 0 (None: the runner's `DEFAULT_EVALS`); fewer change
+    # only the record's evaluation curve, never the training
+    evals: int | None = None
 
     def __str__(self) -> str:
         steps = "" if self.steps is None else f", {self.steps} steps"
         scale = "" if self.loss_scale is None else f", loss × {self.loss_scale:g}"
-        return f"{self.task}[{self.size}] {self.opt} seed {self.seed}{steps}{scale}"
+        evals = "" if self.evals is None else f", {self.evals} evals"
+        return f"{self.task}[{self.size}] {self.opt} seed {self.seed}{steps}{scale}{evals}"
 
 
 # ------------------------------------------------------------------------------ presets
 
 SMOKE_OPTIMIZERS = ("adam", "small", "hub:adam+small")
+SMOKE_EVALS = 2  # a smoke run is evaluated at its middle and its end (and at step 0)
 
 
 def _smoke(size: str | None, seeds: int | None) -> list[Point]:
-    """The tiny size of every registered task × {adam, small, hub:adam+small}, one seed."""
+    """The tiny size of every registered task × {adam, small, hub:adam+small}, one seed,
+    each evaluated `SMOKE_EVALS` times (a smoke run checks that things run, not curves)."""
     from hubopt.tasks import task_names
 
     return [
-        Point(task, opt, seed, size or "tiny")
+        Point(task, opt, seed, size or "tiny", evals=SMOKE_EVALS)
         for task in task_names()
         for opt in SMOKE_OPTIMIZERS
         for seed in range(seeds or 1)
@@ -400,6 +406,7 @@ def run_point(
             spec,
             num_steps=point.steps,
             seed=point.seed,
+            num_evals=runner.DEFAULT_EVALS if point.evals is None else point.evals,
             out_dir=out_dir,
             reuse=True,
             overwrite=overwrite,
