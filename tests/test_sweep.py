@@ -186,6 +186,8 @@ def test_a_presets_grid_on_some_of_its_tasks_is_its_points_on_those_tasks():
         (["--tasks", "no_such_task", "--opt", "adam"], "unknown task 'no_such_task'"),
         (["smoke", "--steps", "0"], "--steps must be >= 1"),
         (["--tasks", "nonconvex_l1cos", "--opt", "adam", "--seeds", "0"], "positive number"),
+        (["smoke", "--learned", "adam"], "the learned slot takes a learned optimizer"),
+        (["smoke", "--learned", "velo("], "bad optimizer spec"),
     ],
 )
 def test_cli_sweep_grid_errors_name_the_problem(argv, message, capsys):
@@ -280,3 +282,63 @@ def test_a_points_evals_reach_its_record_and_leave_the_training_alone(tmp_path):
     n = a["num_steps"]
     assert b["eval"]["step"] == [0, n // 2, n] and len(a["eval"]["step"]) > 3
     assert a["curve"] == b["curve"] and a["metrics"] == b["metrics"]
+
+
+@pytest.fixture
+def velo_cache(tmp_path, monkeypatch):
+    """A small but real VeLO checkpoint (H=8, K=2), installed the way a user installs one
+    by hand (`hubopt velo download --url file://...`) into a fresh $HUBOPT_CACHE."""
+    import jax
+
+    from hubopt.learned import fetch_velo, init_velo_theta, save_velo_theta
+
+    src = save_velo_theta(tmp_path / "src" / "params", init_velo_theta(jax.random.key(0), 8, 2))
+    monkeypatch.setenv("HUBOPT_CACHE", str(tmp_path / "cache"))
+    size = src.stat().st_size
+    return fetch_velo(url=src.as_uri(), expected_size=size, progress=False)
+
+
+def test_learned_velo_fills_every_learned_slot_and_leaves_the_rest(velo_cache):
+    from hubopt.bench.spec_language import parse
+
+    for preset in ("figure2", "ablations"):
+        points = sweep.preset_points(preset, size="tiny", seeds=2)
+        with_velo = sweep.with_learned(points, "velo")
+        assert len(with_velo) == len(points)
+        for p, v in zip(points, with_velo, strict=True):
+            task = get_task(p.task, "tiny")
+            if p.opt.startswith("preset"):  # a hand-designed contender: the same point
+                assert v == p and sweep.point_spec(v) == parse(p.opt, task).to_dict()
+                continue
+            assert (v.task, v.opt, v.seed, v.learned) == (p.task, p.opt, p.seed, "velo")
+            # reference: the spec text with the learned optimizer's name swapped
+            text = "velo" if p.opt == "small" else p.opt.replace("+small", "+velo")
+            assert sweep.point_spec(v) == parse(text, task).to_dict() != sweep.point_spec(p)
+
+
+def test_learned_velo_runs_the_preset_with_the_cached_checkpoint(velo_cache, tmp_path, capsys):
+    from hubopt.learned import velo_cache_path
+
+    assert velo_cache == velo_cache_path()
+    out = tmp_path / "figure2"
+    argv = ["sweep", "figure2", "--learned", "velo", "--size", "tiny", "--seeds", "1"]
+    assert cli.main([*argv, "--steps", "3", "--out", str(out)]) == 0
+    recs = records.read_all([out])
+    assert len(recs) == len(sweep.preset_points("figure2", size="tiny", seeds=1))
+    learned = [r["optimizer"]["learned"] for r in recs if r["optimizer"]["learned"]]
+    assert len(learned) == 4  # velo alone, LGL2O, HUB, clipped HUB
+    sha = velo_cache.with_name("params.sha256").read_text().split()[0]
+    assert {(slot["kind"], slot["sha256"]) for slot in learned} == {("velo", sha)}
+    assert f"{len(recs)} records" in capsys.readouterr().out
+
+
+def test_learned_velo_without_its_checkpoint_fails_before_anything_runs(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("HUBOPT_CACHE", str(tmp_path / "empty"))
+    out = tmp_path / "never"
+    argv = ["sweep", "figure2", "--learned", "velo", "--size", "tiny", "--out", str(out)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "`hubopt velo download`" in err and str(tmp_path / "empty" / "velo" / "params") in err
+    assert not out.exists()

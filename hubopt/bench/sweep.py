@@ -11,10 +11,16 @@ grids (`PRESETS`); executors run them:
               workers need hubopt installed, and the records folder must be one
               they all see, e.g. a shared file system)
 
+`--learned velo` runs a preset's grid with VeLO (`hubopt velo download` first; on a Ray
+cluster every worker needs it cached) in every learned slot: the learned optimizer
+alone and every combination's learned member, nothing else changed; the hand-designed
+contenders are the same runs, so into the same folder they reuse their records.
+
 Crash safety comes from the records: each is written atomically when its run
 ends, so a sweep killed at any moment (SIGKILL included) loses only the runs in
 flight, and running the same command again keeps every finished record (a
-record of the same task, optimizer, seed and steps is reused, not retrained)
+record of the same task, optimizer, seed, steps and evaluation steps is reused,
+not retrained)
 and redoes the rest. Grids run seed by seed (`seed_major`), so a sweep stopped
 part-way has every contender at its first seeds. A record that cannot be read
 (damaged by hand, say) is moved aside to `<name>.damaged` and its run redone;
@@ -22,6 +28,7 @@ nothing is deleted.
 
     hubopt sweep smoke --out runs/smoke              # tiny size of every task (2 evaluations)
     hubopt sweep table2 --seeds 3 --out runs/table2  # the paper's Table 2 at "cpu" size
+    hubopt sweep table2 --learned velo --out runs/table2  # ... with VeLO in every learned slot
     hubopt sweep sigma --out runs/sigma              # the σ study: every rule, both modes
     hubopt sweep sigma_scale --out runs/sigma        # ... and the loss × 10⁻³, 1, 10³ sweep
     hubopt sweep sigma --tasks sine_lstm,sine_ltc    # a preset's grid on some of its tasks
@@ -46,10 +53,12 @@ __all__ = [
     "PRESETS",
     "Point",
     "grid_points",
+    "point_spec",
     "preset_points",
     "run_point",
     "run_sweep",
     "seed_major",
+    "with_learned",
 ]
 
 EXECUTORS = ("local", "process", "ray")
@@ -68,12 +77,16 @@ class Point:
     # untimed evaluations after step 0 (None: the runner's `DEFAULT_EVALS`); fewer change
     # only the record's evaluation curve, never the training
     evals: int | None = None
+    # a learned spec text (velo, small, theta,path=FILE) put in `opt`'s learned slot
+    # (`with_learned`); None: `opt` as it is
+    learned: str | None = None
 
     def __str__(self) -> str:
         steps = "" if self.steps is None else f", {self.steps} steps"
         scale = "" if self.loss_scale is None else f", loss × {self.loss_scale:g}"
         evals = "" if self.evals is None else f", {self.evals} evals"
-        return f"{self.task}[{self.size}] {self.opt} seed {self.seed}{steps}{scale}{evals}"
+        slot = "" if self.learned is None else f" [learned: {self.learned}]"
+        return f"{self.task}[{self.size}] {self.opt}{slot} seed {self.seed}{steps}{scale}{evals}"
 
 
 # ------------------------------------------------------------------------------ presets
@@ -98,7 +111,7 @@ def _smoke(size: str | None, seeds: int | None) -> list[Point]:
 # The paper's experiments. Contenders: the task's hand preset and its declared learning-rate
 # grid (same optimizer and schedule: the tuned baseline, chosen on valid by
 # `hubopt.bench.tuning`), the bundled learned optimizer alone, LGL2O and HUB as the paper
-# runs them; the σ study adds its rules (issue 13). VeLO rows: replace "small" by "velo"
+# runs them; the σ study adds its rules (issue 13). VeLO rows: `--learned velo` (`with_learned`)
 # after `hubopt velo download`.
 # clipping HUB's [B, A] in hubopt's examples (the paper's values are not here): B must be well
 # above 1/n to matter (on nonconvex_l1cos σ ≡ 1/d = 0.001, so B = 0.001 would change nothing)
@@ -354,6 +367,63 @@ def preset_tasks(points: list[Point], preset: str, tasks: list[str]) -> list[Poi
     return [p for p in points if p.task in wanted]
 
 
+def with_learned(points: Iterable[Point], learned: str) -> list[Point]:
+    """`points` with the learned optimizer `learned` (a spec text: `velo`, `small`,
+    `theta,path=FILE`) in the learned slot of every contender that has one: a learned
+    optimizer alone is replaced by it, a combination (hub:, lgl2o:, blend:HAND+LEARNED)
+    takes it as its learned member, options and hand member unchanged; hand-designed
+    contenders stay as they are (and so reuse their records). The learned optimizer
+    must be usable here: without VeLO's cached checkpoint this is a `ValueError` that
+    says how to get it, before anything runs."""
+    from hubopt.bench import spec_language
+
+    _learned_spec(learned)  # checked once, here; each run parses it again
+    out = []
+    for p in points:
+        spec = spec_language.parse(p.opt, _task(p.task, p.size))
+        has_slot = not isinstance(spec, spec_language.HandSpec)
+        out.append(replace(p, learned=learned) if has_slot else p)
+    return out
+
+
+def _learned_spec(text: str):
+    """The `LearnedSpec` that `text` names, checked to be usable on this machine."""
+    from hubopt.bench import optimizers, spec_language
+
+    spec = spec_language.parse(text)
+    if not isinstance(spec, spec_language.LearnedSpec):
+        raise ValueError(
+            f"the learned slot takes a learned optimizer (velo, small, theta,path=FILE), "
+            f"got {text!r}"
+        )
+    if spec.name == "velo":
+        choice = optimizers.resolve_learned("velo")  # is its checkpoint cached?
+        if not choice.available:
+            why = "; ".join(choice.notes) or choice.reason
+            raise ValueError(
+                f"VeLO's checkpoint is not on this machine ({why}): download it once with "
+                "`hubopt velo download` (into $HUBOPT_CACHE/velo/params, by default "
+                "~/.cache/hubopt/velo/params; offline: `hubopt velo download --help`)"
+            )
+    try:  # loads and checks the checkpoint (VeLO's SHA-256, a θ file's contents)
+        optimizers.build(spec.to_dict(), num_steps=1, warn_past_budget=False)
+    except Exception as e:
+        raise ValueError(f"learned optimizer {text!r} cannot be built: {e}") from e
+    return spec
+
+
+def point_spec(point: Point, task=None) -> dict:
+    """The optimizer spec dict `point` runs: its `opt` parsed against its task (`task`,
+    default: the point's own), with `point.learned` in the learned slot when set."""
+    from hubopt.bench import spec_language
+
+    task = task or _task(point.task, point.size, point.steps, point.loss_scale)
+    spec = spec_language.parse(point.opt, task)
+    if point.learned is not None:
+        spec = spec_language.replace_learned(spec, spec_language.parse(point.learned))
+    return spec.to_dict()
+
+
 def _check_seeds(seeds) -> None:
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive number of seeds, got {seeds!r}")
@@ -394,11 +464,11 @@ def run_point(
 ) -> str:
     """Runs `point` (or reuses its finished record) and returns the record's path;
     `overwrite` replaces a record of another run at the same path (else an error)."""
-    from hubopt.bench import optimizers, records, runner, spec_language
+    from hubopt.bench import optimizers, records, runner
 
     point = Point(**point) if isinstance(point, dict) else point
     task = _task(point.task, point.size, point.steps, point.loss_scale)
-    spec = spec_language.parse(point.opt, task).to_dict()
+    spec = point_spec(point, task)
 
     def train(**kwargs):
         return runner.train_and_record(
@@ -548,6 +618,14 @@ def add_arguments(parser) -> None:
         help="an optimizer spec of the grid (repeat); 'tuned': the preset at every rate of "
         "the task's lr_grid",
     )
+    parser.add_argument(
+        "--learned",
+        metavar="LEARNED",
+        help="the learned optimizer in every contender's learned slot (the learned "
+        "optimizer alone; hub:/lgl2o:/blend:HAND+LEARNED's learned member), nothing else "
+        "changed: velo (after `hubopt velo download`), small (the presets' own) or "
+        "theta,path=FILE; hand-designed contenders keep their records",
+    )
     parser.add_argument("--seeds", type=int, help="number of seeds (0 … N−1; default: preset's)")
     parser.add_argument("--size", choices=SIZES, help="task size (default: the preset's)")
     parser.add_argument("--steps", type=int, help="steps of every run (default: each task's)")
@@ -585,6 +663,8 @@ def run(args) -> int:
             if args.steps < 1:
                 raise ValueError(f"--steps must be >= 1, got {args.steps}")
             points = [replace(p, steps=args.steps) for p in points]
+        if args.learned is not None:
+            points = with_learned(points, args.learned)
     except ValueError as e:
         print(f"hubopt sweep: error: {e}", file=sys.stderr)
         return 2
