@@ -234,6 +234,48 @@ def test_ray_executor_without_ray_says_how_to_get_it(tmp_path, monkeypatch):
         sweep.run_sweep(GRID[:1], str(tmp_path), executor="ray")
 
 
+def test_gpus_per_run_are_for_the_ray_executor_only(tmp_path, capsys):
+    argv = ["sweep", "--tasks", "nonconvex_l1cos", "--opt", "adam", "--size", "tiny"]
+    assert cli.main([*argv, "--gpus-per-run", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "--gpus-per-run needs --executor ray" in capsys.readouterr().err
+    assert cli.main([*argv, "--executor", "ray", "--gpus-per-run", "0"]) == 2
+    assert "--gpus-per-run must be >= 1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="ray executor only"):
+        sweep.run_sweep(GRID[:1], str(tmp_path / "x"), executor="process", gpus_per_run=1)
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_ray_without_the_gpus_of_one_run_is_refused_before_anything_runs(tmp_path, capsys):
+    import ray
+
+    out = tmp_path / "never"
+    argv = ["sweep", "--tasks", "nonconvex_l1cos", "--opt", "adam", "--size", "tiny"]
+    argv += ["--executor", "ray", "--gpus-per-run", "1", "--out", str(out)]
+    ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, log_to_driver=False)
+    try:
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "each run needs 1 GPU(s) on one node" in err and "most on one node: 0" in err
+        assert not out.exists()
+        assert ray.is_initialized()  # a Ray the sweep did not start is left running
+    finally:
+        ray.shutdown()
+    # a Ray that declares one GPU (a CPU-only JAX run does not use it) runs one-GPU runs
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        with pytest.raises(sweep.NotEnoughGPUs, match="needs 2 GPU"):
+            sweep.run_sweep(GRID[:1], str(out), executor="ray", gpus_per_run=2)
+        assert not out.exists()
+        on_gpu = sweep.run_sweep(GRID[:2], str(tmp_path / "gpu"), executor="ray", gpus_per_run=1)
+    finally:
+        ray.shutdown()
+    local = sweep.run_sweep(GRID[:2], str(tmp_path / "local"))
+    for a, b in zip(local, on_gpu, strict=True):
+        ra, rb = records.read(a), records.read(b)
+        assert ra["curve"] == rb["curve"]
+        assert rb["meta"]["cuda_visible_devices"] == "0"  # the GPU Ray gave the run
+
+
 def test_a_points_steps_rescale_the_presets_warm_up(tmp_path):
     task = get_task("fmnist_mlp", "tiny")
     steps = 2 * task.num_steps

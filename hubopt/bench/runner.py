@@ -83,8 +83,10 @@ def _git_at_start() -> dict:
 
 
 def metadata(command: str | None = None) -> dict:
-    """Versions, machine, git state, UTC date and the command line, for a record."""
+    """Versions, machine, git state, UTC date and the command line, for a record; the
+    GPUs the process was given (`CUDA_VISIBLE_DEVICES`, as Ray sets it), where set."""
     device = jax.devices()[0]
+    gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
     return {
         "versions": {
             "hubopt": _version("hubopt"),
@@ -99,6 +101,7 @@ def metadata(command: str | None = None) -> dict:
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "device": f"{device.platform}:{device.device_kind}",
+        **({} if gpus is None else {"cuda_visible_devices": gpus}),
         "git": _git_at_start(),
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": command

@@ -9,7 +9,8 @@ grids (`PRESETS`); executors run them:
     ray       as Ray tasks (`pip install 'hubopt[ray]'`): on a local Ray started for
               the sweep, or on a running cluster with `--ray-address ADDR` (its
               workers need hubopt installed, and the records folder must be one
-              they all see, e.g. a shared file system)
+              they all see, e.g. a shared file system); `--gpus-per-run N`: each run
+              holds N GPUs of one node
 
 `--learned velo` runs a preset's grid with VeLO (`hubopt velo download` first; on a Ray
 cluster every worker needs it cached) in every learned slot: the learned optimizer
@@ -38,10 +39,12 @@ nothing is deleted.
     hubopt sweep --tasks fmnist_resnet,mnist_vit --opt tuned --opt small \\
         --opt hub:preset+small --seeds 3 --out runs/mine      # a grid of one's own
     hubopt sweep smoke --executor ray [--ray-address ray://head:10001]
+    hubopt sweep table5 --size paper --executor ray --gpus-per-run 1   # a GPU per run
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -507,8 +510,29 @@ def _process_worker(args):
     return run_point(point, out_dir, command)
 
 
-def _ray_map(points, out_dir, command, workers, address, compile_cache):
-    """The record paths of `points` run as Ray tasks, in order (yielded as each is ready)."""
+class NotEnoughGPUs(RuntimeError):
+    """No node of the Ray cluster has the GPUs one run asks for (`gpus_per_run`)."""
+
+
+def _check_gpus(ray, gpus_per_run: int, address: str | None) -> None:
+    """Refuses, before any run, a cluster none of whose nodes has `gpus_per_run` GPUs
+    (a run's GPUs are on one node, so the cluster's total is not enough)."""
+    per_node = [n["Resources"].get("GPU", 0) for n in ray.nodes() if n.get("Alive")]
+    most = max(per_node, default=0)
+    if most < gpus_per_run:
+        where = f"the Ray cluster at {address}" if address else "this machine's Ray"
+        raise NotEnoughGPUs(
+            f"each run needs {gpus_per_run} GPU(s) on one node, but no node of {where} "
+            f"has that many (the most on one node: {most:g}; in all: {sum(per_node):g}); "
+            "give a smaller --gpus-per-run or a cluster with bigger GPU nodes"
+        )
+
+
+@contextlib.contextmanager
+def _ray_session(workers: int, address: str | None, gpus_per_run: int):
+    """Ray, started for the sweep (a local Ray of `workers` CPUs, or the cluster at
+    `address`) unless this process has already started it, and shut down after if it was
+    started here; a cluster too small for `gpus_per_run` is refused first."""
     try:
         import ray
     except ImportError:
@@ -522,14 +546,27 @@ def _ray_map(points, out_dir, command, workers, address, compile_cache):
         else:
             ray.init(address=address, log_to_driver=False)
     try:
-        remote = ray.remote(num_cpus=1)(_process_worker)
-        out = str(Path(out_dir).resolve())
-        refs = [remote.remote((asdict(p), out, command, compile_cache)) for p in points]
-        for ref in refs:
-            yield ray.get(ref)
+        if gpus_per_run:
+            _check_gpus(ray, gpus_per_run, address)
+        yield ray
     finally:
         if started:
             ray.shutdown()
+
+
+def _ray_map(ray, points, out_dir, command, compile_cache, gpus_per_run):
+    """The record paths of `points` run as Ray tasks, in order (yielded as each is ready)."""
+    options = {"num_cpus": 1}
+    if gpus_per_run:
+        # Ray sets CUDA_VISIBLE_DEVICES to the run's GPUs; max_calls=1 (Ray's default for
+        # GPU tasks, named here on purpose): a fresh worker process per run, whose JAX
+        # starts on those GPUs and gives their memory back when the run ends
+        options |= {"num_gpus": gpus_per_run, "max_calls": 1}
+    remote = ray.remote(**options)(_process_worker)
+    out = str(Path(out_dir).resolve())
+    refs = [remote.remote((asdict(p), out, command, compile_cache)) for p in points]
+    for ref in refs:
+        yield ray.get(ref)
 
 
 def run_sweep(
@@ -539,6 +576,7 @@ def run_sweep(
     executor: str = "local",
     workers: int = 2,
     ray_address: str | None = None,
+    gpus_per_run: int = 0,
     command: str | None = None,
     progress: bool | None = None,
     overwrite: bool = False,
@@ -548,52 +586,66 @@ def run_sweep(
 
     `workers` is the number of processes of the "process" executor (and of the CPUs
     of a local Ray started for the sweep); `ray_address` the cluster of "ray";
+    `gpus_per_run` ("ray" only): the GPUs each run holds, on one node (Ray sets the run's
+    CUDA_VISIBLE_DEVICES; the runner computes on JAX's default device, the first of
+    them); a cluster with no node of that many is refused before any run
+    (`NotEnoughGPUs`);
     `overwrite` (local executor only) replaces records of other runs at the same paths;
     `compile_cache`: every process of the sweep keeps its compiled programs in JAX's
     persistent compilation cache and reads back those compiled before
     (`hubopt._src.compile_cache`; `HUBOPT_COMPILE_CACHE=off` turns it off).
     """
-    from tqdm import tqdm
-
     points = list(points)
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; executors: {', '.join(EXECUTORS)}")
     if overwrite and executor != "local":
         raise ValueError("overwrite is for the local executor only")
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    if progress is None:
-        from hubopt.bench.runner import _interactive
+    if isinstance(gpus_per_run, bool) or not isinstance(gpus_per_run, int) or gpus_per_run < 0:
+        raise ValueError(f"gpus_per_run must be a number of GPUs >= 0, got {gpus_per_run!r}")
+    if gpus_per_run and executor != "ray":
+        raise ValueError(f"GPUs per run are for the ray executor only, not {executor!r}")
+    from tqdm import tqdm
 
-        progress = _interactive()
-    bar = tqdm(total=len(points), desc="sweep", unit="run", disable=not progress)
-    paths: list[str] = []
-    try:
-        if executor == "local":
-            if compile_cache:
-                from hubopt._src.compile_cache import enable_compile_cache
+    # Ray is started and its GPUs checked before anything is written or run
+    session = (
+        _ray_session(workers, ray_address, gpus_per_run)
+        if executor == "ray"
+        else contextlib.nullcontext()
+    )
+    with session as ray:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        if progress is None:
+            from hubopt.bench.runner import _interactive
 
-                enable_compile_cache()
-            for point in points:
-                bar.set_postfix_str(str(point), refresh=False)
-                paths.append(run_point(point, out_dir, command, overwrite))
-                bar.update()
-        elif executor == "ray":
-            ray_jobs = _ray_map(points, out_dir, command, workers, ray_address, compile_cache)
-            for path in ray_jobs:
-                paths.append(path)
-                bar.update()
-        else:
-            import concurrent.futures as futures
-            import multiprocessing
+            progress = _interactive()
+        bar = tqdm(total=len(points), desc="sweep", unit="run", disable=not progress)
+        paths: list[str] = []
+        try:
+            if executor == "local":
+                if compile_cache:
+                    from hubopt._src.compile_cache import enable_compile_cache
 
-            context = multiprocessing.get_context("spawn")  # no forked JAX runtimes
-            with futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                jobs = [(asdict(p), out_dir, command, compile_cache) for p in points]
-                for path in pool.map(_process_worker, jobs):
+                    enable_compile_cache()
+                for point in points:
+                    bar.set_postfix_str(str(point), refresh=False)
+                    paths.append(run_point(point, out_dir, command, overwrite))
+                    bar.update()
+            elif executor == "ray":
+                for path in _ray_map(ray, points, out_dir, command, compile_cache, gpus_per_run):
                     paths.append(path)
                     bar.update()
-    finally:
-        bar.close()
+            else:
+                import concurrent.futures as futures
+                import multiprocessing
+
+                context = multiprocessing.get_context("spawn")  # no forked JAX runtimes
+                with futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                    jobs = [(asdict(p), out_dir, command, compile_cache) for p in points]
+                    for path in pool.map(_process_worker, jobs):
+                        paths.append(path)
+                        bar.update()
+        finally:
+            bar.close()
     return paths
 
 
@@ -634,6 +686,14 @@ def add_arguments(parser) -> None:
         "--workers", type=int, default=2, help="processes (process), CPUs of a local Ray (ray)"
     )
     parser.add_argument("--ray-address", help="a running Ray cluster (default: a local Ray)")
+    parser.add_argument(
+        "--gpus-per-run",
+        type=int,
+        metavar="N",
+        help="with --executor ray: the GPUs each run holds, on one node (Ray sets its "
+        "CUDA_VISIBLE_DEVICES; the run computes on the first); a cluster with no node of N "
+        "GPUs is refused before anything runs",
+    )
     parser.add_argument("--out", default=None, help="records folder (default: runs/<preset>)")
     from hubopt._src.compile_cache import add_no_compile_cache_argument
 
@@ -671,18 +731,32 @@ def run(args) -> int:
     if args.workers < 1:
         print(f"hubopt sweep: error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
         return 2
+    if args.gpus_per_run is not None:
+        problem = None
+        if args.executor != "ray":
+            problem = f"--gpus-per-run needs --executor ray (got --executor {args.executor})"
+        elif args.gpus_per_run < 1:
+            problem = f"--gpus-per-run must be >= 1, got {args.gpus_per_run}"
+        if problem:
+            print(f"hubopt sweep: error: {problem}", file=sys.stderr)
+            return 2
     name = args.preset or "grid"
     out = args.out or f"runs/{name}"
     start = time.perf_counter()
-    paths = run_sweep(
-        points,
-        out,
-        executor=args.executor,
-        workers=args.workers,
-        ray_address=args.ray_address,
-        command=getattr(args, "command_line", None),
-        compile_cache=not args.no_compile_cache,
-    )
+    try:
+        paths = run_sweep(
+            points,
+            out,
+            executor=args.executor,
+            workers=args.workers,
+            ray_address=args.ray_address,
+            gpus_per_run=args.gpus_per_run or 0,
+            command=getattr(args, "command_line", None),
+            compile_cache=not args.no_compile_cache,
+        )
+    except NotEnoughGPUs as e:
+        print(f"hubopt sweep: error: {e}", file=sys.stderr)
+        return 2
     print(
         f"hubopt sweep {name}: {len(paths)} records in {out} ({time.perf_counter() - start:.0f} s)"
     )
