@@ -89,6 +89,31 @@ def test_runner_refuses_to_clobber_and_reuses_identical_runs(adam_record, tmp_pa
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]
 
 
+def test_fewer_evaluations_change_the_records_evaluations_and_nothing_of_the_training(
+    adam_record, tmp_path
+):
+    _, rec = adam_record  # DEFAULT_EVALS evaluations
+    path = runner.train_and_record(
+        TASK, ADAM, num_steps=STEPS, seed=3, num_evals=2, out_dir=tmp_path, log=lambda *_: None
+    )
+    few = records.read(path)
+    assert few["eval"]["step"] == [0, STEPS // 2, STEPS]
+    assert len(rec["eval"]["step"]) == runner.DEFAULT_EVALS + 1
+    assert few["curve"] == rec["curve"]  # the same training, step for step
+    assert few["metrics"] == rec["metrics"] and few["final_loss"] == rec["final_loss"]
+    at = [rec["eval"]["step"].index(s) for s in few["eval"]["step"]]
+    assert few["eval"]["loss"] == [rec["eval"]["loss"][i] for i in at]
+    # a record evaluated at other steps is another run: not reused, and the error says why
+    with pytest.raises(FileExistsError, match="evaluated at 3 steps"):
+        runner.train_and_record(
+            TASK, ADAM, num_steps=STEPS, seed=3, path=path, reuse=True, log=lambda *_: None
+        )
+    again = dict(num_steps=STEPS, seed=3, num_evals=2, path=path, reuse=True)
+    assert runner.train_and_record(TASK, ADAM, **again, log=lambda *_: None) == path
+    with pytest.raises(ValueError, match="num_evals"):
+        runner.train_and_record(TASK, ADAM, num_steps=STEPS, num_evals=0, path=path)
+
+
 def test_runs_of_one_task_share_its_initial_params_and_compiled_evaluations(tmp_path):
     """A sweep runs every optimizer of a task and seed one after another: the task's params
     are initialised once per seed and its evaluations compiled once, not once per run."""

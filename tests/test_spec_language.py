@@ -162,6 +162,27 @@ def test_every_parsed_spec_builds():
         assert jnp.all(jnp.isfinite(updates["w"]))
 
 
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("small", "velo"),
+        ("hub:adamw(lr=1e-4,wd=0.05)+small,mode=inverted,clip=0.05:0.5,sigma=rank",
+         "hub:adamw(lr=1e-4,wd=0.05)+velo,mode=inverted,clip=0.05:0.5,sigma=rank"),
+        ("lgl2o:adamax+stand-in(opt=adam)", "lgl2o:adamax+velo"),
+        ("blend:adam+small,lam=0.25", "blend:adam+velo,lam=0.25"),
+        ("adamw,lr=3e-4", "adamw,lr=3e-4"),
+    ],
+)  # fmt: skip
+def test_replace_learned_changes_the_learned_slot_only(text, expected):
+    replaced = spec_language.replace_learned(parse(text), LearnedSpec("velo"))
+    assert replaced == parse(expected)
+
+
+def test_replace_learned_takes_a_learned_spec():
+    with pytest.raises(TypeError, match="LearnedSpec"):
+        spec_language.replace_learned(parse("small"), parse("adam"))
+
+
 def test_finetune_blocks_give_the_head_default_and_the_backbone_inverted():
     params = {"backbone": {"conv": jnp.ones((3, 3))}, "head": {"w": jnp.ones(2), "b": jnp.ones(1)}}
     modes = optimizers.finetune_blocks(params)

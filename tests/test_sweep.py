@@ -34,6 +34,7 @@ def test_smoke_preset_is_every_task_at_tiny_size():
     assert {p.task for p in points} == set(task_names())
     assert {p.opt for p in points} == set(sweep.SMOKE_OPTIMIZERS)
     assert {p.size for p in points} == {"tiny"} and {p.seed for p in points} == {0}
+    assert {p.evals for p in points} == {sweep.SMOKE_EVALS}  # middle and end only
     assert len(sweep.preset_points("smoke", seeds=2)) == 2 * len(points)
     with pytest.raises(ValueError, match="unknown sweep preset 'table9'"):
         sweep.preset_points("table9")
@@ -185,6 +186,8 @@ def test_a_presets_grid_on_some_of_its_tasks_is_its_points_on_those_tasks():
         (["--tasks", "no_such_task", "--opt", "adam"], "unknown task 'no_such_task'"),
         (["smoke", "--steps", "0"], "--steps must be >= 1"),
         (["--tasks", "nonconvex_l1cos", "--opt", "adam", "--seeds", "0"], "positive number"),
+        (["smoke", "--learned", "adam"], "the learned slot takes a learned optimizer"),
+        (["smoke", "--learned", "velo("], "bad optimizer spec"),
     ],
 )
 def test_cli_sweep_grid_errors_name_the_problem(argv, message, capsys):
@@ -231,6 +234,48 @@ def test_ray_executor_without_ray_says_how_to_get_it(tmp_path, monkeypatch):
         sweep.run_sweep(GRID[:1], str(tmp_path), executor="ray")
 
 
+def test_gpus_per_run_are_for_the_ray_executor_only(tmp_path, capsys):
+    argv = ["sweep", "--tasks", "nonconvex_l1cos", "--opt", "adam", "--size", "tiny"]
+    assert cli.main([*argv, "--gpus-per-run", "1", "--out", str(tmp_path / "x")]) == 2
+    assert "--gpus-per-run needs --executor ray" in capsys.readouterr().err
+    assert cli.main([*argv, "--executor", "ray", "--gpus-per-run", "0"]) == 2
+    assert "--gpus-per-run must be >= 1" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="ray executor only"):
+        sweep.run_sweep(GRID[:1], str(tmp_path / "x"), executor="process", gpus_per_run=1)
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_ray_without_the_gpus_of_one_run_is_refused_before_anything_runs(tmp_path, capsys):
+    import ray
+
+    out = tmp_path / "never"
+    argv = ["sweep", "--tasks", "nonconvex_l1cos", "--opt", "adam", "--size", "tiny"]
+    argv += ["--executor", "ray", "--gpus-per-run", "1", "--out", str(out)]
+    ray.init(num_cpus=1, num_gpus=0, include_dashboard=False, log_to_driver=False)
+    try:
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        assert "each run needs 1 GPU(s) on one node" in err and "most on one node: 0" in err
+        assert not out.exists()
+        assert ray.is_initialized()  # a Ray the sweep did not start is left running
+    finally:
+        ray.shutdown()
+    # a Ray that declares one GPU (a CPU-only JAX run does not use it) runs one-GPU runs
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        with pytest.raises(sweep.NotEnoughGPUs, match="needs 2 GPU"):
+            sweep.run_sweep(GRID[:1], str(out), executor="ray", gpus_per_run=2)
+        assert not out.exists()
+        on_gpu = sweep.run_sweep(GRID[:2], str(tmp_path / "gpu"), executor="ray", gpus_per_run=1)
+    finally:
+        ray.shutdown()
+    local = sweep.run_sweep(GRID[:2], str(tmp_path / "local"))
+    for a, b in zip(local, on_gpu, strict=True):
+        ra, rb = records.read(a), records.read(b)
+        assert ra["curve"] == rb["curve"]
+        assert rb["meta"]["cuda_visible_devices"] == "0"  # the GPU Ray gave the run
+
+
 def test_a_points_steps_rescale_the_presets_warm_up(tmp_path):
     task = get_task("fmnist_mlp", "tiny")
     steps = 2 * task.num_steps
@@ -269,3 +314,73 @@ def test_a_loss_scaled_point_is_its_own_task_and_adam_does_not_see_the_scale(tmp
     np.testing.assert_allclose(
         np.asarray(scaled["curve"]["loss"]), 1e3 * np.asarray(plain["curve"]["loss"]), rtol=1e-3
     )
+
+
+def test_a_points_evals_reach_its_record_and_leave_the_training_alone(tmp_path):
+    many, few = (Point("sine_lstm", "adam", 0, "tiny", evals=k) for k in (None, 2))
+    assert str(few).endswith(", 2 evals")
+    (a,) = (records.read(p) for p in sweep.run_sweep([many], str(tmp_path / "a")))
+    (b,) = (records.read(p) for p in sweep.run_sweep([few], str(tmp_path / "b")))
+    n = a["num_steps"]
+    assert b["eval"]["step"] == [0, n // 2, n] and len(a["eval"]["step"]) > 3
+    assert a["curve"] == b["curve"] and a["metrics"] == b["metrics"]
+
+
+@pytest.fixture
+def velo_cache(tmp_path, monkeypatch):
+    """A small but real VeLO checkpoint (H=8, K=2), installed the way a user installs one
+    by hand (`hubopt velo download --url file://...`) into a fresh $HUBOPT_CACHE."""
+    import jax
+
+    from hubopt.learned import fetch_velo, init_velo_theta, save_velo_theta
+
+    src = save_velo_theta(tmp_path / "src" / "params", init_velo_theta(jax.random.key(0), 8, 2))
+    monkeypatch.setenv("HUBOPT_CACHE", str(tmp_path / "cache"))
+    size = src.stat().st_size
+    return fetch_velo(url=src.as_uri(), expected_size=size, progress=False)
+
+
+def test_learned_velo_fills_every_learned_slot_and_leaves_the_rest(velo_cache):
+    from hubopt.bench.spec_language import parse
+
+    for preset in ("figure2", "ablations"):
+        points = sweep.preset_points(preset, size="tiny", seeds=2)
+        with_velo = sweep.with_learned(points, "velo")
+        assert len(with_velo) == len(points)
+        for p, v in zip(points, with_velo, strict=True):
+            task = get_task(p.task, "tiny")
+            if p.opt.startswith("preset"):  # a hand-designed contender: the same point
+                assert v == p and sweep.point_spec(v) == parse(p.opt, task).to_dict()
+                continue
+            assert (v.task, v.opt, v.seed, v.learned) == (p.task, p.opt, p.seed, "velo")
+            # reference: the spec text with the learned optimizer's name swapped
+            text = "velo" if p.opt == "small" else p.opt.replace("+small", "+velo")
+            assert sweep.point_spec(v) == parse(text, task).to_dict() != sweep.point_spec(p)
+
+
+def test_learned_velo_runs_the_preset_with_the_cached_checkpoint(velo_cache, tmp_path, capsys):
+    from hubopt.learned import velo_cache_path
+
+    assert velo_cache == velo_cache_path()
+    out = tmp_path / "figure2"
+    argv = ["sweep", "figure2", "--learned", "velo", "--size", "tiny", "--seeds", "1"]
+    assert cli.main([*argv, "--steps", "3", "--out", str(out)]) == 0
+    recs = records.read_all([out])
+    assert len(recs) == len(sweep.preset_points("figure2", size="tiny", seeds=1))
+    learned = [r["optimizer"]["learned"] for r in recs if r["optimizer"]["learned"]]
+    assert len(learned) == 4  # velo alone, LGL2O, HUB, clipped HUB
+    sha = velo_cache.with_name("params.sha256").read_text().split()[0]
+    assert {(slot["kind"], slot["sha256"]) for slot in learned} == {("velo", sha)}
+    assert f"{len(recs)} records" in capsys.readouterr().out
+
+
+def test_learned_velo_without_its_checkpoint_fails_before_anything_runs(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setenv("HUBOPT_CACHE", str(tmp_path / "empty"))
+    out = tmp_path / "never"
+    argv = ["sweep", "figure2", "--learned", "velo", "--size", "tiny", "--out", str(out)]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "`hubopt velo download`" in err and str(tmp_path / "empty" / "velo" / "params") in err
+    assert not out.exists()

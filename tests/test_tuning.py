@@ -151,3 +151,24 @@ def test_no_tuned_row_without_two_rates_over_the_same_seeds():
     assert report.tuned_results([rec(0.1, 0), rec(0.01, 1)]) == []  # different seeds
     ((result, sel),) = report.tuned_results([rec(0.1, 0), rec(0.01, 0)])
     assert sel["learning_rate"] == 0.01 and result.values == (0.01,)
+
+
+def test_the_nonconvex_function_has_a_tuned_baseline_chosen_on_f_itself(tmp_path):
+    """figure2's "tuned" contender exists: the grid runs, and with no data the valid metric
+    the choice reads is f(x), the same number the table reports."""
+    from hubopt.bench import records, report, sweep
+
+    task = get_task("nonconvex_l1cos", size="tiny")
+    assert len(task.lr_grid) == 3 and task.hand["learning_rate"] in task.lr_grid
+    assert "chosen on f(x) itself" in task.description
+    figure2 = {p.opt for p in sweep.preset_points("figure2", size="tiny", seeds=1)}
+    assert len([o for o in figure2 if o.startswith("preset")]) == len(task.lr_grid)
+    points = sweep.grid_points([task.name], ["tuned"], 1, "tiny")
+    recs = [records.read(p) for p in sweep.run_sweep(points, str(tmp_path))]
+    assert {r["optimizer"]["spec"]["learning_rate"] for r in recs} == set(task.lr_grid)
+    for r in recs:  # valid and test are both f(x) of the final params
+        assert r["metrics"]["valid"]["loss"] == r["metrics"]["test"]["loss"]
+    ((result, sel),) = report.tuned_results(recs)
+    best = min(recs, key=lambda r: r["metrics"]["valid"]["loss"])
+    assert sel["learning_rate"] == best["optimizer"]["spec"]["learning_rate"]
+    assert result.values == (best["metrics"]["test"]["loss"],)

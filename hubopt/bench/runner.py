@@ -83,8 +83,10 @@ def _git_at_start() -> dict:
 
 
 def metadata(command: str | None = None) -> dict:
-    """Versions, machine, git state, UTC date and the command line, for a record."""
+    """Versions, machine, git state, UTC date and the command line, for a record; the
+    GPUs the process was given (`CUDA_VISIBLE_DEVICES`, as Ray sets it), where set."""
     device = jax.devices()[0]
+    gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
     return {
         "versions": {
             "hubopt": _version("hubopt"),
@@ -99,6 +101,7 @@ def metadata(command: str | None = None) -> dict:
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "device": f"{device.platform}:{device.device_kind}",
+        **({} if gpus is None else {"cuda_visible_devices": gpus}),
         "git": _git_at_start(),
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": command
@@ -175,7 +178,7 @@ def train(
     opt_state = jax.jit(tx.init)(params)  # one compile, not one per operation
 
     lengths = chunk_lengths(num_steps, num_evals)
-    eval_schedule = [0, *np.cumsum(lengths).tolist()]
+    eval_schedule = evaluation_steps(num_steps, num_evals)
     # a HUB run takes σ histograms inside its training steps (`_SigmaHistograms`)
     hist = _SigmaHistograms.of(built.spec, params, opt_state, eval_schedule)
 
@@ -382,6 +385,11 @@ def chunk_lengths(num_steps: int, num_evals: int) -> list[int]:
     return lengths
 
 
+def evaluation_steps(num_steps: int, num_evals: int) -> list[int]:
+    """The steps a run evaluates at: 0 and the end of every chunk (`chunk_lengths`)."""
+    return [0, *np.cumsum(chunk_lengths(num_steps, num_evals)).tolist()]
+
+
 class _SigmaHistograms(NamedTuple):
     """A HUB run's σ histograms (`hubopt.sigma_histogram`), taken inside its training
     steps: at `steps`, the evaluation steps nearest 0, 10 and 50 % of the run and its
@@ -463,15 +471,23 @@ def _without_unset(spec):
 
 
 def same_run(
-    record: dict, task_name: str, spec: dict, seed: int, num_steps: int, size: str | None = None
+    record: dict,
+    task_name: str,
+    spec: dict,
+    seed: int,
+    num_steps: int,
+    size: str | None = None,
+    num_evals: int | None = None,
 ) -> bool:
-    """Whether `record` is the run (task and size, optimizer spec, seed, steps) asked for."""
+    """Whether `record` is the run (task and size, optimizer spec, seed, steps, and with
+    `num_evals` its evaluation steps) asked for."""
     return (
         record["task"]["name"] == task_name
         and (size is None or record["task"].get("size") == size)
         and _without_unset(record["optimizer"]["spec"]) == _without_unset(spec)
         and record["seed"] == seed
         and record["num_steps"] == num_steps
+        and (num_evals is None or record["eval"]["step"] == evaluation_steps(num_steps, num_evals))
     )
 
 
@@ -481,6 +497,7 @@ def train_and_record(
     *,
     num_steps: int | None = None,
     seed: int = 0,
+    num_evals: int = DEFAULT_EVALS,
     out_dir=".",
     path=None,
     overwrite: bool = False,
@@ -491,8 +508,10 @@ def train_and_record(
 ) -> Path:
     """Trains `spec` on `task`, writes its record and returns the record's path.
 
-    An existing record at the path is an error unless `overwrite` (replace it)
-    or `reuse` and it records this very run (then it is kept and returned).
+    `num_evals`: untimed evaluations after step 0 (`train`; fewer change only the record's
+    evaluations, not the training). An existing record at the path is an error unless
+    `overwrite` (replace it) or `reuse` and it records this very run, evaluated at the
+    same steps (then it is kept and returned).
     `resume`: the run saves its state at every evaluation in
     `<out_dir>/.checkpoints/<record name>/` and, started again, continues from the newest
     one; the folder is removed once the record is written.
@@ -500,24 +519,35 @@ def train_and_record(
     _git_at_start()
     task = get_task(task) if isinstance(task, str) else task
     num_steps = positive_int("num_steps", task.num_steps if num_steps is None else num_steps)
+    num_evals = positive_int("num_evals", num_evals)
     # the run takes exactly num_steps steps: no learned optimizer can run past its budget,
     # and without that warning's host callback the programs can be cached on disk
     built = optimizers.build(spec, num_steps, warn_past_budget=False)
     path = Path(path) if path is not None else record_path(out_dir, task.name, built.label, seed)
     if path.exists() and not overwrite:
         existing = records.read(path)
-        if reuse and same_run(existing, task.name, built.spec, seed, num_steps, task.size):
+        if reuse and same_run(
+            existing, task.name, built.spec, seed, num_steps, task.size, num_evals
+        ):
             log(f"  reusing {path} (same task, optimizer, seed and steps; --overwrite reruns)")
             return path
         raise FileExistsError(
             f"record {path} already exists (for {existing['optimizer']['label']}, seed "
-            f"{existing['seed']}, {existing['num_steps']} steps); refusing to overwrite it: "
+            f"{existing['seed']}, {existing['num_steps']} steps, evaluated at "
+            f"{len(existing['eval']['step'])} steps); refusing to overwrite it: "
             "pass --overwrite or choose another --out"
         )
     checkpoints = path.parent / ".checkpoints" / path.stem if resume else None
     if checkpoints is not None and checkpoints.is_dir():
         log(f"  resuming from {checkpoints}")
-    result = train(task, built, num_steps=num_steps, seed=seed, checkpoint_dir=checkpoints)
+    result = train(
+        task,
+        built,
+        num_steps=num_steps,
+        seed=seed,
+        num_evals=num_evals,
+        checkpoint_dir=checkpoints,
+    )
     result.pop("_final_state")
     record = {
         "schema": records.SCHEMA,

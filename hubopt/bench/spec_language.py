@@ -28,7 +28,8 @@ its new head default). Blend: `lam`, the hand weight λ in [0, 1].
 
 `parse(text, task=None)` returns a `Spec` (`HandSpec`, `LearnedSpec` or
 `CombinedSpec`); `.to_dict()` is the plain dict that `hubopt.bench.optimizers.build`
-takes and records store. A bad spec is a `SpecSyntaxError` whose message shows the
+takes and records store; `replace_learned(spec, learned)` puts another learned
+optimizer in a spec's learned slot. A bad spec is a `SpecSyntaxError` whose message shows the
 text with a caret under the bad part.
 """
 
@@ -37,7 +38,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "Spec",
     "SpecSyntaxError",
     "parse",
+    "replace_learned",
 ]
 
 HAND_NAMES = ("adam", "adamax", "adamw")
@@ -397,6 +399,21 @@ def parse(text: str, task=None) -> Spec:
             raise scan.error(f"{head} takes no options", options[0].start, options[-1].end)
         return LearnedSpec(head)
     return _combined(scan, head, hand, learned, options)
+
+
+def replace_learned(spec: Spec, learned: LearnedSpec) -> Spec:
+    """`spec` with `learned` in its learned slot: a learned optimizer alone becomes
+    `learned`, a combination (hub, lgl2o, blend) keeps its hand member and options and
+    takes `learned` as its learned member, a hand-designed optimizer is returned as it is."""
+    if not isinstance(learned, LearnedSpec):
+        raise TypeError(f"the learned slot takes a LearnedSpec, got {type(learned).__name__}")
+    if isinstance(spec, LearnedSpec):
+        return learned
+    if isinstance(spec, CombinedSpec):
+        return replace(spec, learned=learned)
+    if isinstance(spec, HandSpec):
+        return spec
+    raise TypeError(f"not a spec: {type(spec).__name__}")
 
 
 def _combined(scan, kind, hand, learned, options) -> CombinedSpec:

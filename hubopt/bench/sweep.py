@@ -9,19 +9,27 @@ grids (`PRESETS`); executors run them:
     ray       as Ray tasks (`pip install 'hubopt[ray]'`): on a local Ray started for
               the sweep, or on a running cluster with `--ray-address ADDR` (its
               workers need hubopt installed, and the records folder must be one
-              they all see, e.g. a shared file system)
+              they all see, e.g. a shared file system); `--gpus-per-run N`: each run
+              holds N GPUs of one node
+
+`--learned velo` runs a preset's grid with VeLO (`hubopt velo download` first; on a Ray
+cluster every worker needs it cached) in every learned slot: the learned optimizer
+alone and every combination's learned member, nothing else changed; the hand-designed
+contenders are the same runs, so into the same folder they reuse their records.
 
 Crash safety comes from the records: each is written atomically when its run
 ends, so a sweep killed at any moment (SIGKILL included) loses only the runs in
 flight, and running the same command again keeps every finished record (a
-record of the same task, optimizer, seed and steps is reused, not retrained)
+record of the same task, optimizer, seed, steps and evaluation steps is reused,
+not retrained)
 and redoes the rest. Grids run seed by seed (`seed_major`), so a sweep stopped
 part-way has every contender at its first seeds. A record that cannot be read
 (damaged by hand, say) is moved aside to `<name>.damaged` and its run redone;
 nothing is deleted.
 
-    hubopt sweep smoke --out runs/smoke              # tiny size of every task
+    hubopt sweep smoke --out runs/smoke              # tiny size of every task (2 evaluations)
     hubopt sweep table2 --seeds 3 --out runs/table2  # the paper's Table 2 at "cpu" size
+    hubopt sweep table2 --learned velo --out runs/table2  # ... with VeLO in every learned slot
     hubopt sweep sigma --out runs/sigma              # the σ study: every rule, both modes
     hubopt sweep sigma_scale --out runs/sigma        # ... and the loss × 10⁻³, 1, 10³ sweep
     hubopt sweep sigma --tasks sine_lstm,sine_ltc    # a preset's grid on some of its tasks
@@ -31,10 +39,12 @@ nothing is deleted.
     hubopt sweep --tasks fmnist_resnet,mnist_vit --opt tuned --opt small \\
         --opt hub:preset+small --seeds 3 --out runs/mine      # a grid of one's own
     hubopt sweep smoke --executor ray [--ray-address ray://head:10001]
+    hubopt sweep table5 --size paper --executor ray --gpus-per-run 1   # a GPU per run
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -46,10 +56,12 @@ __all__ = [
     "PRESETS",
     "Point",
     "grid_points",
+    "point_spec",
     "preset_points",
     "run_point",
     "run_sweep",
     "seed_major",
+    "with_learned",
 ]
 
 EXECUTORS = ("local", "process", "ray")
@@ -65,24 +77,34 @@ class Point:
     size: str = "cpu"
     steps: int | None = None
     loss_scale: float | None = None  # the training loss × this (`Task.with_loss_scale`)
+    # untimed evaluations after step 0 (None: the runner's `DEFAULT_EVALS`); fewer change
+    # only the record's evaluation curve, never the training
+    evals: int | None = None
+    # a learned spec text (velo, small, theta,path=FILE) put in `opt`'s learned slot
+    # (`with_learned`); None: `opt` as it is
+    learned: str | None = None
 
     def __str__(self) -> str:
         steps = "" if self.steps is None else f", {self.steps} steps"
         scale = "" if self.loss_scale is None else f", loss × {self.loss_scale:g}"
-        return f"{self.task}[{self.size}] {self.opt} seed {self.seed}{steps}{scale}"
+        evals = "" if self.evals is None else f", {self.evals} evals"
+        slot = "" if self.learned is None else f" [learned: {self.learned}]"
+        return f"{self.task}[{self.size}] {self.opt}{slot} seed {self.seed}{steps}{scale}{evals}"
 
 
 # ------------------------------------------------------------------------------ presets
 
 SMOKE_OPTIMIZERS = ("adam", "small", "hub:adam+small")
+SMOKE_EVALS = 2  # a smoke run is evaluated at its middle and its end (and at step 0)
 
 
 def _smoke(size: str | None, seeds: int | None) -> list[Point]:
-    """The tiny size of every registered task × {adam, small, hub:adam+small}, one seed."""
+    """The tiny size of every registered task × {adam, small, hub:adam+small}, one seed,
+    each evaluated `SMOKE_EVALS` times (a smoke run checks that things run, not curves)."""
     from hubopt.tasks import task_names
 
     return [
-        Point(task, opt, seed, size or "tiny")
+        Point(task, opt, seed, size or "tiny", evals=SMOKE_EVALS)
         for task in task_names()
         for opt in SMOKE_OPTIMIZERS
         for seed in range(seeds or 1)
@@ -92,7 +114,7 @@ def _smoke(size: str | None, seeds: int | None) -> list[Point]:
 # The paper's experiments. Contenders: the task's hand preset and its declared learning-rate
 # grid (same optimizer and schedule: the tuned baseline, chosen on valid by
 # `hubopt.bench.tuning`), the bundled learned optimizer alone, LGL2O and HUB as the paper
-# runs them; the σ study adds its rules (issue 13). VeLO rows: replace "small" by "velo"
+# runs them; the σ study adds its rules (issue 13). VeLO rows: `--learned velo` (`with_learned`)
 # after `hubopt velo download`.
 # clipping HUB's [B, A] in hubopt's examples (the paper's values are not here): B must be well
 # above 1/n to matter (on nonconvex_l1cos σ ≡ 1/d = 0.001, so B = 0.001 would change nothing)
@@ -348,6 +370,63 @@ def preset_tasks(points: list[Point], preset: str, tasks: list[str]) -> list[Poi
     return [p for p in points if p.task in wanted]
 
 
+def with_learned(points: Iterable[Point], learned: str) -> list[Point]:
+    """`points` with the learned optimizer `learned` (a spec text: `velo`, `small`,
+    `theta,path=FILE`) in the learned slot of every contender that has one: a learned
+    optimizer alone is replaced by it, a combination (hub:, lgl2o:, blend:HAND+LEARNED)
+    takes it as its learned member, options and hand member unchanged; hand-designed
+    contenders stay as they are (and so reuse their records). The learned optimizer
+    must be usable here: without VeLO's cached checkpoint this is a `ValueError` that
+    says how to get it, before anything runs."""
+    from hubopt.bench import spec_language
+
+    _learned_spec(learned)  # checked once, here; each run parses it again
+    out = []
+    for p in points:
+        spec = spec_language.parse(p.opt, _task(p.task, p.size))
+        has_slot = not isinstance(spec, spec_language.HandSpec)
+        out.append(replace(p, learned=learned) if has_slot else p)
+    return out
+
+
+def _learned_spec(text: str):
+    """The `LearnedSpec` that `text` names, checked to be usable on this machine."""
+    from hubopt.bench import optimizers, spec_language
+
+    spec = spec_language.parse(text)
+    if not isinstance(spec, spec_language.LearnedSpec):
+        raise ValueError(
+            f"the learned slot takes a learned optimizer (velo, small, theta,path=FILE), "
+            f"got {text!r}"
+        )
+    if spec.name == "velo":
+        choice = optimizers.resolve_learned("velo")  # is its checkpoint cached?
+        if not choice.available:
+            why = "; ".join(choice.notes) or choice.reason
+            raise ValueError(
+                f"VeLO's checkpoint is not on this machine ({why}): download it once with "
+                "`hubopt velo download` (into $HUBOPT_CACHE/velo/params, by default "
+                "~/.cache/hubopt/velo/params; offline: `hubopt velo download --help`)"
+            )
+    try:  # loads and checks the checkpoint (VeLO's SHA-256, a θ file's contents)
+        optimizers.build(spec.to_dict(), num_steps=1, warn_past_budget=False)
+    except Exception as e:
+        raise ValueError(f"learned optimizer {text!r} cannot be built: {e}") from e
+    return spec
+
+
+def point_spec(point: Point, task=None) -> dict:
+    """The optimizer spec dict `point` runs: its `opt` parsed against its task (`task`,
+    default: the point's own), with `point.learned` in the learned slot when set."""
+    from hubopt.bench import spec_language
+
+    task = task or _task(point.task, point.size, point.steps, point.loss_scale)
+    spec = spec_language.parse(point.opt, task)
+    if point.learned is not None:
+        spec = spec_language.replace_learned(spec, spec_language.parse(point.learned))
+    return spec.to_dict()
+
+
 def _check_seeds(seeds) -> None:
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds must be a positive number of seeds, got {seeds!r}")
@@ -388,11 +467,11 @@ def run_point(
 ) -> str:
     """Runs `point` (or reuses its finished record) and returns the record's path;
     `overwrite` replaces a record of another run at the same path (else an error)."""
-    from hubopt.bench import optimizers, records, runner, spec_language
+    from hubopt.bench import optimizers, records, runner
 
     point = Point(**point) if isinstance(point, dict) else point
     task = _task(point.task, point.size, point.steps, point.loss_scale)
-    spec = spec_language.parse(point.opt, task).to_dict()
+    spec = point_spec(point, task)
 
     def train(**kwargs):
         return runner.train_and_record(
@@ -400,6 +479,7 @@ def run_point(
             spec,
             num_steps=point.steps,
             seed=point.seed,
+            num_evals=runner.DEFAULT_EVALS if point.evals is None else point.evals,
             out_dir=out_dir,
             reuse=True,
             overwrite=overwrite,
@@ -430,8 +510,29 @@ def _process_worker(args):
     return run_point(point, out_dir, command)
 
 
-def _ray_map(points, out_dir, command, workers, address, compile_cache):
-    """The record paths of `points` run as Ray tasks, in order (yielded as each is ready)."""
+class NotEnoughGPUs(RuntimeError):
+    """No node of the Ray cluster has the GPUs one run asks for (`gpus_per_run`)."""
+
+
+def _check_gpus(ray, gpus_per_run: int, address: str | None) -> None:
+    """Refuses, before any run, a cluster none of whose nodes has `gpus_per_run` GPUs
+    (a run's GPUs are on one node, so the cluster's total is not enough)."""
+    per_node = [n["Resources"].get("GPU", 0) for n in ray.nodes() if n.get("Alive")]
+    most = max(per_node, default=0)
+    if most < gpus_per_run:
+        where = f"the Ray cluster at {address}" if address else "this machine's Ray"
+        raise NotEnoughGPUs(
+            f"each run needs {gpus_per_run} GPU(s) on one node, but no node of {where} "
+            f"has that many (the most on one node: {most:g}; in all: {sum(per_node):g}); "
+            "give a smaller --gpus-per-run or a cluster with bigger GPU nodes"
+        )
+
+
+@contextlib.contextmanager
+def _ray_session(workers: int, address: str | None, gpus_per_run: int):
+    """Ray, started for the sweep (a local Ray of `workers` CPUs, or the cluster at
+    `address`) unless this process has already started it, and shut down after if it was
+    started here; a cluster too small for `gpus_per_run` is refused first."""
     try:
         import ray
     except ImportError:
@@ -445,14 +546,27 @@ def _ray_map(points, out_dir, command, workers, address, compile_cache):
         else:
             ray.init(address=address, log_to_driver=False)
     try:
-        remote = ray.remote(num_cpus=1)(_process_worker)
-        out = str(Path(out_dir).resolve())
-        refs = [remote.remote((asdict(p), out, command, compile_cache)) for p in points]
-        for ref in refs:
-            yield ray.get(ref)
+        if gpus_per_run:
+            _check_gpus(ray, gpus_per_run, address)
+        yield ray
     finally:
         if started:
             ray.shutdown()
+
+
+def _ray_map(ray, points, out_dir, command, compile_cache, gpus_per_run):
+    """The record paths of `points` run as Ray tasks, in order (yielded as each is ready)."""
+    options = {"num_cpus": 1}
+    if gpus_per_run:
+        # Ray sets CUDA_VISIBLE_DEVICES to the run's GPUs; max_calls=1 (Ray's default for
+        # GPU tasks, named here on purpose): a fresh worker process per run, whose JAX
+        # starts on those GPUs and gives their memory back when the run ends
+        options |= {"num_gpus": gpus_per_run, "max_calls": 1}
+    remote = ray.remote(**options)(_process_worker)
+    out = str(Path(out_dir).resolve())
+    refs = [remote.remote((asdict(p), out, command, compile_cache)) for p in points]
+    for ref in refs:
+        yield ray.get(ref)
 
 
 def run_sweep(
@@ -462,6 +576,7 @@ def run_sweep(
     executor: str = "local",
     workers: int = 2,
     ray_address: str | None = None,
+    gpus_per_run: int = 0,
     command: str | None = None,
     progress: bool | None = None,
     overwrite: bool = False,
@@ -471,52 +586,66 @@ def run_sweep(
 
     `workers` is the number of processes of the "process" executor (and of the CPUs
     of a local Ray started for the sweep); `ray_address` the cluster of "ray";
+    `gpus_per_run` ("ray" only): the GPUs each run holds, on one node (Ray sets the run's
+    CUDA_VISIBLE_DEVICES; the runner computes on JAX's default device, the first of
+    them); a cluster with no node of that many is refused before any run
+    (`NotEnoughGPUs`);
     `overwrite` (local executor only) replaces records of other runs at the same paths;
     `compile_cache`: every process of the sweep keeps its compiled programs in JAX's
     persistent compilation cache and reads back those compiled before
     (`hubopt._src.compile_cache`; `HUBOPT_COMPILE_CACHE=off` turns it off).
     """
-    from tqdm import tqdm
-
     points = list(points)
     if executor not in EXECUTORS:
         raise ValueError(f"unknown executor {executor!r}; executors: {', '.join(EXECUTORS)}")
     if overwrite and executor != "local":
         raise ValueError("overwrite is for the local executor only")
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    if progress is None:
-        from hubopt.bench.runner import _interactive
+    if isinstance(gpus_per_run, bool) or not isinstance(gpus_per_run, int) or gpus_per_run < 0:
+        raise ValueError(f"gpus_per_run must be a number of GPUs >= 0, got {gpus_per_run!r}")
+    if gpus_per_run and executor != "ray":
+        raise ValueError(f"GPUs per run are for the ray executor only, not {executor!r}")
+    from tqdm import tqdm
 
-        progress = _interactive()
-    bar = tqdm(total=len(points), desc="sweep", unit="run", disable=not progress)
-    paths: list[str] = []
-    try:
-        if executor == "local":
-            if compile_cache:
-                from hubopt._src.compile_cache import enable_compile_cache
+    # Ray is started and its GPUs checked before anything is written or run
+    session = (
+        _ray_session(workers, ray_address, gpus_per_run)
+        if executor == "ray"
+        else contextlib.nullcontext()
+    )
+    with session as ray:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        if progress is None:
+            from hubopt.bench.runner import _interactive
 
-                enable_compile_cache()
-            for point in points:
-                bar.set_postfix_str(str(point), refresh=False)
-                paths.append(run_point(point, out_dir, command, overwrite))
-                bar.update()
-        elif executor == "ray":
-            ray_jobs = _ray_map(points, out_dir, command, workers, ray_address, compile_cache)
-            for path in ray_jobs:
-                paths.append(path)
-                bar.update()
-        else:
-            import concurrent.futures as futures
-            import multiprocessing
+            progress = _interactive()
+        bar = tqdm(total=len(points), desc="sweep", unit="run", disable=not progress)
+        paths: list[str] = []
+        try:
+            if executor == "local":
+                if compile_cache:
+                    from hubopt._src.compile_cache import enable_compile_cache
 
-            context = multiprocessing.get_context("spawn")  # no forked JAX runtimes
-            with futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                jobs = [(asdict(p), out_dir, command, compile_cache) for p in points]
-                for path in pool.map(_process_worker, jobs):
+                    enable_compile_cache()
+                for point in points:
+                    bar.set_postfix_str(str(point), refresh=False)
+                    paths.append(run_point(point, out_dir, command, overwrite))
+                    bar.update()
+            elif executor == "ray":
+                for path in _ray_map(ray, points, out_dir, command, compile_cache, gpus_per_run):
                     paths.append(path)
                     bar.update()
-    finally:
-        bar.close()
+            else:
+                import concurrent.futures as futures
+                import multiprocessing
+
+                context = multiprocessing.get_context("spawn")  # no forked JAX runtimes
+                with futures.ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                    jobs = [(asdict(p), out_dir, command, compile_cache) for p in points]
+                    for path in pool.map(_process_worker, jobs):
+                        paths.append(path)
+                        bar.update()
+        finally:
+            bar.close()
     return paths
 
 
@@ -541,6 +670,14 @@ def add_arguments(parser) -> None:
         help="an optimizer spec of the grid (repeat); 'tuned': the preset at every rate of "
         "the task's lr_grid",
     )
+    parser.add_argument(
+        "--learned",
+        metavar="LEARNED",
+        help="the learned optimizer in every contender's learned slot (the learned "
+        "optimizer alone; hub:/lgl2o:/blend:HAND+LEARNED's learned member), nothing else "
+        "changed: velo (after `hubopt velo download`), small (the presets' own) or "
+        "theta,path=FILE; hand-designed contenders keep their records",
+    )
     parser.add_argument("--seeds", type=int, help="number of seeds (0 … N−1; default: preset's)")
     parser.add_argument("--size", choices=SIZES, help="task size (default: the preset's)")
     parser.add_argument("--steps", type=int, help="steps of every run (default: each task's)")
@@ -549,6 +686,14 @@ def add_arguments(parser) -> None:
         "--workers", type=int, default=2, help="processes (process), CPUs of a local Ray (ray)"
     )
     parser.add_argument("--ray-address", help="a running Ray cluster (default: a local Ray)")
+    parser.add_argument(
+        "--gpus-per-run",
+        type=int,
+        metavar="N",
+        help="with --executor ray: the GPUs each run holds, on one node (Ray sets its "
+        "CUDA_VISIBLE_DEVICES; the run computes on the first); a cluster with no node of N "
+        "GPUs is refused before anything runs",
+    )
     parser.add_argument("--out", default=None, help="records folder (default: runs/<preset>)")
     from hubopt._src.compile_cache import add_no_compile_cache_argument
 
@@ -578,24 +723,40 @@ def run(args) -> int:
             if args.steps < 1:
                 raise ValueError(f"--steps must be >= 1, got {args.steps}")
             points = [replace(p, steps=args.steps) for p in points]
+        if args.learned is not None:
+            points = with_learned(points, args.learned)
     except ValueError as e:
         print(f"hubopt sweep: error: {e}", file=sys.stderr)
         return 2
     if args.workers < 1:
         print(f"hubopt sweep: error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
         return 2
+    if args.gpus_per_run is not None:
+        problem = None
+        if args.executor != "ray":
+            problem = f"--gpus-per-run needs --executor ray (got --executor {args.executor})"
+        elif args.gpus_per_run < 1:
+            problem = f"--gpus-per-run must be >= 1, got {args.gpus_per_run}"
+        if problem:
+            print(f"hubopt sweep: error: {problem}", file=sys.stderr)
+            return 2
     name = args.preset or "grid"
     out = args.out or f"runs/{name}"
     start = time.perf_counter()
-    paths = run_sweep(
-        points,
-        out,
-        executor=args.executor,
-        workers=args.workers,
-        ray_address=args.ray_address,
-        command=getattr(args, "command_line", None),
-        compile_cache=not args.no_compile_cache,
-    )
+    try:
+        paths = run_sweep(
+            points,
+            out,
+            executor=args.executor,
+            workers=args.workers,
+            ray_address=args.ray_address,
+            gpus_per_run=args.gpus_per_run or 0,
+            command=getattr(args, "command_line", None),
+            compile_cache=not args.no_compile_cache,
+        )
+    except NotEnoughGPUs as e:
+        print(f"hubopt sweep: error: {e}", file=sys.stderr)
+        return 2
     print(
         f"hubopt sweep {name}: {len(paths)} records in {out} ({time.perf_counter() - start:.0f} s)"
     )

@@ -40,6 +40,9 @@ from hubopt.tasks.base import Task
 LAMBDA = 0.01
 DIM = 1000
 NUM_STEPS = 10_000  # the paper's setting
+# tried by a tuned baseline (`hubopt.bench.tuning`): the preset's Adam(1e-3) and a factor
+# ~3 either side. With no data the choice "on valid" is a choice on f(x) itself.
+LR_GRID = (3e-4, 1e-3, 3e-3)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -101,7 +104,10 @@ def make_task(
     """The paper's function as a deterministic `Task` over params `{"x": float32[dim]}`.
 
     It has no data: its "valid" and "test" metrics are both f(x). The hand
-    preset is Adam(1e-3), the constant rate the demo and Fig. 2 use.
+    preset is Adam(1e-3), the constant rate the demo and Fig. 2 use; `LR_GRID`
+    is what a tuned baseline tries, and it chooses on f(x) itself (no held-out
+    split exists), so the tuned row is the best of three rates on the number
+    it reports.
     """
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise ValueError(f"dim must be a positive int, got {dim!r}")
@@ -122,10 +128,12 @@ def make_task(
         loss=loss,
         num_steps=num_steps,
         hand={"name": "adam", "learning_rate": 1e-3},
+        lr_grid=LR_GRID,
         size=size,
         description=(
             f"HUB paper §3.2 eq. 6: ‖x‖₁(1 + λ‖x‖₁ + cos(1/‖x‖₁)), λ={lam:g}, d={dim}, "
             "x0 ~ U[-1,1]^d; global minimum 0 at x = 0; no data, so its valid and test "
-            "metrics are both f(x)"
+            "metrics are both f(x), and a tuned baseline's rate (lr_grid) is chosen on "
+            "f(x) itself, the number the table reports"
         ),
     )
