@@ -36,7 +36,7 @@ def _contender(name: str):
     import optax
 
     import hubopt
-    from hubopt.learned import pretrained
+    from hubopt.learned import small
     from hubopt.learned.velo_lopt.transform import init_velo_theta, velo
 
     def velo_tx():
@@ -44,9 +44,9 @@ def _contender(name: str):
 
     return {
         "adam": lambda: optax.adam(1e-3),
-        "small": lambda: pretrained("small", num_steps=1000),
+        "small": lambda: small(num_steps=1000),
         "velo": velo_tx,
-        "hub_small": lambda: hubopt.hub(optax.adam(1e-3), pretrained("small", num_steps=1000)),
+        "hub_small": lambda: hubopt.hub(optax.adam(1e-3), small(num_steps=1000)),
         "hub_velo": lambda: hubopt.hub(optax.adam(1e-3), velo_tx()),
         "hub_adamax": lambda: hubopt.hub(optax.adam(1e-3), optax.adamax(1e-3)),
     }[name]()

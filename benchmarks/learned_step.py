@@ -32,7 +32,7 @@ import optax
 import hubopt
 from hubopt._src.atomic_write import write_atomic
 from hubopt._src.git_state import git_commit
-from hubopt.learned.small_lopt.bundled import pretrained
+from hubopt.learned.small_lopt.bundled import small
 from hubopt.learned.velo_lopt.transform import init_velo_theta, velo
 
 LAYERS = (784, 1024, 256, 10)
@@ -51,8 +51,8 @@ def mlp_params(key):
 
 CONTENDERS = {
     "velo": lambda: velo(1000, theta=init_velo_theta(jax.random.PRNGKey(2), 512, 256)),
-    "small": lambda: pretrained("small", num_steps=1000),
-    "hub_small": lambda: hubopt.hub(optax.adam(1e-3), pretrained("small", num_steps=1000)),
+    "small": lambda: small(num_steps=1000),
+    "hub_small": lambda: hubopt.hub(optax.adam(1e-3), small(num_steps=1000)),
     "adam": lambda: optax.adam(1e-3),
 }
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from hubopt.bench import records, report, scoring
 
-LEARNED = "hubopt-small"
+LEARNED = "small"
 CONSTANT_ADAM = "adam@0.001"
 TUNED_ADAM = "tuned adam+warmup_cosine"
 

@@ -22,7 +22,7 @@ import optax
 
 import hubopt
 from hubopt.baselines import lgl2o
-from hubopt.learned import pretrained
+from hubopt.learned import small
 from hubopt.learned.velo_lopt.transform import init_velo_theta, velo
 
 
@@ -33,10 +33,10 @@ def contenders():
     return {
         "adam": lambda: optax.adam(1e-3),
         "velo": velo_tx,
-        "small": lambda: pretrained("small", num_steps=1000),
+        "small": lambda: small(num_steps=1000),
         "hub_velo": lambda: hubopt.hub(optax.adam(1e-3), velo_tx()),
-        "hub_small": lambda: hubopt.hub(optax.adam(1e-3), pretrained("small", num_steps=1000)),
-        "lgl2o_small": lambda: lgl2o(optax.adam(1e-3), pretrained("small", num_steps=1000)),
+        "hub_small": lambda: hubopt.hub(optax.adam(1e-3), small(num_steps=1000)),
+        "lgl2o_small": lambda: lgl2o(optax.adam(1e-3), small(num_steps=1000)),
     }
 
 

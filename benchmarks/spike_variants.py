@@ -64,7 +64,7 @@ def run(task_name: str, variant: str, num_steps: int, seed: int = 0) -> dict:
     """One variant on one task through the harness's training loop (`runner.train`),
     every step's training loss kept."""
     task = lopt_heldout.make_task(task_name, "paper").with_budget(num_steps)
-    spec = {"name": "adam"} if variant == "adam_cosine" else {"name": "pretrained"}
+    spec = {"name": "adam"} if variant == "adam_cosine" else {"name": "small"}
     built = optimizers.Built(tx=optimizer(variant, num_steps), label=variant, spec=spec)
     out = runner.train(
         task, built, num_steps=num_steps, seed=seed, max_points=num_steps, progress=False

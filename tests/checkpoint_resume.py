@@ -17,11 +17,11 @@ import optax
 import hubopt
 import hubopt.checkpoint
 from hubopt.baselines import lgl2o
-from hubopt.learned import pretrained
+from hubopt.learned import small
 
 OPTIMIZERS = {
-    "hub": lambda: hubopt.hub(optax.adam(1e-2), pretrained("small", num_steps=8), sigma="hyper"),
-    "lgl2o": lambda: lgl2o(optax.adam(1e-2), pretrained("small", num_steps=8)),
+    "hub": lambda: hubopt.hub(optax.adam(1e-2), small(num_steps=8), sigma="hyper"),
+    "lgl2o": lambda: lgl2o(optax.adam(1e-2), small(num_steps=8)),
 }
 TRUE_W = jnp.arange(12.0).reshape(4, 3) / 10
 

@@ -19,13 +19,13 @@ from jax.sharding import Mesh, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import hubopt  # noqa: E402
-from hubopt.learned import pretrained  # noqa: E402
+from hubopt.learned import small  # noqa: E402
 from hubopt.learned.velo_lopt.transform import init_velo_theta, velo  # noqa: E402
 
 MEMBERS = {
     "adamax": lambda: optax.adamax(1e-2),
-    "small": lambda: pretrained("small", num_steps=10),
-    "small_per_tensor": lambda: pretrained("small", num_steps=10, layout="per_tensor"),
+    "small": lambda: small(num_steps=10),
+    "small_per_tensor": lambda: small(num_steps=10, layout="per_tensor"),
     "velo": lambda: velo(10, theta=init_velo_theta(jax.random.key(5), 16, 8)),
 }
 

@@ -13,7 +13,7 @@ import pytest
 
 import hubopt
 from hubopt.baselines import blend, lgl2o
-from hubopt.learned import MLPLOpt, pretrained, velo
+from hubopt.learned import MLPLOpt, small, velo
 from hubopt.learned.velo_lopt.transform import init_velo_theta
 
 PARAMS = {"w": jnp.ones((3, 2)) * 0.5, "b": jnp.zeros(2)}
@@ -26,7 +26,7 @@ def _velo():
 
 
 def _small():
-    return pretrained("small", num_steps=10)
+    return small(num_steps=10)
 
 
 def _adams():
@@ -46,7 +46,7 @@ TRANSFORMS = {
     "velo": _velo,
     "small": _small,
 }
-NAMES = {"hub_small": "hub", "small": "hubopt-small"}  # the name each one's errors use
+NAMES = {"hub_small": "hub", "small": "small"}  # the name each one's errors use
 
 
 def _name(key: str) -> str:
@@ -109,10 +109,10 @@ BUILD_CASES = [
     (lambda: hubopt.hub(None, optax.adam(1e-3)), TypeError, "hand must be an optax"),
     (lambda: blend(*_adams(), lam=1.5), ValueError, "lam must lie in [0, 1]"),
     (lambda: blend(*_adams(), lam="half"), TypeError, "lam must be a number"),
-    (lambda: pretrained("small", num_steps=0), ValueError, "num_steps"),
-    (lambda: pretrained("small", num_steps=-5), ValueError, "num_steps"),
-    (lambda: pretrained("small", num_steps=2.5), (TypeError, ValueError), "num_steps"),
-    (lambda: pretrained("large", num_steps=10), ValueError, "large"),
+    (lambda: small(num_steps=0), ValueError, "num_steps"),
+    (lambda: small(num_steps=-5), ValueError, "num_steps"),
+    (lambda: small(num_steps=2.5), (TypeError, ValueError), "num_steps"),
+    (lambda: hubopt.learned.pretrained, AttributeError, "is now hubopt.learned.small"),
     (lambda: velo(0, theta=init_velo_theta(jax.random.key(0), 8, 4)), ValueError, "num_steps"),
     (lambda: velo(-1, theta=init_velo_theta(jax.random.key(0), 8, 4)), ValueError, "num_steps"),
     (lambda: velo("ten", theta=init_velo_theta(jax.random.key(0), 8, 4)), TypeError, "num_steps"),
@@ -167,8 +167,8 @@ CASES = [
         "value",
         "velo needs the loss as value=: update(grads, state, params, value=loss)",
     ),
-    (_small, "small", "params", "hubopt-small needs the params"),
-    (_small, "small", "value", "hubopt-small needs the loss as value="),
+    (_small, "small", "params", "small needs the params"),
+    (_small, "small", "value", "small needs the loss as value="),
     (
         lambda: lgl2o(optax.adam(1e-3), optax.adamax(1e-3)),
         "lgl2o",
@@ -191,13 +191,13 @@ CASES = [
         lambda: hubopt.hub(optax.adam(1e-3), _small()),
         "hub",
         "params",
-        "hub: its learned optimizer: hubopt-small needs the params",
+        "hub: its learned optimizer: small needs the params",
     ),
     (
         lambda: hubopt.hub(optax.adam(1e-3), _small(), sigma="rank", mode="inverted"),
         "hub",
         "value",
-        "hub: its learned optimizer: hubopt-small needs the loss",
+        "hub: its learned optimizer: small needs the loss",
     ),
     (
         lambda: blend(optax.adam(1e-3), _velo(), lam=0.5),
@@ -209,7 +209,7 @@ CASES = [
         lambda: lgl2o(optax.adam(1e-3), _small()),
         "lgl2o",
         "value",
-        "lgl2o: its learned optimizer: hubopt-small needs the loss",
+        "lgl2o: its learned optimizer: small needs the loss",
     ),
 ]
 

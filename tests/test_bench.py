@@ -300,11 +300,11 @@ def test_records_name_the_bundled_theta_by_its_hash(tmp_path):
 
     from hubopt.learned.small_lopt import bundled
 
-    spec = {"name": "hub", "hand": ADAM, "learned": {"name": "pretrained", "size": "small"}}
+    spec = {"name": "hub", "hand": ADAM, "learned": {"name": "small"}}
     built = optimizers.build(spec, 10)
     expected = hashlib.sha256((bundled.WEIGHTS_DIR / "small.msgpack").read_bytes()).hexdigest()
     assert built.learned["theta_sha256"] == expected
-    assert optimizers.build({"name": "pretrained"}, 10).learned["theta_sha256"] == expected
+    assert optimizers.build({"name": "small"}, 10).learned["theta_sha256"] == expected
 
 
 def test_record_file_names_keep_exponent_signs():

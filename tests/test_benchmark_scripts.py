@@ -93,12 +93,10 @@ def test_lopt_goals_by_hand():
         _record("adam@0.001+warmup_cosine", adam(1e-3), 0.02, 0.30, 0.90, 0.25),
         _record("adam@0.01+warmup_cosine", adam(1e-2), 0.01, 0.50, 0.95, 0.40),
         _record("adam@0.001", adam(1e-3, None), 0.04, 0.30, 0.90, 0.30),
+        _record("small", {"name": "small"}, 0.01, 0.36, 0.89, 0.3, [2, 0.01, 0.5, 0.01]),
         _record(
-            "hubopt-small", {"name": "pretrained"}, 0.01, 0.36, 0.89, 0.3, [2, 0.01, 0.5, 0.01]
-        ),
-        _record(
-            "hub(adam@0.001+warmup_cosine | hubopt-small)",
-            {"name": "hub", "hand": adam(1e-3), "learned": {"name": "pretrained"}},
+            "hub(adam@0.001+warmup_cosine | small)",
+            {"name": "hub", "hand": adam(1e-3), "learned": {"name": "small"}},
             0.015,
             0.3,
             0.9,

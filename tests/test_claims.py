@@ -149,7 +149,7 @@ def test_roles_are_found_by_the_sweeps_spec_texts_and_the_tuned_rate_on_valid():
     tuned = roles.contenders[TUNED]
     assert tuned.result.values == (0.5, 0.6, 0.7) and tuned.result.label.startswith("tuned adam")
     assert {r["optimizer"]["spec"]["learning_rate"] for r in tuned.records} == {0.01}
-    assert roles.contenders[HUB].result.label == "hub(adam@0.01 | hubopt-small)"
+    assert roles.contenders[HUB].result.label == "hub(adam@0.01 | small)"
 
 
 def test_without_a_mixture_the_preset_and_so_every_role_is_unknown():

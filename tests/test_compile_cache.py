@@ -119,7 +119,7 @@ def test_a_cache_the_user_set_for_jax_is_kept(tmp_path, monkeypatch):
     assert not (tmp_path / "ours").exists()
 
 
-@pytest.mark.parametrize("builder", ["pretrained", "velo"])
+@pytest.mark.parametrize("builder", ["small", "velo"])
 def test_learned_optimizers_can_leave_out_their_host_callback(builder):
     """With `warn_past_budget=False` the update's program holds no host callback (what
     JAX's cache refuses to keep); by default it does, and warns past the budget."""
@@ -133,7 +133,7 @@ def test_learned_optimizers_can_leave_out_their_host_callback(builder):
     def make(warn):
         if builder == "velo":
             return learned.velo(2, theta=init_velo_theta(jax.random.key(0)), warn_past_budget=warn)
-        return learned.pretrained("small", num_steps=2, warn_past_budget=warn)
+        return learned.small(num_steps=2, warn_past_budget=warn)
 
     def hlo(tx):
         state = tx.init(params)

@@ -14,7 +14,7 @@ from flax.training import train_state
 import hubopt
 import hubopt.flax
 from hubopt.baselines import lgl2o, lgl2o_stats
-from hubopt.learned import pretrained, velo
+from hubopt.learned import small, velo
 
 # VeLO's checkpoint format with random meta-parameters (H = 32, K = 8): the test data of
 # ../shared/velo; the real checkpoint (`hubopt velo download`) runs the same code
@@ -33,7 +33,7 @@ def _optimizers():
         "hub": hubopt.hub(optax.adam(1e-2), optax.adamax(3e-2)),
         "lgl2o": lgl2o(optax.adam(1e-2), optax.adamax(3e-2)),  # needs value_fn
         "adam": optax.adam(1e-2),  # a plain optax optimizer: the extras are not passed
-        "hub_small": hubopt.hub(optax.adam(1e-2), pretrained("small", num_steps=5)),
+        "hub_small": hubopt.hub(optax.adam(1e-2), small(num_steps=5)),
         "hub_velo": hubopt.hub(optax.adam(1e-2), velo(5, theta=VELO_PARAMS)),
     }
 

@@ -54,16 +54,16 @@ sys.meta_path.insert(0, Hide())
 
 import jax, jax.numpy as jnp, optax
 import hubopt
-from hubopt.learned import pretrained
+from hubopt.learned import small
 from hubopt.learned.velo_lopt.transform import init_velo_theta, velo
 
 params = {"w": jnp.ones((4, 3)) * 0.1, "b": jnp.zeros(3)}
 loss_fn = lambda p: jnp.sum((p["w"].sum(0) + p["b"] - 1.0) ** 2)
 velo_small = velo(5, theta=init_velo_theta(jax.random.key(0), 8, 4))
 for tx in (
-    hubopt.hub(optax.adam(1e-2), pretrained("small", num_steps=5)),
+    hubopt.hub(optax.adam(1e-2), small(num_steps=5)),
     hubopt.hub(optax.adam(1e-2), velo_small, sigma="rank", clip=(0.1, 0.9)),
-    hubopt.baselines.lgl2o(optax.adam(1e-2), pretrained("small", num_steps=5)),
+    hubopt.baselines.lgl2o(optax.adam(1e-2), small(num_steps=5)),
     hubopt.baselines.blend(optax.adam(1e-2), velo_small, lam=0.5),
 ):
     state, p = tx.init(params), params

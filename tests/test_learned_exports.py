@@ -21,7 +21,7 @@ def test_subpackages_are_reachable_after_a_plain_import_hubopt():
 
     code = (
         "import sys, hubopt; assert 'hubopt.learned' not in sys.modules; "
-        "f = hubopt.learned.pretrained; assert 'hubopt.learned' in sys.modules; "
+        "f = hubopt.learned.small; assert 'hubopt.learned' in sys.modules; "
         "hubopt.tasks.get_task; print('ok')"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -12,7 +12,7 @@ TASK = nonconvex.make_task(dim=10, num_steps=200)
 SPEC = {
     "name": "hub",
     "hand": {"name": "adam", "learning_rate": 1e-2},
-    "learned": {"name": "pretrained"},
+    "learned": {"name": "small"},
     "sigma": "hyper",
 }
 

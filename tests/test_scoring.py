@@ -70,7 +70,7 @@ def test_the_report_scores_each_optimizer_against_the_tuned_baseline():
         for lr, value in ((0.1, 0.2), (0.01, 0.1)):  # tuned on valid: lr 0.01, loss 0.1
             spec = {"name": "adam", "learning_rate": lr}
             recs.append(_rec("t", f"adam@{lr:g}", spec, seed, value, initial=4.0))
-        recs.append(_rec("t", "learned", {"name": "pretrained"}, seed, 0.0, initial=4.0))
+        recs.append(_rec("t", "learned", {"name": "small"}, seed, 0.0, initial=4.0))
     table = report.score_table(recs)
     # 0 is floored at 1e-6 × 4: ratio 4e-6 / 0.1 = 4e-5
     assert "| learned | 1 | 1 / 0 / 0 | 0 | 4e-05× (1 tasks) |" in table
@@ -130,7 +130,7 @@ def test_losses_under_the_floor_match_instead_of_beating():
 
 
 def test_the_report_finds_each_mixtures_parents_on_the_seeds_all_three_share():
-    hand, learned = {"name": "adam", "learning_rate": 0.01}, {"name": "pretrained"}
+    hand, learned = {"name": "adam", "learning_rate": 0.01}, {"name": "small"}
     recs = []
     for seed in (0, 1, 2):
         recs.append(_rec("t", "adam@0.01", hand, seed, 1.0))
@@ -225,7 +225,7 @@ def test_spike_ratio_by_hand():
 
 def test_the_parents_tables_on_valid_use_the_valid_metrics():
     """A σ rule or recipe is chosen on valid: the second table reads metrics["valid"]."""
-    hand, learned = {"name": "adam", "learning_rate": 0.01}, {"name": "pretrained"}
+    hand, learned = {"name": "adam", "learning_rate": 0.01}, {"name": "small"}
     hub = {"name": "hub", "hand": hand, "learned": learned, "sigma": "hyper"}
     label = "hub[sigma=hyper](adam@0.01 | small)"
     recs = []

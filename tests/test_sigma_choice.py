@@ -10,7 +10,7 @@ import hubopt
 from hubopt.bench import records, report, sigma_choice
 
 ROOT = Path(__file__).resolve().parents[1]
-HAND, LEARNED = {"name": "adam", "learning_rate": 0.01}, {"name": "pretrained"}
+HAND, LEARNED = {"name": "adam", "learning_rate": 0.01}, {"name": "small"}
 TASKS, SCALE_TASKS = ("a", "b", "c"), ("s",)
 RULES, MODES = ("r1", "r2", "r3"), ("default", "inverted")
 

@@ -43,7 +43,7 @@ def test_bare_hand_names_take_the_tasks_preset(lane):
 def test_learned_and_combined_specs():
     assert parse("small") == LearnedSpec("small")
     assert parse("velo").to_dict() == {"name": "velo"}
-    assert parse("small").to_dict() == {"name": "pretrained", "size": "small"}
+    assert parse("small").to_dict() == {"name": "small"}
     hub = parse("hub:adamw(lr=1e-4,wd=0.05)+small,mode=inverted,clip=0.05:0.5")
     assert isinstance(hub, CombinedSpec) and hub.kind == "hub"
     assert hub.hand == HandSpec("adamw", 1e-4, weight_decay=0.05)
@@ -51,7 +51,7 @@ def test_learned_and_combined_specs():
     assert hub.to_dict() == {
         "name": "hub",
         "hand": {"name": "adamw", "learning_rate": 1e-4, "weight_decay": 0.05},
-        "learned": {"name": "pretrained", "size": "small"},
+        "learned": {"name": "small"},
         "mode": "inverted",
         "clip": [0.05, 0.5],
     }

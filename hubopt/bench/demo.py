@@ -83,9 +83,9 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument(
         "--learned",
-        choices=("auto", "velo", "pretrained", "none"),
+        choices=("auto", "velo", "small", "none"),
         default="auto",
-        help="learned member: auto = VeLO if cached, else hubopt's bundled "
+        help="learned member: auto = VeLO if cached, else hubopt's bundled small "
         "optimizer, else none (default: auto)",
     )
     parser.add_argument(

@@ -7,7 +7,7 @@ exactly what ran, and `build(spec, num_steps)` makes the optax transform:
                                                        # keyword args of
                                                        # hubopt.baselines.hand_optimizer
     {"name": "velo"}                                   # VeLO, from `hubopt velo download`
-    {"name": "pretrained", "size": "small"}            # hubopt's bundled learned optimizer
+    {"name": "small"}                                  # hubopt's bundled learned optimizer
     {"name": "theta", "path": "runs/x/theta.msgpack"}  # hubopt's, with the θ in that file
     {"name": "hub",   "hand": H, "learned": L, "mode": "default", "clip": None,
      "blocks": "finetune", "sigma": "rank"}            # blocks optional: a `BLOCK_RULES`
@@ -16,7 +16,7 @@ exactly what ran, and `build(spec, num_steps)` makes the optax transform:
     {"name": "blend", "hand": H, "learned": L, "lam": 0.5}
 
 where H is a hand spec and L a learned spec: {"name": "velo"}, {"name":
-"pretrained", ...}, {"name": "theta", ...}, or {"name": "stand-in", "optimizer":
+"small"}, {"name": "theta", ...}, or {"name": "stand-in", "optimizer":
 H} — a hand-designed optimizer put in the learned slot when no learned optimizer is available,
 labelled as such everywhere ("stand-in adamax@0.002"). `resolve_learned()`
 says which learned optimizer this machine has: VeLO if its checkpoint is
@@ -36,7 +36,7 @@ import optax
 from hubopt import learned as learned_optimizers
 
 HAND = ("adam", "adamax", "adamw")
-LEARNED = ("velo", "pretrained", "theta")
+LEARNED = ("velo", "small", "theta")
 COMBINED = ("hub", "lgl2o", "blend")
 NAMES = HAND + LEARNED + COMBINED
 
@@ -44,7 +44,7 @@ NAMES = HAND + LEARNED + COMBINED
 HOW_TO_GET_LEARNED = (
     "run `hubopt velo download` (needs network, once) to cache VeLO's official checkpoint; "
     "hubopt's own bundled learned optimizer is used when the package ships it "
-    "(`hubopt.learned.pretrained`)"
+    "(`hubopt.learned.small`)"
 )
 
 
@@ -113,8 +113,8 @@ def label(spec: dict) -> str:
         return text
     if name == "velo":
         return "velo"
-    if name == "pretrained":
-        return f"hubopt-{spec.get('size', 'small')}"
+    if name == "small":
+        return "small"
     if name == "theta":
         return f"theta({spec.get('path')})"
     if name == "stand-in":
@@ -133,7 +133,16 @@ def label(spec: dict) -> str:
             extra.append(f"λ={_fmt(float(spec['lam']))}")
         head = name + (f"[{'; '.join(extra)}]" if extra else "")
         return f"{head}({label(spec['hand'])} | {label(spec['learned'])})"
-    raise OptimizerSpecError(f"unknown optimizer name {name!r}; known: {', '.join(NAMES)}")
+    raise OptimizerSpecError(
+        f"unknown optimizer name {name!r}{_renamed(name)}; known: {', '.join(NAMES)}"
+    )
+
+
+def _renamed(name) -> str:
+    """Where `name` is the bundled optimizer's old name, what to write now."""
+    if name == "pretrained":
+        return ' (the bundled learned optimizer is now {"name": "small"}, spec text small)'
+    return ""
 
 
 def learned_slot(spec: dict) -> dict | None:
@@ -176,9 +185,8 @@ def _build_learned(spec: dict, num_steps: int, warn: bool = True):
     name = spec["name"]
     if name == "velo":
         return learned_optimizers.velo(num_steps, warn_past_budget=warn)
-    if name == "pretrained":
-        size = spec.get("size", "small")
-        return learned_optimizers.pretrained(size, num_steps=num_steps, warn_past_budget=warn)
+    if name == "small":
+        return learned_optimizers.small(num_steps=num_steps, warn_past_budget=warn)
     if name == "theta":
         path = spec.get("path")
         if not isinstance(path, str) or not path:
@@ -189,7 +197,9 @@ def _build_learned(spec: dict, num_steps: int, warn: bool = True):
             )
         except (OSError, ValueError) as e:
             raise OptimizerSpecError(f"theta(path={path}): {e}") from e
-    raise OptimizerSpecError(f"{name!r} is not a learned optimizer; known: {LEARNED}")
+    raise OptimizerSpecError(
+        f"{name!r} is not a learned optimizer{_renamed(name)}; known: {LEARNED}"
+    )
 
 
 def _build_member(role: str, spec: dict, num_steps: int, warn: bool = True):
@@ -270,14 +280,16 @@ def build(spec: dict, num_steps: int, *, warn_past_budget: bool = True) -> Built
                 raise OptimizerSpecError("blend needs 'lam' (the hand weight λ in [0, 1])")
             tx = blend(hand, learned, spec["lam"])
     else:
-        raise OptimizerSpecError(f"unknown optimizer {name!r}; known: {', '.join(NAMES)}")
+        raise OptimizerSpecError(
+            f"unknown optimizer {name!r}{_renamed(name)}; known: {', '.join(NAMES)}"
+        )
     slot = learned_slot(spec)
     if slot is not None and slot["kind"] == "velo":
         slot.update(_velo_provenance())
-    if slot is not None and slot["kind"] == "pretrained":
+    if slot is not None and slot["kind"] == "small":
         from hubopt.learned.small_lopt.bundled import theta_sha256
 
-        slot["theta_sha256"] = theta_sha256(_learned_spec(spec).get("size", "small"))
+        slot["theta_sha256"] = theta_sha256()
     if slot is not None and slot["kind"] == "theta":
         from hubopt._src.file_hash import file_sha256
 
@@ -355,24 +367,24 @@ def _velo_status() -> tuple[bool, str]:
     return True, f"VeLO, with the checkpoint cached by `hubopt velo download` at {path}"
 
 
-def _pretrained_status(size: str) -> tuple[bool, str]:
+def _small_status() -> tuple[bool, str]:
     try:
-        learned_optimizers.pretrained(size, num_steps=10)
-    except Exception as e:  # absent until the bundled optimizer ships
-        return False, f"bundled hubopt-{size} not available ({type(e).__name__}: {e})"
-    return True, f"hubopt's bundled learned optimizer hubopt-{size}"
+        learned_optimizers.small(num_steps=10)
+    except Exception as e:  # absent from a checkout without the bundled θ
+        return False, f"the bundled small not available ({type(e).__name__}: {e})"
+    return True, "hubopt's bundled learned optimizer small"
 
 
-def resolve_learned(prefer: str = "auto", size: str = "small") -> LearnedChoice:
-    """The learned optimizer to use: `prefer` is "auto", "velo", "pretrained" or "none".
+def resolve_learned(prefer: str = "auto") -> LearnedChoice:
+    """The learned optimizer to use: `prefer` is "auto", "velo", "small" or "none".
 
     "auto" takes VeLO if its checkpoint is cached, else the bundled hubopt
     optimizer if present, else none. Naming one that is unavailable gives
     none, with the reason (callers decide whether that is an error).
     """
-    if prefer not in ("auto", "velo", "pretrained", "none"):
+    if prefer not in ("auto", "velo", "small", "none"):
         raise OptimizerSpecError(
-            f"learned must be 'auto', 'velo', 'pretrained' or 'none', got {prefer!r}"
+            f"learned must be 'auto', 'velo', 'small' or 'none', got {prefer!r}"
         )
     if prefer == "none":
         return LearnedChoice(None, "no learned optimizer requested (--learned none)")
@@ -382,9 +394,9 @@ def resolve_learned(prefer: str = "auto", size: str = "small") -> LearnedChoice:
         if ok:
             return LearnedChoice({"name": "velo"}, why)
         notes.append(why)
-    if prefer in ("auto", "pretrained"):
-        ok, why = _pretrained_status(size)
+    if prefer in ("auto", "small"):
+        ok, why = _small_status()
         if ok:
-            return LearnedChoice({"name": "pretrained", "size": size}, why, notes)
+            return LearnedChoice({"name": "small"}, why, notes)
         notes.append(why)
     return LearnedChoice(None, "no learned optimizer is available: " + "; ".join(notes), notes)

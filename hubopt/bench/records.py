@@ -49,6 +49,13 @@ reports are made from records on disk only:
 
 Non-finite losses (a diverged run) are kept as JSON NaN / Infinity, which
 Python's json reads back.
+
+Old names. Records written before hubopt's bundled learned optimizer had one name,
+"small", call it `{"name": "pretrained", "size": "small"}` in specs, "hubopt-small"
+in labels and file names and "pretrained" as the learned slot's kind. `read` gives
+them today's names (`upgrade_names`), so that every table, choice and resumed sweep
+sees one optimizer; the files on disk are left as they are (`legacy_label` is the
+file-name form a run of it had then).
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +153,48 @@ def validate(record: Any, where: str = "record") -> dict:
     return record
 
 
+SMALL = "small"  # the bundled learned optimizer's one name
+_OLD_SMALL_LABEL = re.compile(r"\bhubopt-small\b")
+_SMALL_TOKEN = re.compile(r"(?<![\w/.-])small(?![\w/.-])")
+
+
+def _upgrade_spec(spec):
+    if isinstance(spec, dict):
+        if spec.get("name") == "pretrained" and spec.get("size", SMALL) == SMALL:
+            return {k: v for k, v in spec.items() if k != "size"} | {"name": SMALL}
+        return {k: _upgrade_spec(v) for k, v in spec.items()}
+    return spec
+
+
+def upgrade_names(record: dict) -> dict:
+    """`record` with today's name of the bundled learned optimizer ("small") where it was
+    written with the old ones (module docstring): in the optimizer's spec, label and
+    learned slot, and the flat hyperparameters. Nothing else changes; `meta.command`
+    stays as it was run."""
+    opt = record["optimizer"]
+    opt["spec"] = _upgrade_spec(opt["spec"])
+    opt["label"] = _OLD_SMALL_LABEL.sub(SMALL, opt["label"])
+    learned = opt.get("learned")
+    if isinstance(learned, dict) and learned.get("kind") == "pretrained":
+        learned["kind"] = SMALL
+        if isinstance(learned.get("label"), str):
+            learned["label"] = _OLD_SMALL_LABEL.sub(SMALL, learned["label"])
+    flat = record["hyperparameters"]
+    for key in [k for k, v in flat.items() if k.endswith("name") and v == "pretrained"]:
+        prefix = key[: -len("name")]
+        if flat.get(prefix + "size", SMALL) == SMALL:
+            flat[key] = SMALL
+            flat.pop(prefix + "size", None)
+    return record
+
+
+def legacy_label(label: str) -> str:
+    """The label a run of `label` had before the bundled optimizer was named "small"
+    ("hub(adam@0.01 | small)" -> "hub(adam@0.01 | hubopt-small)"): where its record file
+    was written then."""
+    return _SMALL_TOKEN.sub("hubopt-small", label)
+
+
 def dumps(record: dict) -> str:
     """The record as JSON text (validated first)."""
     validate(record)
@@ -169,7 +219,8 @@ def write(record: dict, path: str | os.PathLike, *, overwrite: bool = False) -> 
 
 
 def read(path: str | os.PathLike) -> dict:
-    """Reads and validates one record; `RecordError` names the file and the problem."""
+    """Reads and validates one record, with today's names (`upgrade_names`); `RecordError`
+    names the file and the problem."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -181,7 +232,7 @@ def read(path: str | os.PathLike) -> dict:
         record = json.loads(text)
     except json.JSONDecodeError as e:
         raise RecordError(f"{path}: not valid JSON ({e})") from None
-    return validate(record, where=str(path))
+    return upgrade_names(validate(record, where=str(path)))
 
 
 def find(paths) -> list[Path]:

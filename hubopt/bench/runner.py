@@ -463,6 +463,18 @@ def record_path(out_dir, task_name: str, label: str, seed: int) -> Path:
     return Path(out_dir) / f"{task_name}__{_slug(label)}__seed{seed}.json"
 
 
+def existing_record_path(out_dir, task_name: str, label: str, seed: int) -> Path:
+    """The run's record in `out_dir`: at `record_path`, or where it was written before the
+    bundled optimizer was named "small" (`records.legacy_label`) if only that file exists;
+    `record_path` when neither does."""
+    path = record_path(out_dir, task_name, label, seed)
+    if not path.exists():
+        old = record_path(out_dir, task_name, records.legacy_label(label), seed)
+        if old.exists():
+            return old
+    return path
+
+
 def _without_unset(spec):
     """`spec` without its None-valued options (`"clip": None` is no clip, as is no key)."""
     if isinstance(spec, dict):
@@ -523,7 +535,9 @@ def train_and_record(
     # the run takes exactly num_steps steps: no learned optimizer can run past its budget,
     # and without that warning's host callback the programs can be cached on disk
     built = optimizers.build(spec, num_steps, warn_past_budget=False)
-    path = Path(path) if path is not None else record_path(out_dir, task.name, built.label, seed)
+    if path is None:
+        path = existing_record_path(out_dir, task.name, built.label, seed)
+    path = Path(path)
     if path.exists() and not overwrite:
         existing = records.read(path)
         if reuse and same_run(

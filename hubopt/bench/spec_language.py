@@ -118,7 +118,7 @@ class LearnedSpec:
             return {"name": "velo"}
         if self.name == THETA_FILE:
             return {"name": THETA_FILE, "path": self.path}
-        return {"name": "pretrained", "size": self.name}
+        return {"name": self.name}  # "small"
 
 
 @dataclass(frozen=True)
@@ -485,8 +485,8 @@ def describe(spec: Mapping[str, Any]) -> str:
         return ",".join(parts)
     if name == "velo":
         return "velo"
-    if name == "pretrained":
-        return spec.get("size", "small")
+    if name == "small":
+        return "small"
     if name == THETA_FILE:
         return f"theta,path={spec['path']}"
     if name == "stand-in":

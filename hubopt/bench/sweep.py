@@ -488,7 +488,7 @@ def run_point(
             **kwargs,
         )
 
-    path = runner.record_path(out_dir, task.name, optimizers.label(spec), point.seed)
+    path = runner.existing_record_path(out_dir, task.name, optimizers.label(spec), point.seed)
     if path.exists():
         try:
             records.read(path)

@@ -23,7 +23,7 @@ _EXPORTS = {
     "velo_cache_path": "hubopt.learned.velo_lopt.fetch",
     # hubopt's own learned optimizer (issue 4)
     "MLPLOpt": "hubopt.learned.small_lopt.architecture",
-    "pretrained": "hubopt.learned.small_lopt.bundled",
+    "small": "hubopt.learned.small_lopt.bundled",
     "from_theta_file": "hubopt.learned.small_lopt.bundled",
     "load_theta_file": "hubopt.learned.small_lopt.bundled",
 }
@@ -34,4 +34,10 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name):
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
+    if name == "pretrained":  # the bundled optimizer's old loader: one name now
+        raise AttributeError(
+            "hubopt.learned.pretrained is now hubopt.learned.small: the bundled learned "
+            "optimizer has one name, 'small' (pretrained('small', num_steps=N) -> "
+            "small(num_steps=N))"
+        )
     raise AttributeError(f"module 'hubopt.learned' has no attribute {name!r}")

@@ -6,6 +6,6 @@ One concern per module:
     estimators         antithetic ES and PES over truncated unrolls (vmapped, jitted)
     train              the outer loop: Adam on θ, checkpoints, exact resume
     ray_executor       optional: particles spread over Ray workers
-    export             a finished run -> weights + provenance for `pretrained`
+    export             a finished run -> weights + provenance for `small`
     cli                `hubopt meta-train`
 """

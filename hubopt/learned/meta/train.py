@@ -12,7 +12,7 @@ Records in `out_dir` (all written atomically: temp file + rename):
     config.json       the configuration (a resume must match it, except outer_steps)
     checkpoint.msgpack θ, the Adam state, the particles' inner states and the RNG
                       key, every `checkpoint_every` outer steps and at the end
-    theta.msgpack     θ alone (what `pretrained` ships), same cadence
+    theta.msgpack     θ alone (what `small` ships), same cadence
     log.jsonl         one line per outer step: step, task names, meta-losses
     thetas/theta_<step>.msgpack   θ every `snapshot_every` outer steps (when > 0): the
                       candidates that checkpoint selection on meta-validation tasks picks from

@@ -1,7 +1,7 @@
 """Learned optimizers meta-trained by hubopt and shipped inside the package.
 
-    tx = hubopt.learned.pretrained("small", num_steps=1000)
-    tx = hubopt.hub(optax.adam(1e-3), hubopt.learned.pretrained("small", num_steps=1000))
+    tx = hubopt.learned.small(num_steps=1000)
+    tx = hubopt.hub(optax.adam(1e-3), hubopt.learned.small(num_steps=1000))
 
 Each bundled optimizer is `weights/<name>.msgpack` (θ, in the shared msgpack
 checkpoint format) beside `weights/<name>.provenance.json`, which records how it
@@ -110,7 +110,7 @@ def from_theta_file(
     path, *, num_steps: int, warn_past_budget: bool = True, layout: str = "flat"
 ) -> optax.GradientTransformationExtraArgs:
     """The learned optimizer whose θ is the checkpoint at `path`, for `num_steps` steps
-    (`warn_past_budget`, `layout`: as in `pretrained`)."""
+    (`warn_past_budget`, `layout`: as in `small`)."""
     num_steps = check_num_steps(num_steps)
     lopt, theta = load_theta_file(path)
     name = f"hubopt-theta({Path(path).name})"
@@ -119,10 +119,11 @@ def from_theta_file(
     )
 
 
-def pretrained(
-    name: str = "small", *, num_steps: int, warn_past_budget: bool = True, layout: str = "flat"
+def small(
+    *, num_steps: int, warn_past_budget: bool = True, layout: str = "flat"
 ) -> optax.GradientTransformationExtraArgs:
-    """The bundled learned optimizer `name` for a run of `num_steps` steps.
+    """hubopt's bundled learned optimizer, "small" (`weights/small.msgpack`, an `MLPLOpt`),
+    for a run of `num_steps` steps.
 
     Its `update` needs params and the loss: `update(grads, state, params, value=loss)`.
     The first step past `num_steps` warns from the host unless `warn_past_budget=False`
@@ -131,7 +132,7 @@ def pretrained(
     sharded over devices (no tensor is gathered; `MLPLOpt.optimizer`).
     """
     num_steps = check_num_steps(num_steps)
-    lopt, theta = load(name)
+    lopt, theta = load("small")
     return lopt.optimizer(
-        theta, num_steps, name=f"hubopt-{name}", warn_past_budget=warn_past_budget, layout=layout
+        theta, num_steps, name="small", warn_past_budget=warn_past_budget, layout=layout
     )

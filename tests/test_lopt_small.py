@@ -15,9 +15,9 @@ needs_bundle = pytest.mark.skipif("small" not in pre.available(), reason="no bun
 
 def test_unknown_name_is_a_clear_error():
     with pytest.raises(ValueError, match="no bundled learned optimizer named 'nope'"):
-        pre.pretrained("nope", num_steps=10)
+        pre.load("nope")
     with pytest.raises(ValueError, match="num_steps"):
-        pre.pretrained("small", num_steps=0)
+        pre.small(num_steps=0)
 
 
 @needs_bundle
@@ -48,8 +48,8 @@ def test_bundled_small_loads_and_trains_inside_hub():
     # Adam(1e-3), HUB's hand member, only gets from 0.32 to about 0.25 in 50 steps
     adam = final_loss(optax.adam(1e-3))
     for tx in (
-        pre.pretrained("small", num_steps=50),
-        hubopt.hub(optax.adam(1e-3), pre.pretrained("small", num_steps=50)),
+        pre.small(num_steps=50),
+        hubopt.hub(optax.adam(1e-3), pre.small(num_steps=50)),
     ):
         got = final_loss(tx)
         assert got < 0.6 * float(loss(params)) and got < 0.8 * adam, (got, adam)
@@ -88,12 +88,12 @@ def test_the_bundled_optimizer_names_itself_and_warns_once_past_its_budget():
 
     import hubopt.learned
 
-    tx = hubopt.learned.pretrained("small", num_steps=3)
+    tx = hubopt.learned.small(num_steps=3)
     params = {"w": jnp.ones(3)}
     state = tx.init(params)
-    with pytest.raises(TypeError, match="hubopt-small needs the loss"):
+    with pytest.raises(TypeError, match="small needs the loss"):
         tx.update(params, state, params)
-    with pytest.raises(TypeError, match="hubopt-small needs the params"):
+    with pytest.raises(TypeError, match="small needs the params"):
         tx.update(params, state, value=1.0)
     update = jax.jit(lambda g, s, p: tx.update(g, s, p, value=1.0))
     with warnings.catch_warnings(record=True) as caught:
@@ -105,7 +105,7 @@ def test_the_bundled_optimizer_names_itself_and_warns_once_past_its_budget():
         for _ in range(3):  # steps 4, 5, 6: one warning, at step 4
             _, state = update(params, state, params)
         jax.effects_barrier()
-    assert [str(w.message)[:42] for w in caught] == ["hubopt-small is running past its num_steps"]
+    assert [str(w.message)[:35] for w in caught] == ["small is running past its num_steps"]
 
 
 def _step(tx, params):
@@ -127,7 +127,7 @@ def test_a_theta_file_is_the_optimizer_its_theta_makes(tmp_path):
     # the bundled θ read as a plain file is the bundled optimizer, step for step
     params = {"w": jnp.full((3, 2), 0.5, jnp.float32)}
     from_file = pre.from_theta_file(pre.WEIGHTS_DIR / "small.msgpack", num_steps=10)
-    bundled = pre.pretrained("small", num_steps=10)
+    bundled = pre.small(num_steps=10)
     np.testing.assert_array_equal(_step(from_file, params), _step(bundled, params))
     # another architecture: the hidden widths come from the file's shapes
     lopt = MLPLOpt(hidden_sizes=(8, 4))
