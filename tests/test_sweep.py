@@ -384,3 +384,23 @@ def test_learned_velo_without_its_checkpoint_fails_before_anything_runs(
     err = capsys.readouterr().err
     assert "`hubopt velo download`" in err and str(tmp_path / "empty" / "velo" / "params") in err
     assert not out.exists()
+
+
+def test_a_record_of_another_run_is_refused_unless_overwrite(tmp_path, capsys):
+    """The same point at other steps writes to the same file: the sweep stops with the
+    runner's message (no traceback, nothing replaced); `--overwrite` reruns and replaces."""
+    from hubopt.bench import cli, records
+
+    out = tmp_path / "r"
+    base = ["sweep", "--tasks", "nonconvex_l1cos", "--opt", "adam", "--size", "tiny"]
+    base += ["--seeds", "1", "--out", str(out), "--no-compile-cache"]
+    assert cli.main([*base, "--steps", "3"]) == 0
+    (path,) = out.glob("*.json")
+    before = path.read_bytes()
+    assert cli.main([*base, "--steps", "4"]) == 1
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err
+    assert path.read_bytes() == before
+    assert cli.main([*base, "--steps", "4", "--overwrite"]) == 0
+    assert records.read(path)["num_steps"] == 4
+    assert cli.main([*base, "--steps", "4", "--overwrite", "--executor", "process"]) == 2

@@ -697,6 +697,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default=None, help="records folder (default: runs/<preset>)")
     from hubopt._src.compile_cache import add_no_compile_cache_argument
 
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="rerun every point and replace its record, a finished one too (local executor "
+        "only; default: keep the records of finished runs, refuse a different run's file)",
+    )
     add_no_compile_cache_argument(parser)
 
 
@@ -740,6 +746,9 @@ def run(args) -> int:
         if problem:
             print(f"hubopt sweep: error: {problem}", file=sys.stderr)
             return 2
+    if args.overwrite and args.executor != "local":
+        print("hubopt sweep: error: --overwrite is for the local executor only", file=sys.stderr)
+        return 2
     name = args.preset or "grid"
     out = args.out or f"runs/{name}"
     start = time.perf_counter()
@@ -753,10 +762,14 @@ def run(args) -> int:
             gpus_per_run=args.gpus_per_run or 0,
             command=getattr(args, "command_line", None),
             compile_cache=not args.no_compile_cache,
+            overwrite=args.overwrite,
         )
     except NotEnoughGPUs as e:
         print(f"hubopt sweep: error: {e}", file=sys.stderr)
         return 2
+    except FileExistsError as e:  # a record of another run where a point's record goes
+        print(f"hubopt sweep: error: {e}", file=sys.stderr)
+        return 1
     print(
         f"hubopt sweep {name}: {len(paths)} records in {out} ({time.perf_counter() - start:.0f} s)"
     )
