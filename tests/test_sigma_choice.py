@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import hubopt
-from hubopt.bench import records, report, sigma_choice
+from hubopt.bench import records, scoring, sigma_choice
 
 ROOT = Path(__file__).resolve().parents[1]
 HAND, LEARNED = {"name": "adam", "learning_rate": 0.01}, {"name": "small"}
@@ -153,12 +153,15 @@ def test_the_same_result_at_every_loss_scale_within_2_percent_or_two_errors(at_1
         assert r1.misses[-1].startswith("loss scale: s_x1000")
 
 
-def test_the_standard_error_of_a_result_by_hand():
-    (row,) = report.results(_runs("t", "x", HAND, [0.7, 1.0, 1.6]), "valid")
-    # sample variance of (0.7, 1.0, 1.6): 0.21; over 3 seeds: 0.07
-    assert row.mean_variance == pytest.approx(0.07)
-    (one,) = report.results(_runs("t", "x", HAND, [0.7]), "valid")
-    assert math.isnan(one.mean_variance)
+def test_two_standard_errors_by_hand():
+    # sample variances 0.21 (0.7, 1.0, 1.6) and 0.01 (2.0, 2.1, 2.2): 2 √(0.21/3 + 0.01/3)
+    a, b = [0.7, 1.0, 1.6], [2.0, 2.1, 2.2]
+    assert scoring.two_standard_errors(a, b) == pytest.approx(2 * math.sqrt(0.22 / 3))
+    # one seed borrows the other side's spread: 2 √(0.21/1 + 0.21/3)
+    assert scoring.two_standard_errors([0.5], a) == pytest.approx(2 * math.sqrt(0.21 + 0.07))
+    assert math.isnan(scoring.two_standard_errors([0.5], [0.7]))
+    with pytest.raises(ValueError, match="at least one seed"):
+        scoring.two_standard_errors([], a)
 
 
 TEN = tuple(f"t{i}" for i in range(10))  # goals: ≥ 3 beating both, ≥ 7 matching or beating

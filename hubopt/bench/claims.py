@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from hubopt.bench import records, report, sweep
+from hubopt.bench import records, report, scoring, sweep
 
 __all__ = [
     "CLAIMS",
@@ -95,11 +95,9 @@ def compare(hub: Sequence[float], rival: Sequence[float], higher_is_better: bool
         return Comparison("tie", math.nan, math.nan, "both diverged")
     sign = 1.0 if higher_is_better else -1.0
     gap = sign * (statistics.fmean(hub) - statistics.fmean(rival))
-    if len(hub) == 1 and len(rival) == 1:
+    threshold = scoring.two_standard_errors(hub, rival)
+    if math.isnan(threshold):
         return Comparison("tie", gap, math.nan, "one seed each: no spread known")
-    var_hub = statistics.variance(hub) if len(hub) > 1 else statistics.variance(rival)
-    var_rival = statistics.variance(rival) if len(rival) > 1 else var_hub
-    threshold = 2.0 * math.sqrt(var_hub / len(hub) + var_rival / len(rival))
     numbers = f"Δ {gap:+.3g}, 2 SE {threshold:.2g}"
     if gap > threshold:
         return Comparison("better", gap, threshold, numbers)

@@ -277,14 +277,6 @@ class Result:
     def mean(self) -> float:
         return statistics.fmean(self.values) if self.finite else math.nan
 
-    @property
-    def mean_variance(self) -> float:
-        """The variance of `mean`, s² / n (s the sample std over seeds: the standard error
-        squared); NaN for one seed or a diverged row."""
-        if not self.finite or len(self.values) < 2:
-            return math.nan
-        return statistics.variance(self.values) / len(self.values)
-
 
 def results(recs: list[dict], split: str | None = None) -> list[Result]:
     """One `Result` per (task, optimizer label, steps), from the records' metrics on their

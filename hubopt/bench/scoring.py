@@ -21,7 +21,8 @@ only: a ratio of accuracies or of R²s (which can be negative) is no common scal
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "parent_margin",
     "score",
     "spike_ratio",
+    "two_standard_errors",
     "versus_parents",
 ]
 
@@ -232,3 +234,18 @@ def parent_goals(counts: dict[str, int]) -> list[str]:
     if beats < GOAL_BEAT * n:
         missed.append(f"beats {beats}/{n} < {GOAL_BEAT:.0%}")
     return missed
+
+
+def two_standard_errors(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two standard errors of the difference of the means of the per-seed values `a` and
+    `b`: 2 √(s_a²/n_a + s_b²/n_b), s² the sample variance. A one-seed side borrows the
+    other's s² (its own spread is unknown, not 0); NaN when both have one seed (no
+    spread known: no gap is beyond it). A gap of two means is beyond the seeds' noise
+    when it exceeds this."""
+    if not a or not b:
+        raise ValueError("both sides need at least one seed")
+    if len(a) == 1 and len(b) == 1:
+        return math.nan
+    var_a = statistics.variance(a) if len(a) > 1 else statistics.variance(b)
+    var_b = statistics.variance(b) if len(b) > 1 else var_a
+    return 2.0 * math.sqrt(var_a / len(a) + var_b / len(b))

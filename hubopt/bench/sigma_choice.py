@@ -14,8 +14,8 @@ candidate qualifies when
               tasks, beating both on ≥ 30%;
     scale     on each loss-scale task (`sweep.SCALE_TASKS`) its mean metric m_c at
               loss × 10⁻³ and × 10³ is m₁'s (× 1) within SCALE_TOLERANCE (relative) or
-              within SCALE_ERRORS standard errors: |m_c − m₁| ≤ 2 √(v_c + v₁),
-              v = `Result.mean_variance`. A scale not run fails.
+              within two standard errors of the difference (`scoring.two_standard_errors`:
+              |m_c − m₁| ≤ 2 √(s_c²/n_c + s₁²/n₁)). A scale not run fails.
 
 Qualifiers are ranked by the tasks on which they beat both parents, then those on which
 they match the better one, then the mean margin over the better parent
@@ -58,7 +58,7 @@ __all__ = [
 
 STUDY_SEEDS = 3  # a task counts once a candidate and its parents share this many seeds
 SCALE_TOLERANCE = 0.02  # the same metric at another loss scale: within 2% ...
-SCALE_ERRORS = 2.0  # ... or within two standard errors of the difference
+# ... or within two standard errors of the difference (scoring.two_standard_errors)
 SCALES = tuple(c for c in sweep.LOSS_SCALES if c is not None)  # 10⁻³ and 10³
 _PLAIN_HUB = {"name", "hand", "learned", "mode", "sigma"}  # keys of a rule's run
 
@@ -160,8 +160,8 @@ def scale_misses(
                 out.append(f"{name} or {task} diverged")
             else:
                 diff = abs(other.mean - base.mean)
-                error = math.sqrt(other.mean_variance + base.mean_variance)
-                if diff <= SCALE_TOLERANCE * abs(base.mean) or diff <= SCALE_ERRORS * error:
+                noise = scoring.two_standard_errors(other.values, base.values)
+                if diff <= SCALE_TOLERANCE * abs(base.mean) or diff <= noise:
                     continue
                 rel = diff / abs(base.mean) if base.mean else math.inf
                 out.append(f"{name} {other.mean:.4g} against {base.mean:.4g} ({rel:.1%})")
@@ -342,7 +342,7 @@ CHOICE_NOTE = (
     "parents there (never below the worse nor NaN; matching the better or beating both on "
     f"≥ {scoring.GOAL_MATCH:.0%}; beating both on ≥ {scoring.GOAL_BEAT:.0%}), and gives the "
     f"same valid metric at loss × 10⁻³ and × 10³ as at × 1 (within {SCALE_TOLERANCE:.0%} or "
-    f"{SCALE_ERRORS:g} standard errors). Qualifiers rank by tasks beating both parents, then "
+    "two standard errors). Qualifiers rank by tasks beating both parents, then "
     "matching the better, then the mean margin over the better parent; with none "
     "qualifying, the candidates that ran a study task in full are ranked on the tasks all "
     "of them ran in full, fewest conditions failed there first. Counts and margins are on "
