@@ -10,8 +10,9 @@ same gradients):
     learned  VeLO with a *random* theta       (hubopt.learned.init_velo_theta; the
              step time does not depend on theta's values, only on its shapes,
              which are the official checkpoint's: LSTM 512, 256 MLP copies)
-             — falls back to hubopt's MLPLOpt (random theta), then to a
-             labelled Adamax stand-in, if VeLO is not importable
+             — falls back to small, hubopt's bundled learned optimizer
+             (`--learned small`), then to a labelled Adamax stand-in, if VeLO is
+             not importable
     hub      hubopt.hub(hand, learned), mode="default"
     hub_nostats, hub_<rule>   the same without diagnostics (stats=False), and with
              every other σ rule of hubopt.SIGMA_RULES (rank, sigmoid, softmax_n, hyper)
@@ -108,17 +109,16 @@ def learned_member(kind: str):
             print(f"note: VeLO unavailable ({type(e).__name__}: {e})", file=sys.stderr)
             if kind == "velo":
                 raise
-    if kind in ("auto", "lopt"):
+    if kind in ("auto", "small"):
         try:
-            from hubopt.learned import MLPLOpt
+            from hubopt.learned import small
 
-            lopt = MLPLOpt()
-            return lopt.optimizer(lopt.init(jax.random.key(0)), NUM_STEPS), (
-                f"hubopt MLPLOpt with a random theta ({lopt.num_meta_params()} meta-params)"
+            return small(num_steps=NUM_STEPS, warn_past_budget=False), (
+                "small, hubopt's bundled learned optimizer (MLPLOpt, its meta-trained θ)"
             )
         except Exception as e:
-            print(f"note: MLPLOpt unavailable ({type(e).__name__}: {e})", file=sys.stderr)
-            if kind == "lopt":
+            print(f"note: small unavailable ({type(e).__name__}: {e})", file=sys.stderr)
+            if kind == "small":
                 raise
     return hand_optimizer("adamax", 2e-3), "STAND-IN Adamax(2e-3), NOT a learned optimizer"
 
@@ -212,7 +212,7 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=20, help="calls per contender per round")
     ap.add_argument(
         "--learned",
-        choices=("auto", "velo", "lopt", "adamax"),
+        choices=("auto", "velo", "small", "adamax"),
         default="auto",
         help="the learned member; adamax: the labelled stand-in (a quick check of the script)",
     )
