@@ -41,3 +41,49 @@ def test_a_palette_png_is_the_same_picture_in_fewer_bytes():
     assert after.mode == "P" and after.size == (400, 300)
     diff = np.abs(np.asarray(after.convert("RGB"), np.int32) - before)
     assert diff.mean() < 2.0 and np.percentile(diff, 99) < 16  # the same picture
+
+
+def _hub_records(num_tensors: int, seeds=(0, 1)) -> list[dict]:
+    """HUB records whose tensor t has hand share t / num_tensors at every evaluation."""
+    paths = [f"layer{t:02d}/w" for t in range(num_tensors)]
+
+    def stats(t):
+        return {"hand_share": t / num_tensors, "sigma_min": 0.1, "sigma_max": 0.9}
+
+    curve = [{"step": s, "hub": {p: stats(t) for t, p in enumerate(paths)}} for s in (0, 5, 10)]
+    spec = {"name": "hub", "hand": {"name": "adam"}, "learned": {"name": "small"}}
+    return [
+        {
+            "task": {"name": "toy_net"},
+            "optimizer": {"label": "hub(adam | small)", "spec": spec},
+            "num_steps": 10,
+            "seed": seed,
+            "diagnostics_curve": curve,
+        }
+        for seed in seeds
+    ]
+
+
+@pytest.mark.parametrize("num_tensors", [3, 40])
+def test_hand_share_draws_a_line_per_tensor_or_a_band_over_many(num_tensors, monkeypatch):
+    drawn = {}
+
+    def keep(fig, note, dpi=figures.DPI):
+        drawn["fig"] = fig
+        return b"png"
+
+    monkeypatch.setattr(figures, "_finish", keep)
+    assert figures.hand_share(_hub_records(num_tensors)) == b"png"
+    (ax,) = [a for a in drawn["fig"].axes if a.get_title().startswith("toy_net")]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    if num_tensors <= figures.HAND_SHARE_LINES:
+        assert len(ax.lines) == num_tensors and labels[0].startswith("layer00/w")
+        np.testing.assert_allclose(ax.lines[2].get_ydata(), [2 / 3] * 3)
+    else:  # one median line (tensor shares 0, 1/40, …, 39/40: median 19.5/40) and two bands
+        assert len(ax.lines) == 1 and labels == [
+            "range",
+            "middle half",
+            "median over its 40 tensors",
+        ]
+        np.testing.assert_allclose(ax.lines[0].get_ydata(), [19.5 / 40] * 3)
+        assert len(ax.collections) == 2

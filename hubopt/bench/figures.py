@@ -17,6 +17,7 @@ carries `note` (the records' provenance) at its foot.
 from __future__ import annotations
 
 import io
+import warnings
 from collections import defaultdict
 
 import numpy as np
@@ -164,9 +165,14 @@ def metric_curves(recs, note: str | None = None) -> bytes | None:
     return _finish(fig, note)
 
 
+HAND_SHARE_LINES = 12  # at most this many tensors get a line each; more: a summary band
+
+
 def hand_share(recs, note: str | None = None) -> bytes | None:
     """HUB runs: the hand optimizer's share of the update (‖w ⊙ U_hand‖₁ / total) of every
-    tensor over training, median over seeds; the σ range of the last step in the legend."""
+    tensor over training, median over seeds; the σ range of the last step in the legend.
+    A network of more than `HAND_SHARE_LINES` tensors (a ResNet's 60) gets its tensors'
+    median, middle half and range instead of a line each, which could not be read."""
     groups = {
         k: rs
         for k, rs in _groups(recs).items()
@@ -179,17 +185,40 @@ def hand_share(recs, note: str | None = None) -> bytes | None:
     for ax, ((task, label, _n), rs) in zip(axes, groups.items(), strict=True):
         curve = rs[0]["diagnostics_curve"]
         steps = [d["step"] for d in curve]
-        for path in sorted(curve[-1]["hub"]):
-            series = [[d["hub"][path]["hand_share"] for d in r["diagnostics_curve"]] for r in rs]
-            last = curve[-1]["hub"][path]
-            ax.plot(
-                steps,
-                np.median(np.asarray(series, np.float64), axis=0),
-                lw=1,
-                label=f"{path}  σ ∈ [{last['sigma_min']:.2g}, {last['sigma_max']:.2g}]",
-            )
+        paths = sorted(curve[-1]["hub"])
+        title = f"{task}: {label}"
+        # (tensor, step): each tensor's hand share, median over seeds
+        shares = np.asarray(
+            [
+                np.median(
+                    [[d["hub"][path]["hand_share"] for d in r["diagnostics_curve"]] for r in rs],
+                    axis=0,
+                )
+                for path in paths
+            ],
+            np.float64,
+        )
+        if len(paths) <= HAND_SHARE_LINES:
+            for path, series in zip(paths, shares, strict=True):
+                last = curve[-1]["hub"][path]
+                ax.plot(
+                    steps,
+                    series,
+                    lw=1,
+                    label=f"{path}  σ ∈ [{last['sigma_min']:.2g}, {last['sigma_max']:.2g}]",
+                )
+        else:
+            with warnings.catch_warnings():  # a step where every tensor's share is NaN
+                warnings.simplefilter("ignore", RuntimeWarning)
+                low, q1, mid, q3, high = np.nanpercentile(shares, [0, 25, 50, 75, 100], axis=0)
+            ax.fill_between(steps, low, high, color="C0", alpha=0.15, lw=0, label="range")
+            ax.fill_between(steps, q1, q3, color="C0", alpha=0.35, lw=0, label="middle half")
+            ax.plot(steps, mid, color="C0", lw=1.2, label=f"median over its {len(paths)} tensors")
+            sig_lo = min(curve[-1]["hub"][p]["sigma_min"] for p in paths)
+            sig_hi = max(curve[-1]["hub"][p]["sigma_max"] for p in paths)
+            title += f"\nσ at the last step ∈ [{sig_lo:.2g}, {sig_hi:.2g}] over all tensors"
         ax.set(
-            title=f"{task}: {label}",
+            title=title,
             xlabel="step",
             ylabel="hand share of the update",
             ylim=(-0.02, 1.02),
