@@ -165,7 +165,7 @@ def metric_curves(recs, note: str | None = None) -> bytes | None:
     return _finish(fig, note)
 
 
-HAND_SHARE_LINES = 12  # at most this many tensors get a line each; more: a summary band
+HAND_SHARE_LINES = 16  # at most this many tensors get a line each (LTC, SIREN: 14); more: a band
 
 
 def hand_share(recs, note: str | None = None) -> bytes | None:
