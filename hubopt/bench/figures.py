@@ -171,7 +171,7 @@ HAND_SHARE_LINES = 16  # at most this many tensors get a line each (LTC, SIREN: 
 def hand_share(recs, note: str | None = None) -> bytes | None:
     """HUB runs: the hand optimizer's share of the update (‖w ⊙ U_hand‖₁ / total) of every
     tensor over training, median over seeds; the σ range of the last step in the legend.
-    A network of more than `HAND_SHARE_LINES` tensors (a ResNet's 60) gets its tensors'
+    A network of more than `HAND_SHARE_LINES` tensors (the ResNet's 53) gets its tensors'
     median, middle half and range instead of a line each, which could not be read."""
     groups = {
         k: rs
