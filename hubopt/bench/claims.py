@@ -118,17 +118,18 @@ BLOCKS = "block-wise HUB"
 CLIPPED = "clipped HUB"
 RECOMMENDED = "HUB, recommended σ"
 
-# role -> the sweep's spec text ("{L}": the learned optimizer's text); TUNED is the
+# role -> the sweep's own spec text (its learned slot is then filled with the task's learned
+# optimizer, `replace_learned`); TUNED is the
 # preset's learning-rate family ("preset" and its rates)
 ROLE_SPECS = {
     TUNED: "preset",
     ADAMW: "adamw",
-    LEARNED: "{L}",
-    LGL2O: "lgl2o:preset+{L}",
-    HUB: "hub:preset+{L}",
-    INVERTED: "hub:preset+{L},mode=inverted",
-    BLOCKS: "hub:preset+{L},blocks=finetune",
-    CLIPPED: f"hub:preset+{{L}},clip={sweep.CLIP}",
+    LEARNED: "small",
+    LGL2O: "lgl2o:preset+small",
+    HUB: "hub:preset+small",
+    INVERTED: "hub:preset+small,mode=inverted",
+    BLOCKS: "hub:preset+small,blocks=finetune",
+    CLIPPED: f"hub:preset+small,clip={sweep.CLIP}",
 }
 LEARNED_TEXTS = ("velo", "small")  # the first with a mixture on record fills the slot
 TUNED_ROLES = (TUNED, ADAMW)  # hand roles: their learning-rate family, tuned on valid
@@ -144,7 +145,7 @@ def recommended_sigma() -> str | None:
 def role_specs() -> dict[str, str]:
     """`ROLE_SPECS`, with HUB at the recommended σ once hubopt names one."""
     rule = recommended_sigma()
-    return {**ROLE_SPECS, **({RECOMMENDED: f"hub:preset+{{L}},sigma={rule}"} if rule else {})}
+    return {**ROLE_SPECS, **({RECOMMENDED: f"hub:preset+small,sigma={rule}"} if rule else {})}
 
 
 @dataclass(frozen=True)
@@ -186,9 +187,13 @@ def _key(spec: dict) -> str:
 
 
 def _spec(text: str, preset: dict, learned: str) -> dict:
+    """The spec dict of the sweep's spec text `text` on a task whose preset is `preset`,
+    with the learned optimizer `learned` (a spec text) in its learned slot, as
+    `hubopt sweep --learned` puts it there (`spec_language.replace_learned`)."""
     from hubopt.bench import spec_language
 
-    return spec_language.parse(text.replace("{L}", learned), _PresetOnly(preset)).to_dict()
+    spec = spec_language.parse(text, _PresetOnly(preset))
+    return spec_language.replace_learned(spec, spec_language.parse(learned)).to_dict()
 
 
 def _family(spec: dict) -> str:
@@ -539,11 +544,10 @@ def preset_time(recs: list[dict], preset: str) -> PresetTime:
         groups = list(rates.values())
         missing = []
         for text in opts:
-            text = text.replace("small", roles.learned)
             found = by_spec.get(_key(_spec(text, roles.preset, roles.learned)))
             groups.append(found)
-            if not found:
-                missing.append(text)
+            if not found:  # named with the task's learned optimizer, as --learned runs it
+                missing.append(text.replace("small", roles.learned))
         for group in groups:
             per_run = statistics.median(map(_run_seconds, group)) if group else typical
             runs += seeds
