@@ -301,6 +301,9 @@ def test_sigma_study_presets_hold_every_rule_in_both_modes_and_the_loss_scales()
     scale = sweep.preset_points("sigma_scale", size="tiny", seeds=1)
     assert {p.loss_scale for p in scale} == set(sweep.LOSS_SCALES)
     assert {p.task for p in scale} == set(sweep.SCALE_TASKS)
+    scale_opts = {p.opt for p in scale}  # every candidate of the choice's scale check
+    for rule in SIGMA_RULES:
+        assert f"hub:preset+small,sigma={rule},mode=inverted" in scale_opts
 
 
 def test_a_loss_scaled_point_is_its_own_task_and_adam_does_not_see_the_scale(tmp_path):

@@ -226,8 +226,9 @@ LOSS_SCALES = (1e-3, None, 1e3)  # None: the task as it is
 
 def _sigma_scale(size: str | None, seeds: int | None) -> list[Point]:
     """The loss-scale sweep: two tasks × loss × 10⁻³, 1, 10³ × the preset, the learned
-    optimizer alone and every σ rule (default mode)."""
-    opts = ["preset", "small", *_sigma_rule_contenders(("default",))]
+    optimizer alone and every σ rule in both modes (the choice's scale check holds every
+    candidate to it)."""
+    opts = ["preset", "small", *_sigma_rule_contenders()]
     base = grid_points(SCALE_TASKS, opts, seeds or 3, size or "cpu")
     return [replace(p, loss_scale=c) for p in base for c in LOSS_SCALES]  # still seed-major
 
