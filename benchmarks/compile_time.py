@@ -10,7 +10,11 @@ to Adam's on the same model, and the number of fused kernels XLA emitted (on CPU
 kernel is compiled on its own, and compile time follows their count).
 
 Models: `mlp`, the 784-1024-256-10 MLP of VELO_SPEC §10 (1,068,810 parameters, 6
-tensors); `mobilenet`, the parameters of the fine-tuning task's MobileNetV2 (158
+tensors); `cnn`, the setting of issue 15's report (a Flax Linen CNN on Fashion-MNIST-shaped
+batches: two 3×3 convolutions of 32 and 64 channels with 2×2 max-pooling, a dense layer of
+320 and the 10-way head; 1,025,866 parameters in 8 tensors, batch 128), where the model's
+own forward and backward pass is part of the program as in a user's training step;
+`mobilenet`, the parameters of the fine-tuning task's MobileNetV2 (158
 tensors, 2.2M entries) with a stand-in quadratic loss, so that the optimizers' share of
 the program is measured, not the network's. VeLO runs with a random θ in the official
 shapes (`init_velo_theta`: compile time depends on the shapes, not the values).
@@ -28,7 +32,7 @@ import sys
 import time
 
 CONTENDERS = ("adam", "small", "velo", "hub_small", "hub_velo", "hub_adamax")
-MODELS = ("mlp", "mobilenet")
+MODELS = ("mlp", "cnn", "mobilenet")
 
 
 def _contender(name: str):
@@ -47,6 +51,10 @@ def _contender(name: str):
         "small": lambda: small(num_steps=1000),
         "velo": velo_tx,
         "hub_small": lambda: hubopt.hub(optax.adam(1e-3), small(num_steps=1000)),
+        # the same without its per-tensor diagnostics (`hub_stats`)
+        "hub_small_nostats": lambda: hubopt.hub(
+            optax.adam(1e-3), small(num_steps=1000), stats=False
+        ),
         "hub_velo": lambda: hubopt.hub(optax.adam(1e-3), velo_tx()),
         "hub_adamax": lambda: hubopt.hub(optax.adam(1e-3), optax.adamax(1e-3)),
     }[name]()
@@ -62,6 +70,8 @@ def _model(name: str):
         from memory import mlp
 
         return mlp(1024)
+    if name == "cnn":
+        return _cnn()
     from hubopt.tasks import get_task
 
     # the whole network (158 tensors): the "cpu" size ("tiny" cuts it after block 4)
@@ -71,6 +81,34 @@ def _model(name: str):
         return sum(jnp.sum(jnp.square(leaf - 0.1)) for leaf in jax.tree_util.tree_leaves(p))
 
     return params, quadratic
+
+
+def _cnn():
+    """(params, loss_fn) of the Linen CNN of the module docstring, on a fixed random batch
+    (compile time depends on shapes, not values)."""
+    import flax.linen as nn
+    import jax
+    import optax
+
+    class CNN(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            for features in (32, 64):
+                x = nn.relu(nn.Conv(features, (3, 3))(x))
+                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = nn.relu(nn.Dense(320)(x.reshape(x.shape[0], -1)))
+            return nn.Dense(10)(x)
+
+    model = CNN()
+    x = jax.random.normal(jax.random.key(1), (128, 28, 28, 1))
+    y = jax.random.randint(jax.random.key(2), (128,), 0, 10)
+    params = model.init(jax.random.key(0), x)["params"]
+
+    def loss_fn(p):
+        logits = model.apply({"params": p}, x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    return params, loss_fn
 
 
 def measure_one(model: str, contender: str) -> dict:

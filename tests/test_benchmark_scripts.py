@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -38,6 +39,18 @@ def test_compile_time_measures_each_contender_in_a_fresh_process(tmp_path):
     assert rows[0][4].strip() == "1.0×"
     kernels = {r[2].strip(): int(r[5]) for r in rows}
     assert kernels["hub_adamax"] > kernels["adam"] > 0  # HUB's σ, mixing and diagnostics
+
+
+def test_compile_times_cnn_is_the_stated_model_and_diagnostics_cost_kernels():
+    import compile_time
+    import jax
+
+    params, loss_fn = compile_time._cnn()
+    leaves = jax.tree_util.tree_leaves(params)
+    assert (len(leaves), sum(x.size for x in leaves)) == (8, 1_025_866)  # as its docstring says
+    assert np.isfinite(float(loss_fn(params)))
+    on, off = (compile_time.measure_one("cnn", c) for c in ("hub_small", "hub_small_nostats"))
+    assert off["kernels"] < on["kernels"]  # stats=False skips the diagnostics' reductions
 
 
 def test_memory_hubs_state_is_its_members_plus_a_few_floats_per_tensor():
