@@ -237,11 +237,17 @@ def test_ray_executor_without_ray_says_how_to_get_it(tmp_path, monkeypatch):
 def test_gpus_per_run_are_for_the_ray_executor_only(tmp_path, capsys):
     argv = ["sweep", "--tasks", "nonconvex_l1cos", "--opt", "adam", "--size", "tiny"]
     assert cli.main([*argv, "--gpus-per-run", "1", "--out", str(tmp_path / "x")]) == 2
-    assert "--gpus-per-run needs --executor ray" in capsys.readouterr().err
-    assert cli.main([*argv, "--executor", "ray", "--gpus-per-run", "0"]) == 2
-    assert "--gpus-per-run must be >= 1" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="ray executor only"):
+    assert "--gpus-per-run) is for the ray executor only, not 'local'" in capsys.readouterr().err
+    assert cli.main([*argv, "--executor", "ray", "--gpus-per-run", "-1"]) == 2
+    assert "--gpus-per-run) must be a number of GPUs >= 0, got -1" in capsys.readouterr().err
+    # the flag and the argument are checked by one function, in one voice
+    with pytest.raises(ValueError, match=r"gpus_per_run \(--gpus-per-run\) is for the ray"):
         sweep.run_sweep(GRID[:1], str(tmp_path / "x"), executor="process", gpus_per_run=1)
+    for bad in ({"workers": 0}, {"overwrite": True}):
+        with pytest.raises(ValueError, match="workers|overwrite"):
+            sweep.run_sweep(GRID[:1], str(tmp_path / "x"), executor="process", **bad)
+    assert cli.main([*argv, "--executor", "process", "--overwrite"]) == 2
+    assert "overwrite (--overwrite) is for the local executor only" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 

@@ -55,6 +55,7 @@ from pathlib import Path
 __all__ = [
     "PRESETS",
     "Point",
+    "check_executor_options",
     "grid_points",
     "point_spec",
     "preset_points",
@@ -570,6 +571,33 @@ def _ray_map(ray, points, out_dir, command, compile_cache, gpus_per_run):
         yield ray.get(ref)
 
 
+def _count(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def check_executor_options(
+    executor: str, *, workers: int = 2, gpus_per_run: int = 0, overwrite: bool = False
+) -> None:
+    """Raises a ValueError naming the option (as `run_sweep`'s argument and as `hubopt
+    sweep`'s flag) that `executor` cannot take: the one check of both."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {executor!r}; executors: {', '.join(EXECUTORS)}")
+    if not _count(workers) or workers < 1:
+        raise ValueError(f"workers (--workers) must be >= 1, got {workers!r}")
+    if not _count(gpus_per_run) or gpus_per_run < 0:
+        raise ValueError(
+            f"gpus_per_run (--gpus-per-run) must be a number of GPUs >= 0, got {gpus_per_run!r}"
+        )
+    if gpus_per_run and executor != "ray":
+        raise ValueError(
+            f"gpus_per_run (--gpus-per-run) is for the ray executor only, not {executor!r}"
+        )
+    if overwrite and executor != "local":
+        raise ValueError(
+            f"overwrite (--overwrite) is for the local executor only, not {executor!r}"
+        )
+
+
 def run_sweep(
     points: Iterable[Point],
     out_dir: str,
@@ -597,14 +625,9 @@ def run_sweep(
     (`hubopt._src.compile_cache`; `HUBOPT_COMPILE_CACHE=off` turns it off).
     """
     points = list(points)
-    if executor not in EXECUTORS:
-        raise ValueError(f"unknown executor {executor!r}; executors: {', '.join(EXECUTORS)}")
-    if overwrite and executor != "local":
-        raise ValueError("overwrite is for the local executor only")
-    if isinstance(gpus_per_run, bool) or not isinstance(gpus_per_run, int) or gpus_per_run < 0:
-        raise ValueError(f"gpus_per_run must be a number of GPUs >= 0, got {gpus_per_run!r}")
-    if gpus_per_run and executor != "ray":
-        raise ValueError(f"GPUs per run are for the ray executor only, not {executor!r}")
+    check_executor_options(
+        executor, workers=workers, gpus_per_run=gpus_per_run, overwrite=overwrite
+    )
     from tqdm import tqdm
 
     # Ray is started and its GPUs checked before anything is written or run
@@ -690,6 +713,7 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--gpus-per-run",
         type=int,
+        default=0,
         metavar="N",
         help="with --executor ray: the GPUs each run holds, on one node (Ray sets its "
         "CUDA_VISIBLE_DEVICES; the run computes on the first); a cluster with no node of N "
@@ -732,23 +756,14 @@ def run(args) -> int:
             points = [replace(p, steps=args.steps) for p in points]
         if args.learned is not None:
             points = with_learned(points, args.learned)
+        check_executor_options(
+            args.executor,
+            workers=args.workers,
+            gpus_per_run=args.gpus_per_run,
+            overwrite=args.overwrite,
+        )
     except ValueError as e:
         print(f"hubopt sweep: error: {e}", file=sys.stderr)
-        return 2
-    if args.workers < 1:
-        print(f"hubopt sweep: error: --workers must be >= 1, got {args.workers}", file=sys.stderr)
-        return 2
-    if args.gpus_per_run is not None:
-        problem = None
-        if args.executor != "ray":
-            problem = f"--gpus-per-run needs --executor ray (got --executor {args.executor})"
-        elif args.gpus_per_run < 1:
-            problem = f"--gpus-per-run must be >= 1, got {args.gpus_per_run}"
-        if problem:
-            print(f"hubopt sweep: error: {problem}", file=sys.stderr)
-            return 2
-    if args.overwrite and args.executor != "local":
-        print("hubopt sweep: error: --overwrite is for the local executor only", file=sys.stderr)
         return 2
     name = args.preset or "grid"
     out = args.out or f"runs/{name}"
@@ -760,7 +775,7 @@ def run(args) -> int:
             executor=args.executor,
             workers=args.workers,
             ray_address=args.ray_address,
-            gpus_per_run=args.gpus_per_run or 0,
+            gpus_per_run=args.gpus_per_run,
             command=getattr(args, "command_line", None),
             compile_cache=not args.no_compile_cache,
             overwrite=args.overwrite,
