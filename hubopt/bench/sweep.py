@@ -500,7 +500,7 @@ def run_point(
             print(
                 f"hubopt sweep: {path} is unreadable; moved to {aside}, rerunning", file=sys.stderr
             )
-    return str(train())
+    return str(train(path=path))  # the path looked up once, here
 
 
 def _process_worker(args):
