@@ -711,7 +711,11 @@ def markdown(judgements, recs, folder: str, figures: str) -> str:
         ]
         if _has_runs(j):
             out.append(f"![{j.claim.title}: training loss]({figures}/{_figure_name(j.claim)})")
+    from hubopt.bench import ablations
+
     out += [
+        "\n### Ablations: `hubopt sweep ablations`\n",
+        ablations.markdown(recs),
         "\n### Machine time\n",
         TIME_NOTE + "\n",
         report.render_table(TASK_TIME_HEADERS, _task_time_rows(recs), "md"),
@@ -752,7 +756,11 @@ def html_page(judgements, recs, folder: str, note: str) -> str:
         if _has_runs(j):
             alt = html.escape(f"{j.claim.title}: training loss")
             parts.append(f'<img alt="{alt}" src="{_figure_name(j.claim)}">')
+    from hubopt.bench import ablations
+
     parts += [
+        "<h2>Ablations: hubopt sweep ablations</h2>",
+        ablations.html_section(recs),
         "<h2>Machine time</h2>",
         f"<p>{html.escape(TIME_NOTE.replace('**', ''))}</p>",
         report.render_table(TASK_TIME_HEADERS, _task_time_rows(recs), "html"),

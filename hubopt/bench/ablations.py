@@ -1,0 +1,132 @@
+"""The ablations (`hubopt sweep ablations`) read from records: on each of its tasks
+(`sweep.ABLATION_TASKS`), every fixed-λ blend, HUB mode and LGL2O of
+`sweep.ABLATION_CONTENDERS` beside its two parents, the task's preset and the learned
+optimizer, each run alone.
+
+A mixture against its parents, on the task's headline metric (test, or the final training
+loss where that is the headline), over the seeds all three ran (`report.parent_trios`,
+`scoring.versus_parents`): beats both (better than the better parent by more than 2%),
+matches the better (within 2%), between, below both, or diverged. The contenders are
+found by the sweep's own spec texts read against the task's preset, as the claims find
+their roles (`claims.find_roles`), so a folder holding more runs (the σ study's) serves.
+"""
+
+from __future__ import annotations
+
+import html
+
+from hubopt.bench import claims, report, sweep
+
+__all__ = ["ABLATION_HEADERS", "ablation_records", "ablation_trios", "markdown", "html_section"]
+
+PARENT_TEXTS = ("preset", "small")  # the parents: the preset and the learned optimizer alone
+ABLATION_HEADERS = [
+    "task",
+    "mixture",
+    "metric (mean ± std)",
+    "hand preset alone",
+    "learned alone",
+    "against the parents",
+]
+
+
+def _texts() -> tuple[str, ...]:
+    return (*PARENT_TEXTS, *sweep.ABLATION_CONTENDERS)
+
+
+def ablation_records(recs: list[dict]) -> list[dict]:
+    """The records of `recs` that the ablations preset runs: on each ablation task, the
+    preset, the learned optimizer alone and every ablation contender (with the task's
+    learned optimizer in its slot, as `claims.find_roles` finds it)."""
+    out = []
+    for task in sweep.ABLATION_TASKS:
+        roles = claims.find_roles(recs, task)
+        if roles.preset is None:  # no mixture on record: its preset is unknown
+            continue
+        wanted = {claims._key(claims._spec(t, roles.preset, roles.learned)) for t in _texts()}
+        out += [
+            r
+            for r in recs
+            if r["task"]["name"] == task and claims._key(r["optimizer"]["spec"]) in wanted
+        ]
+    return out
+
+
+def ablation_trios(recs: list[dict]) -> list[report.ParentTrio]:
+    """`report.parent_trios` of the ablation records, by task in the preset's order and
+    mixtures in `sweep.ABLATION_CONTENDERS`' order."""
+    mine = ablation_records(recs)
+    order = {}
+    for task in sweep.ABLATION_TASKS:
+        roles = claims.find_roles(mine, task)
+        if roles.preset is None:
+            continue
+        for i, text in enumerate(sweep.ABLATION_CONTENDERS):
+            order[(task, claims._key(claims._spec(text, roles.preset, roles.learned)))] = i
+    trios = report.parent_trios(mine)
+    tasks = list(sweep.ABLATION_TASKS)
+    return sorted(trios, key=lambda t: (tasks.index(t.task), order[(t.task, claims._key(t.spec))]))
+
+
+def _on_seeds(r: report.Result, seeds) -> str:
+    """`r`'s "mean ± std" over `seeds` (the seeds a mixture and its parents share)."""
+    by_seed = dict(zip(r.seeds, r.values, strict=True))
+    return report._mean_std([by_seed[s] for s in seeds])
+
+
+def _rows(trios: list[report.ParentTrio]) -> list[list[str]]:
+    body = []
+    for t in trios:
+        r = t.mixture
+        direction = "higher" if r.higher_is_better else "lower"
+        body.append(
+            [
+                t.task,
+                t.label,
+                f"{r.split} {r.metric} {_on_seeds(r, t.seeds)} ({direction} is better; seeds "
+                f"{','.join(map(str, t.seeds))})",
+                _on_seeds(t.hand, t.seeds),
+                _on_seeds(t.learned, t.seeds),
+                t.verdict,
+            ]
+        )
+    return body
+
+
+NOTE = (
+    "Every fixed-λ blend, HUB mode and LGL2O of `hubopt sweep ablations` against its two "
+    "parents, the task's preset and the learned optimizer each run alone (mean ± std over "
+    "the seeds all three ran, the verdict on those means; beats both = better than the "
+    "better parent by more than 2%, matches the better = within 2% of it), then the same "
+    "counted over the tasks with the goals HUB promises (issue 13)."
+)
+
+
+def markdown(recs: list[dict]) -> str:
+    """The ablations' Markdown: the note, one row per task and mixture, the counts over
+    tasks; a line saying so when none is on record."""
+    trios = ablation_trios(recs)
+    if not trios:
+        return NOTE + "\n\nNo ablation runs on record yet.\n"
+    return "\n".join(
+        [
+            NOTE + "\n",
+            report.render_table(ABLATION_HEADERS, _rows(trios), "md"),
+            report.parents_table(ablation_records(recs), "md"),
+        ]
+    )
+
+
+def html_section(recs: list[dict]) -> str:
+    """The same as HTML (without its heading)."""
+    trios = ablation_trios(recs)
+    note = f"<p>{html.escape(NOTE.replace('`', ''))}</p>"
+    if not trios:
+        return note + "\n<p>No ablation runs on record yet.</p>"
+    return "\n".join(
+        [
+            note,
+            report.render_table(ABLATION_HEADERS, _rows(trios), "html"),
+            report.parents_table(ablation_records(recs), "html"),
+        ]
+    )
