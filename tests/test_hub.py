@@ -261,7 +261,7 @@ def test_every_rules_stats_match_numpy_of_its_own_weights(rule, clip):
         ("conv/w", grads["conv"]["w"], params["conv"]["w"]),
     ]:
         rule_state = None
-        if rule == "hyper":
+        if hubopt.SIGMA_RULES[rule].stateful:  # hyper, hyper_ema
             rule_state = before["dense"]["w"] if path == "dense/w" else before["conv"]["w"]
         sigma, _ = hubopt.SIGMA_RULES[rule].weights(jnp.asarray(g), rule_state)
         sigma = np.broadcast_to(np.asarray(sigma, np.float64), np.shape(g))

@@ -10,9 +10,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import hubopt
-from hubopt._src.sigma_rules import HYPER_BOUND, SIGMA_RULES
+from hubopt._src.sigma_rules import HYPER_BOUND, HYPER_MEMORY, HYPER_STEP, SIGMA_RULES
 
 STATELESS = [name for name, rule in SIGMA_RULES.items() if not rule.stateful]
+HYPER = ["hyper", "hyper_ema"]  # hypergradient descent on λ: one step's signal, or a sum
 SCALE_FREE = [name for name in STATELESS if SIGMA_RULES[name].scale_free]
 # entries 0 or of magnitude 1e-20 … 1e3, so that a scale of 1e-3 never underflows
 # (XLA flushes subnormals to zero, which would make ties the rule never saw)
@@ -117,13 +118,14 @@ def _quadratic_run(rule, hand, learned, steps=60):
     return float(0.5 * jnp.sum(x**2)), state
 
 
-def test_hyper_moves_weight_to_the_member_that_lowers_the_loss():
+@pytest.mark.parametrize("rule", HYPER)
+def test_hyper_moves_weight_to_the_member_that_lowers_the_loss(rule):
     good, useless = optax.sgd(0.2), optax.sgd(0.0)
     # default mode: σ weighs the hand member
-    loss_good_hand, state = _quadratic_run("hyper", good, useless)
+    loss_good_hand, state = _quadratic_run(rule, good, useless)
     logit = float(state.rule_state.logit)
     assert logit > 1.0, logit  # σ → the good hand member
-    loss_good_learned, state = _quadratic_run("hyper", useless, good)
+    loss_good_learned, state = _quadratic_run(rule, useless, good)
     assert float(state.rule_state.logit) < -1.0  # σ → away from the useless hand member
     assert abs(float(state.rule_state.logit)) <= HYPER_BOUND
     # both beat the fixed half-half blend of the same members (rank gives ½ on equal |g|)
@@ -131,13 +133,14 @@ def test_hyper_moves_weight_to_the_member_that_lowers_the_loss():
     assert loss_good_hand < half and loss_good_learned < half
 
 
-def test_hyper_is_free_of_the_losss_scale():
+@pytest.mark.parametrize("rule", HYPER)
+def test_hyper_is_free_of_the_losss_scale(rule):
     """With members whose steps ignore the gradient's scale (sign descent, and a member
     that stands still), the cosine makes λ's path, and so the run, the same for a loss
     scaled by 10⁻³ or 10³."""
     sign_descent = optax.chain(optax.scale_by_sign(), optax.scale(-0.05))
     still = optax.scale(0.0)
-    tx = hubopt.hub(sign_descent, still, sigma="hyper")
+    tx = hubopt.hub(sign_descent, still, sigma=rule)
     runs = []
     for scale in (1e-3, 1.0, 1e3):
         x = jnp.linspace(-1, 1, 50)
@@ -152,7 +155,8 @@ def test_hyper_is_free_of_the_losss_scale():
     assert runs[0][0] > 0  # and it leans to the member that moves
 
 
-def test_hyper_in_inverted_mode_is_default_mode_up_to_rounding():
+@pytest.mark.parametrize("rule", HYPER)
+def test_hyper_in_inverted_mode_is_default_mode_up_to_rounding(rule):
     """`hyper` weighs whichever member σ stands for by the same hypergradient: in inverted
     mode λ is the default mode's −λ, so the hand member's weight, sigmoid(λ) or
     1 − sigmoid(−λ), and the run are the same up to float rounding (the σ study runs both
@@ -162,7 +166,7 @@ def test_hyper_in_inverted_mode_is_default_mode_up_to_rounding():
     target = jnp.asarray(rng.normal(size=(6, 5)), jnp.float32)
     runs = []
     for mode in ("default", "inverted"):
-        tx = hubopt.hub(hand, learned, sigma="hyper", mode=mode)
+        tx = hubopt.hub(hand, learned, sigma=rule, mode=mode)
         x = jnp.zeros((6, 5))
         state = tx.init(x)
         for _ in range(25):  # λ ≈ ±2.7: moving, not at its bound
@@ -173,6 +177,25 @@ def test_hyper_in_inverted_mode_is_default_mode_up_to_rounding():
     assert 0.5 < logit_default < HYPER_BOUND - 0.5  # σ moves to the faster hand member
     assert logit_inverted == pytest.approx(-logit_default, rel=1e-4, abs=1e-5)
     np.testing.assert_allclose(x_inverted, x_default, rtol=1e-4, atol=1e-6)
+
+
+def test_hyper_ema_sums_the_past_differences_by_hand():
+    """Three steps of HUB(sgd(1.0), sgd(0.5)) with `hyper_ema`, against the rule computed
+    here: D₁ = d₁, D₂ = ρ D₁ + d₂, and λ₃ = λ₂ − β cos(g₃, D₂), d = σ-side − other update."""
+    rng = np.random.default_rng(5)
+    grads = [jnp.asarray(rng.normal(size=7), jnp.float32) for _ in range(3)]
+    tx = hubopt.hub(optax.sgd(1.0), optax.sgd(0.5), sigma="hyper_ema")
+    state = tx.init(grads[0])
+    logit, memory = 0.0, np.zeros(7)
+    for g in grads:
+        g64 = np.asarray(g, np.float64)
+        cos = g64 @ memory / (np.linalg.norm(g64) * np.linalg.norm(memory) or 1.0)
+        logit = float(np.clip(logit - HYPER_STEP * cos, -HYPER_BOUND, HYPER_BOUND))
+        memory = HYPER_MEMORY * memory + (-1.0 * g64 - (-0.5 * g64))  # sgd(1.0) − sgd(0.5)
+        _, state = tx.update(g, state, g)
+        assert float(state.rule_state.logit) == pytest.approx(logit, abs=1e-6)
+        np.testing.assert_allclose(np.asarray(state.rule_state.diff), memory, rtol=1e-5)
+    assert logit != 0.0  # the memory moved λ (its cosine with a new gradient is not 0)
 
 
 def test_sigma_histogram_of_a_stateful_rule_needs_its_state():
