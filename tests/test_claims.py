@@ -283,7 +283,7 @@ COMMAND = "hubopt report --fill RESULTS.md"
 @pytest.fixture(scope="module")
 def regenerated():
     text = (ROOT / "RESULTS.md").read_text()
-    return text, *claims.fill(text, ROOT, COMMAND)
+    return text, *claims.fill_blocks(text, ROOT, COMMAND)
 
 
 def test_results_md_and_its_page_are_regenerated_byte_for_byte(regenerated):

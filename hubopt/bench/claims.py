@@ -51,7 +51,7 @@ __all__ = [
     "Comparison",
     "Contender",
     "compare",
-    "fill",
+    "fill_blocks",
     "find_roles",
     "judge",
 ]
@@ -816,7 +816,7 @@ CLAIMS_BLOCK = re.compile(
 )
 
 
-def fill(text: str, root: str | Path = ".", command: str = "hubopt report --fill"):
+def fill_blocks(text: str, root: str | Path = ".", command: str = "hubopt report --fill"):
     """`text` with each claims block (`<!-- claims: FOLDER FIGURES -->` … `<!-- end claims
     -->`) made from the records in FOLDER, and {path: bytes} of what goes beside it in
     FIGURES: each claim's figure and `index.html`. Paths are relative to `root`; nothing is

@@ -849,14 +849,10 @@ RESULTS_BLOCK = re.compile(
 )
 
 
-def fill_markdown(text: str, root: str | Path = ".") -> str:
-    """`text` with each results block replaced by the results table of its records.
-
-    A block is the lines between `<!-- results: FOLDER -->` and `<!-- end results -->`;
-    FOLDER (relative to `root`) holds the records. So a document's tables (BENCHMARKS.md)
-    are made from committed records by a command (`hubopt report --fill FILE`), and a
-    test can check that they still are.
-    `<!-- sigma-choice: STUDY SCALE -->` blocks: `hubopt.bench.sigma_choice.fill_markdown`."""
+def _fill_results(text: str, root: str | Path) -> str:
+    """`text` with each results block (the lines between `<!-- results: FOLDER -->` and
+    `<!-- end results -->`) replaced by the results table of the records in FOLDER
+    (relative to `root`), with its score and against-the-parents tables."""
 
     def table(match: re.Match) -> str:
         recs = records.read_all([Path(root) / match["folder"]])
@@ -865,11 +861,38 @@ def fill_markdown(text: str, root: str | Path = ".") -> str:
         parents = parents_section(recs, "md")
         return match["open"] + results_table(recs, "md") + scores + parents + match["close"]
 
-    text = RESULTS_BLOCK.sub(table, text)
-    from hubopt.bench import sigma_choice  # its <!-- sigma-choice: STUDY SCALE --> blocks
+    return RESULTS_BLOCK.sub(table, text)
 
-    text = sigma_choice.fill_markdown(text, root)
-    return text
+
+def generated_blocks(text: str) -> list[str]:
+    """Every generated block of `text`, of each kind `fill` rewrites."""
+    from hubopt.bench import claims, sigma_choice
+
+    kinds = (RESULTS_BLOCK, sigma_choice.SIGMA_CHOICE_BLOCK, claims.CLAIMS_BLOCK)
+    return [m[0] for kind in kinds for m in kind.finditer(text)]
+
+
+def fill(
+    text: str, root: str | Path = ".", command: str = "hubopt report --fill"
+) -> tuple[str, dict[Path, bytes]]:
+    """`text` with every generated block made anew from the records in its folders
+    (relative to `root`), and {path: bytes} of the files that go beside it; nothing is
+    written here. So a document's tables (BENCHMARKS.md, RESULTS.md) are made from
+    committed records by one command (`hubopt report --fill FILE`), and a test can check
+    that they still are. The kinds of block:
+
+        <!-- results: FOLDER -->          results, score and against-the-parents tables
+        <!-- sigma-choice: STUDY SCALE --> the σ rule's choice (`sigma_choice.fill_blocks`)
+        <!-- claims: FOLDER FIGURES -->    the paper's claims, with each claim's figure and
+                                           an index.html in FIGURES (`claims.fill_blocks`)
+
+    each closed by `<!-- end results -->`, `<!-- end sigma-choice -->`, `<!-- end claims -->`.
+    """
+    from hubopt.bench import claims, sigma_choice
+
+    text = _fill_results(text, root)
+    text = sigma_choice.fill_blocks(text, root)
+    return claims.fill_blocks(text, root, command)
 
 
 def report(
@@ -974,17 +997,10 @@ def run(args) -> int:
 
 
 def _fill(path: str) -> int:
-    from hubopt.bench import claims
-
     file = Path(path)
     try:
         text = file.read_text()
-        from hubopt.bench import sigma_choice
-
-        # results and sigma-choice blocks (BENCHMARKS.md) and claims blocks (RESULTS.md:
-        # their text, and the figures and page beside them)
-        kinds = (RESULTS_BLOCK, sigma_choice.SIGMA_CHOICE_BLOCK, claims.CLAIMS_BLOCK)
-        blocks = [m[0] for kind in kinds for m in kind.finditer(text)]
+        blocks = generated_blocks(text)
         if not blocks:
             print(
                 f"hubopt report: error: {file} has no generated blocks (<!-- results: FOLDER "
@@ -992,8 +1008,7 @@ def _fill(path: str) -> int:
                 file=sys.stderr,
             )
             return 1
-        filled = fill_markdown(text, file.parent)
-        filled, beside = claims.fill(filled, file.parent, f"hubopt report --fill {file.name}")
+        filled, beside = fill(text, file.parent, f"hubopt report --fill {file.name}")
     except (OSError, ValueError) as e:  # a RecordError, or a claim's roles in conflict
         print(f"hubopt report: error: {e}", file=sys.stderr)
         return 1

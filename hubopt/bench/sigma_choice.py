@@ -52,7 +52,7 @@ __all__ = [
     "choice_summary",
     "choice_table",
     "choose",
-    "fill_markdown",
+    "fill_blocks",
     "scale_misses",
 ]
 
@@ -364,7 +364,7 @@ SIGMA_CHOICE_BLOCK = re.compile(
 )
 
 
-def fill_markdown(text: str, root: str | Path = ".") -> str:
+def fill_blocks(text: str, root: str | Path = ".") -> str:
     """`text` with each `<!-- sigma-choice: STUDY SCALE -->` … `<!-- end sigma-choice -->`
     block replaced by the choice made from the records in the folders STUDY (the σ study)
     and SCALE (the loss-scale sweep), relative to `root`."""
