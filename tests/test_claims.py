@@ -10,7 +10,7 @@ from pathlib import Path
 import chromium
 import pytest
 
-from hubopt.bench import claims, cli, optimizers, records, spec_language, sweep
+from hubopt.bench import claims, claims_page, cli, optimizers, records, spec_language, sweep
 from hubopt.bench.claims import (
     ADAMW,
     HUB,
@@ -283,12 +283,12 @@ COMMAND = "hubopt report --fill RESULTS.md"
 @pytest.fixture(scope="module")
 def regenerated():
     text = (ROOT / "RESULTS.md").read_text()
-    return text, *claims.fill_blocks(text, ROOT, COMMAND)
+    return text, *claims_page.fill_blocks(text, ROOT, COMMAND)
 
 
 def test_results_md_and_its_page_are_regenerated_byte_for_byte(regenerated):
     text, filled, files = regenerated
-    assert claims.CLAIMS_BLOCK.search(text), "RESULTS.md has no claims block"
+    assert claims_page.CLAIMS_BLOCK.search(text), "RESULTS.md has no claims block"
     assert filled == text, (
         "RESULTS.md differs from the records: run `hubopt report --fill RESULTS.md`"
     )
@@ -305,9 +305,10 @@ def test_the_claims_figures_are_regenerated_byte_for_byte_under_the_pages_librar
     assert len(pngs) == len(claims.CLAIMS) and all(p.is_file() for p in pngs)
     assert sum(p.stat().st_size for p in pngs) < 600_000  # small enough to commit
     named = re.search(r"figures drawn with (matplotlib [\w.]+, Pillow [\w.]+)", page)
-    if named is None or named[1] != claims._drawing_versions():
+    drawing = claims_page._drawing_versions()
+    if named is None or named[1] != drawing:
         pytest.skip(
-            f"the PNGs were drawn with {named and named[1]}, this is {claims._drawing_versions()}: "
+            f"the PNGs were drawn with {named and named[1]}, this is {drawing}: "
             "their bytes are not compared"
         )
     for path, data in pngs.items():

@@ -866,9 +866,9 @@ def _fill_results(text: str, root: str | Path) -> str:
 
 def generated_blocks(text: str) -> list[str]:
     """Every generated block of `text`, of each kind `fill` rewrites."""
-    from hubopt.bench import claims, sigma_choice
+    from hubopt.bench import claims_page, sigma_choice
 
-    kinds = (RESULTS_BLOCK, sigma_choice.SIGMA_CHOICE_BLOCK, claims.CLAIMS_BLOCK)
+    kinds = (RESULTS_BLOCK, sigma_choice.SIGMA_CHOICE_BLOCK, claims_page.CLAIMS_BLOCK)
     return [m[0] for kind in kinds for m in kind.finditer(text)]
 
 
@@ -884,15 +884,15 @@ def fill(
         <!-- results: FOLDER -->          results, score and against-the-parents tables
         <!-- sigma-choice: STUDY SCALE --> the σ rule's choice (`sigma_choice.fill_blocks`)
         <!-- claims: FOLDER FIGURES -->    the paper's claims, with each claim's figure and
-                                           an index.html in FIGURES (`claims.fill_blocks`)
+                                           an index.html in FIGURES (`claims_page.fill_blocks`)
 
     each closed by `<!-- end results -->`, `<!-- end sigma-choice -->`, `<!-- end claims -->`.
     """
-    from hubopt.bench import claims, sigma_choice
+    from hubopt.bench import claims_page, sigma_choice
 
     text = _fill_results(text, root)
     text = sigma_choice.fill_blocks(text, root)
-    return claims.fill_blocks(text, root, command)
+    return claims_page.fill_blocks(text, root, command)
 
 
 def report(
