@@ -254,6 +254,13 @@ def _stateless(name: str, fn: Callable[[jax.Array], jax.Array], **claims) -> Sig
     return SigmaRule(name=name, weights=lambda g, state: (fn(g), state), **claims)
 
 
+def _hypergradient_rule(name: str, observe) -> SigmaRule:
+    """`hyper`'s descent on λ, remembering the update differences as `observe` does."""
+    return SigmaRule(
+        name=name, weights=_hyper_weights, init=_hyper_init, observe=observe, monotone=False
+    )
+
+
 SIGMA_RULES: dict[str, SigmaRule] = {
     "softmax": _stateless(
         "softmax", layer_softmax, summary=softmax_summary, scale_free=False, width_free=False
@@ -262,20 +269,8 @@ SIGMA_RULES: dict[str, SigmaRule] = {
     "sigmoid": _stateless("sigmoid", sigmoid_weights),
     "softmax_n": _stateless("softmax_n", softmax_n_weights),
     "lognormal": _stateless("lognormal", lognormal_weights),
-    "hyper": SigmaRule(
-        name="hyper",
-        weights=_hyper_weights,
-        init=_hyper_init,
-        observe=_hyper_observe,
-        monotone=False,
-    ),
-    "hyper_ema": SigmaRule(
-        name="hyper_ema",
-        weights=_hyper_weights,
-        init=_hyper_init,
-        observe=_hyper_ema_observe,
-        monotone=False,
-    ),
+    "hyper": _hypergradient_rule("hyper", _hyper_observe),
+    "hyper_ema": _hypergradient_rule("hyper_ema", _hyper_ema_observe),
 }
 
 
