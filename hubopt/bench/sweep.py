@@ -129,9 +129,10 @@ TABLES = {
         ("hub:preset+small,mode=inverted", "hub:preset+small,blocks=finetune"),
         3,
     ),
-    "table2": (("sine_ltc", "sine_lstm", "carracing_ltc"), (), 3),
-    "table3": (("carracing_lstm",), (), 3),
-    "table4": (("volume_siren",), (), 3),
+    # ≥ 5 seeds where a run is cheap (under about two minutes on one core), 3 otherwise
+    "table2": (("sine_ltc", "sine_lstm", "carracing_ltc"), (), 5),
+    "table3": (("carracing_lstm",), (), 5),
+    "table4": (("volume_siren",), (), 5),
     "table5": (("fmnist_resnet", "fmnist_vit", "mnist_resnet", "mnist_vit"), ("adamw",), 3),
 }
 ABLATION_TASKS = ("nonconvex_l1cos", "sine_lstm", "volume_siren")
