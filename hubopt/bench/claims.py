@@ -509,7 +509,7 @@ def _run_seconds(rec: dict) -> float:
 class PresetTime:
     preset: str
     runs: int  # the preset's runs at its default seeds (its tuned grid: rates on record)
-    recorded: int  # of them, runs whose contender is on record
+    recorded: int  # of them, the runs on record (seeds 0 … default − 1 of each contender)
     seconds: float  # estimated training time of them all
     notes: tuple[str, ...]
 
@@ -550,7 +550,7 @@ def preset_time(recs: list[dict], preset: str) -> PresetTime:
         for group in groups:
             per_run = statistics.median(map(_run_seconds, group)) if group else typical
             runs += seeds
-            recorded += seeds if group else 0
+            recorded += len({r["seed"] for r in group or () if r["seed"] < seeds})
             seconds += seeds * per_run
         if missing:
             said.append(f"{', '.join(missing)} at the task's median")
