@@ -34,38 +34,40 @@ def _texts() -> tuple[str, ...]:
     return (*PARENT_TEXTS, *sweep.ABLATION_CONTENDERS)
 
 
-def ablation_records(recs: list[dict]) -> list[dict]:
-    """The records of `recs` that the ablations preset runs: on each ablation task, the
-    preset, the learned optimizer alone and every ablation contender (with the task's
-    learned optimizer in its slot, as `claims.find_roles` finds it)."""
-    out = []
+def _contender_keys(recs: list[dict]) -> dict[str, list[str]]:
+    """Per ablation task with a mixture on record, the `claims.spec_key`s of the preset,
+    the learned optimizer alone and the ablation contenders (in `_texts()`' order), with
+    the task's learned optimizer in their slot, as `claims.find_roles` finds it."""
+    out = {}
     for task in sweep.ABLATION_TASKS:
         roles = claims.find_roles(recs, task)
-        if roles.preset is None:  # no mixture on record: its preset is unknown
-            continue
-        wanted = {claims._key(claims._spec(t, roles.preset, roles.learned)) for t in _texts()}
-        out += [
-            r
-            for r in recs
-            if r["task"]["name"] == task and claims._key(r["optimizer"]["spec"]) in wanted
-        ]
+        if roles.preset is not None:  # no mixture on record: its preset is unknown
+            out[task] = [
+                claims.spec_key(claims.sweep_spec(t, roles.preset, roles.learned)) for t in _texts()
+            ]
     return out
+
+
+def ablation_records(recs: list[dict]) -> list[dict]:
+    """The records of `recs` that the ablations preset runs: on each ablation task, the
+    preset, the learned optimizer alone and every ablation contender."""
+    keys = _contender_keys(recs)
+    return [
+        r
+        for r in recs
+        if claims.spec_key(r["optimizer"]["spec"]) in keys.get(r["task"]["name"], ())
+    ]
 
 
 def ablation_trios(recs: list[dict]) -> list[report.ParentTrio]:
     """`report.parent_trios` of the ablation records, by task in the preset's order and
     mixtures in `sweep.ABLATION_CONTENDERS`' order."""
-    mine = ablation_records(recs)
-    order = {}
-    for task in sweep.ABLATION_TASKS:
-        roles = claims.find_roles(mine, task)
-        if roles.preset is None:
-            continue
-        for i, text in enumerate(sweep.ABLATION_CONTENDERS):
-            order[(task, claims._key(claims._spec(text, roles.preset, roles.learned)))] = i
-    trios = report.parent_trios(mine)
+    keys = _contender_keys(recs)
     tasks = list(sweep.ABLATION_TASKS)
-    return sorted(trios, key=lambda t: (tasks.index(t.task), order[(t.task, claims._key(t.spec))]))
+    trios = report.parent_trios(ablation_records(recs))
+    return sorted(
+        trios, key=lambda t: (tasks.index(t.task), keys[t.task].index(claims.spec_key(t.spec)))
+    )
 
 
 def _on_seeds(r: report.Result, seeds) -> str:

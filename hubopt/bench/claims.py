@@ -181,11 +181,12 @@ class _PresetOnly:
     hand: dict
 
 
-def _key(spec: dict) -> str:
+def spec_key(spec: dict) -> str:
+    """A spec dict as one comparable string (its JSON, keys sorted)."""
     return json.dumps(spec, sort_keys=True)
 
 
-def _spec(text: str, preset: dict, learned: str) -> dict:
+def sweep_spec(text: str, preset: dict, learned: str) -> dict:
     """The spec dict of the sweep's spec text `text` on a task whose preset is `preset`,
     with the learned optimizer `learned` (a spec text) in its learned slot, as
     `hubopt sweep --learned` puts it there (`spec_language.replace_learned`)."""
@@ -196,7 +197,7 @@ def _spec(text: str, preset: dict, learned: str) -> dict:
 
 
 def _family(spec: dict) -> str:
-    return _key({k: v for k, v in spec.items() if k != "learning_rate"})
+    return spec_key({k: v for k, v in spec.items() if k != "learning_rate"})
 
 
 def find_roles(recs: list[dict], task: str) -> TaskRoles:
@@ -212,13 +213,13 @@ def find_roles(recs: list[dict], task: str) -> TaskRoles:
     learned = None
     for text in LEARNED_TEXTS:
         member = spec_language.parse(text).to_dict()
-        if any(_key(s["learned"]) == _key(member) for s in mixtures):
+        if any(spec_key(s["learned"]) == spec_key(member) for s in mixtures):
             learned = text
             break
     if learned is None:
         return TaskRoles(task, None, None, {})
-    member = _key(spec_language.parse(learned).to_dict())
-    hands = {_key(s["hand"]) for s in mixtures if _key(s["learned"]) == member}
+    member = spec_key(spec_language.parse(learned).to_dict())
+    hands = {spec_key(s["hand"]) for s in mixtures if spec_key(s["learned"]) == member}
     if len(hands) != 1:
         raise ValueError(
             f"{task}: the mixtures with {learned} disagree on their hand member (the preset): "
@@ -227,13 +228,13 @@ def find_roles(recs: list[dict], task: str) -> TaskRoles:
     preset = json.loads(hands.pop())
     by_spec: dict[str, list[dict]] = defaultdict(list)
     for r in mine:
-        by_spec[_key(r["optimizer"]["spec"])].append(r)
+        by_spec[spec_key(r["optimizer"]["spec"])].append(r)
     rows = {r.label: r for r in report.results(mine)}
     tuned = report.tuned_results(mine)
     contenders = {}
     for role, text in role_specs().items():
-        spec = _spec(text, preset, learned)
-        runs = by_spec.get(_key(spec))
+        spec = sweep_spec(text, preset, learned)
+        runs = by_spec.get(spec_key(spec))
         if role in TUNED_ROLES:
             found = _tuned(mine, spec, rows, tuned)
             if found is not None:
@@ -259,7 +260,7 @@ def _tuned(mine, spec, rows, tuned) -> tuple[report.Result, tuple[dict, ...]] | 
         if chosen and tuple(r["seed"] for r in chosen) == result.seeds:
             if rows[chosen[0]["optimizer"]["label"]].values == result.values:
                 return result, tuple(chosen)
-    own = [r for r in family if _key(r["optimizer"]["spec"]) == _key(spec)]
+    own = [r for r in family if spec_key(r["optimizer"]["spec"]) == spec_key(spec)]
     if not own:
         return None
     rates = {r["optimizer"]["spec"]["learning_rate"] for r in family}
@@ -539,11 +540,11 @@ def preset_time(recs: list[dict], preset: str) -> PresetTime:
         said = [f"tuned grid {len(rates)} rate{'s' * (len(rates) != 1)} on record"]
         by_spec = defaultdict(list)
         for r in mine:
-            by_spec[_key(r["optimizer"]["spec"])].append(r)
+            by_spec[spec_key(r["optimizer"]["spec"])].append(r)
         groups = list(rates.values())
         missing = []
         for text in opts:
-            found = by_spec.get(_key(_spec(text, roles.preset, roles.learned)))
+            found = by_spec.get(spec_key(sweep_spec(text, roles.preset, roles.learned)))
             groups.append(found)
             if not found:  # named with the task's learned optimizer, as --learned runs it
                 missing.append(text.replace("small", roles.learned))
