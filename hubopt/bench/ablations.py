@@ -48,26 +48,34 @@ def _contender_keys(recs: list[dict]) -> dict[str, list[str]]:
     return out
 
 
-def ablation_records(recs: list[dict]) -> list[dict]:
-    """The records of `recs` that the ablations preset runs: on each ablation task, the
-    preset, the learned optimizer alone and every ablation contender."""
+def _ablations(recs: list[dict]) -> tuple[list[dict], list[report.ParentTrio]]:
+    """The ablation records of `recs` and their `report.parent_trios`, sorted by task in
+    the preset's order and mixtures in `sweep.ABLATION_CONTENDERS`' order (the roles found
+    once)."""
     keys = _contender_keys(recs)
-    return [
+    mine = [
         r
         for r in recs
         if claims.spec_key(r["optimizer"]["spec"]) in keys.get(r["task"]["name"], ())
     ]
+    tasks = list(sweep.ABLATION_TASKS)
+    trios = sorted(
+        report.parent_trios(mine),
+        key=lambda t: (tasks.index(t.task), keys[t.task].index(claims.spec_key(t.spec))),
+    )
+    return mine, trios
+
+
+def ablation_records(recs: list[dict]) -> list[dict]:
+    """The records of `recs` that the ablations preset runs: on each ablation task, the
+    preset, the learned optimizer alone and every ablation contender."""
+    return _ablations(recs)[0]
 
 
 def ablation_trios(recs: list[dict]) -> list[report.ParentTrio]:
     """`report.parent_trios` of the ablation records, by task in the preset's order and
     mixtures in `sweep.ABLATION_CONTENDERS`' order."""
-    keys = _contender_keys(recs)
-    tasks = list(sweep.ABLATION_TASKS)
-    trios = report.parent_trios(ablation_records(recs))
-    return sorted(
-        trios, key=lambda t: (tasks.index(t.task), keys[t.task].index(claims.spec_key(t.spec)))
-    )
+    return _ablations(recs)[1]
 
 
 def _on_seeds(r: report.Result, seeds) -> str:
@@ -104,31 +112,31 @@ NOTE = (
 )
 
 
+def _tables(recs: list[dict], fmt: str) -> list[str]:
+    """The row per task and mixture and the counts over tasks in `fmt` ("md" or "html");
+    [] when no ablation run is on record."""
+    mine, trios = _ablations(recs)
+    if not trios:
+        return []
+    return [
+        report.render_table(ABLATION_HEADERS, _rows(trios), fmt),
+        report.parents_table(mine, fmt),
+    ]
+
+
 def markdown(recs: list[dict]) -> str:
     """The ablations' Markdown: the note, one row per task and mixture, the counts over
     tasks; a line saying so when none is on record."""
-    trios = ablation_trios(recs)
-    if not trios:
+    tables = _tables(recs, "md")
+    if not tables:
         return NOTE + "\n\nNo ablation runs on record yet.\n"
-    return "\n".join(
-        [
-            NOTE + "\n",
-            report.render_table(ABLATION_HEADERS, _rows(trios), "md"),
-            report.parents_table(ablation_records(recs), "md"),
-        ]
-    )
+    return "\n".join([NOTE + "\n", *tables])
 
 
 def html_section(recs: list[dict]) -> str:
     """The same as HTML (without its heading)."""
-    trios = ablation_trios(recs)
     note = f"<p>{html.escape(NOTE.replace('`', ''))}</p>"
-    if not trios:
+    tables = _tables(recs, "html")
+    if not tables:
         return note + "\n<p>No ablation runs on record yet.</p>"
-    return "\n".join(
-        [
-            note,
-            report.render_table(ABLATION_HEADERS, _rows(trios), "html"),
-            report.parents_table(ablation_records(recs), "html"),
-        ]
-    )
+    return "\n".join([note, *tables])
