@@ -93,13 +93,10 @@ def _np_reference(lo: MLPLOpt, theta, params, n):
             den = np.sqrt(s["v"] / (1 - b2**t)) + lo.eps
             frs = 1 / np.sqrt(fac / (1 - b2**t) + lo.eps**2)
             prms = np.sqrt(np.mean(p[k] ** 2))
-            feats = [
-                np.clip(gk / den, -5, 5),
-                *(m / den for m in mh),
-                np.clip(gk * frs, -5, 5),
-                mh[lo.anchor_index] * frs,
-                p[k] / max(prms, 1e-30),
-            ]
+            feats = [np.clip(gk / den, -5, 5), *(m / den for m in mh)]
+            if lo.factored_features:
+                feats += [np.clip(gk * frs, -5, 5), mh[lo.anchor_index] * frs]
+            feats.append(p[k] / max(prms, 1e-30))
             feats = [f / np.sqrt(np.mean(f**2) + 1e-12) for f in feats]
             x = np.stack([f.reshape(-1) for f in feats], -1)
             x = np.concatenate([x, np.tile([frac, frac * frac, lf], (x.shape[0], 1))], -1)
@@ -110,7 +107,10 @@ def _np_reference(lo: MLPLOpt, theta, params, n):
             anchor = mh[lo.anchor_index] / den
             r = min(1.0, np.sqrt(np.mean(anchor**2))) if lo.relative_correction else 1.0
             direction = anchor + lo.dir_bound * r * np.tanh(d)
-            u_all[k] = -lo.step_mult * max(prms, lo.rms_floor) * np.exp(lm) * direction
+            decay = (
+                0.5 * (1 + math.cos(math.pi * (t - 1) / 50.0)) if lo.step_decay == "cosine" else 1
+            )
+            u_all[k] = -lo.step_mult * decay * max(prms, lo.rms_floor) * np.exp(lm) * direction
         ups.append(u_all)
         p = {k: p[k] + u_all[k] for k in p}
     return p, ups
@@ -187,13 +187,23 @@ def test_theta_zero_and_init_equal_relative_adam(zero):
     assert np.abs(want["b"]).max() > 1e-3
 
 
+_VARIANTS = {
+    "free": MLPLOpt(),
+    "relative_correction": MLPLOpt(relative_correction=True),
+    "lean": MLPLOpt(
+        hidden_sizes=(16,), relative_correction=True, factored_features=False, step_decay="cosine"
+    ),
+}
+
+
 @pytest.mark.parametrize("layout", ["flat", "per_tensor"])
-@pytest.mark.parametrize("relative", [False, True], ids=["free", "relative_correction"])
-def test_matches_numpy_reference_for_random_theta(relative, layout):
-    lo = MLPLOpt(relative_correction=relative)
+@pytest.mark.parametrize("variant", list(_VARIANTS))
+def test_matches_numpy_reference_for_random_theta(variant, layout):
+    lo = _VARIANTS[variant]
     theta = lo.init(jax.random.key(5))
     # a non-trivial output layer so every branch is used
-    theta["layer1"]["w"] = jax.random.normal(jax.random.key(6), (32, 2), jnp.float32) * 0.3
+    width = lo.hidden_sizes[-1]
+    theta["layer1"]["w"] = jax.random.normal(jax.random.key(6), (width, 2), jnp.float32) * 0.3
     theta["layer1"]["b"] = jnp.asarray([0.1, -0.2], jnp.float32)
     got, ups, _ = _run(lo.optimizer(theta, 50, layout=layout), _params(), 6)
     want, want_ups = _np_reference(lo, theta, _params(), 6)
@@ -293,6 +303,68 @@ def test_theta_file_names_its_variant(tmp_path):
     path = write_checkpoint(tmp_path / "velo.msgpack", theta, gen_id="velo_v1")
     with pytest.raises(ValueError, match="gen_id 'velo_v1' names no MLPLOpt variant"):
         bundled.load_theta_file(path)
+
+
+def test_every_variant_has_its_own_gen_id():
+    """The 8 combinations of the three departures from the first variant: 8 gen_ids, each
+    read back as its variant; suffixes out of order or unknown are refused."""
+    import itertools
+
+    seen = set()
+    for relative, factored, decay in itertools.product(
+        [False, True], [True, False], ["none", "cosine"]
+    ):
+        lo = MLPLOpt(
+            hidden_sizes=(8,),
+            relative_correction=relative,
+            factored_features=factored,
+            step_decay=decay,
+        )
+        back = MLPLOpt.for_gen_id(lo.gen_id, (8,))
+        assert back == lo
+        seen.add(lo.gen_id)
+    assert len(seen) == 8
+    assert (
+        MLPLOpt(factored_features=False, step_decay="cosine").gen_id
+        == "hubopt_mlp_lopt_nofactored_cosine"
+    )
+    for bad in ["hubopt_mlp_lopt_cosine_relative", "hubopt_mlp_lopt_fast", "other_relative"]:
+        with pytest.raises(ValueError, match="names no MLPLOpt variant"):
+            MLPLOpt.for_gen_id(bad, (8,))
+    with pytest.raises(ValueError, match="step_decay must be one of"):
+        MLPLOpt(step_decay="linear")
+
+
+def test_without_factored_features_the_state_is_16_bytes_per_parameter():
+    """Three momenta and v̂ in float32, nothing per row or column: 16 bytes per entry of
+    the layout (whole blocks of 128), plus the count and the loss EMA."""
+    params = {"w": jnp.zeros((128, 64)), "b": jnp.zeros((128,))}
+    lean = MLPLOpt(factored_features=False)
+    state = lean.optimizer(lean.init(jax.random.key(0)), 10).init(params)
+    assert state.fac_row == () and state.fac_col == ()
+    n = 128 * 64 + 128
+    nbytes = sum(x.nbytes for x in jax.tree_util.tree_leaves(state))
+    assert nbytes == 16 * n + 4 + 4
+    full = MLPLOpt().optimizer(MLPLOpt().init(jax.random.key(0)), 10).init(params)
+    assert sum(x.nbytes for x in jax.tree_util.tree_leaves(full)) == nbytes + 4 * (128 + 64 + 128)
+
+
+def test_cosine_decay_shrinks_the_last_steps_by_construction():
+    """With step_decay="cosine" the t-th of T steps is the undecayed rule's times
+    ½(1 + cos(π (t−1)/T)): equal at t = 1, half at t = T/2 + 1, about 1e-3 at t = T."""
+    base = MLPLOpt(relative_correction=True)
+    cos = MLPLOpt(relative_correction=True, step_decay="cosine")
+    theta = _constant_output_theta(base, d=0.3, s=0.2)
+    # one fixed gradient and fixed params: the two rules see the same statistics
+    params = _params()
+    g = jax.grad(lambda p: _loss(p, _X))(params)
+    sb, sc = base.optimizer(theta, 40).init(params), cos.optimizer(theta, 40).init(params)
+    for t in range(1, 41):
+        ub, sb = base.optimizer(theta, 40).update(g, sb, params, value=jnp.asarray(0.5))
+        uc, sc = cos.optimizer(theta, 40).update(g, sc, params, value=jnp.asarray(0.5))
+        factor = 0.5 * (1 + math.cos(math.pi * (t - 1) / 40))
+        np.testing.assert_allclose(uc["w"], factor * np.asarray(ub["w"]), rtol=1e-4, atol=1e-12)
+    assert factor < 2e-3
 
 
 def test_invariant_to_loss_scale():

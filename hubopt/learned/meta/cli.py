@@ -76,6 +76,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="scale the learned correction by min(1, rms(anchor)) (MLPLOpt)",
     )
     a(
+        "--factored-features",
+        action=argparse.BooleanOptionalAction,
+        default=d.factored_features,
+        help="feed the two Adafactor-normalised features (MLPLOpt); without them the "
+        "state is 16 bytes per parameter",
+    )
+    a(
+        "--step-decay",
+        choices=("none", "cosine"),
+        default=d.step_decay,
+        help="cosine: the step times ½(1 + cos(π (t−1)/T)) by construction (MLPLOpt)",
+    )
+    a(
         "--hub",
         default=None,
         metavar="HAND",
@@ -124,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
             train_floor=args.train_floor,
             hidden=args.hidden,
             relative_correction=args.relative_correction,
+            factored_features=args.factored_features,
+            step_decay=args.step_decay,
             hub=args.hub,
             hub_mode=args.hub_mode,
             seed=args.seed,

@@ -73,6 +73,9 @@ def export_bundle(run_dir, dest_stem, *, notes: str = "") -> dict:
             "class": "hubopt.learned.small_lopt.architecture.MLPLOpt",
             "hidden_sizes": list(config.hidden),
             "relative_correction": config.relative_correction,
+            "factored_features": config.factored_features,
+            "step_decay": config.step_decay,
+            "gen_id": config.lopt().gen_id,
         },
         "meta_loss": {
             "what": "mean over each outer step's tasks of the truncation meta-loss "

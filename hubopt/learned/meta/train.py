@@ -68,6 +68,8 @@ class MetaTrainConfig:
     train_floor: float = 9.2
     hidden: tuple[int, ...] = (32,)
     relative_correction: bool = False
+    factored_features: bool = True
+    step_decay: str = "none"
     hub: str | None = None
     hub_mode: str = "default"
     seed: int = 0
@@ -98,6 +100,7 @@ class MetaTrainConfig:
             raise ValueError(f"snapshot_every must be >= 0, got {self.snapshot_every}")
         if self.meta_lr <= 0 or self.clip_norm <= 0 or self.sigma <= 0:
             raise ValueError("meta_lr, clip_norm and sigma must be > 0")
+        self.lopt()  # a bad architecture (hidden sizes, step decay) fails here, named
 
     def to_json(self) -> dict:
         return {
@@ -110,7 +113,12 @@ class MetaTrainConfig:
         return cls(**d)
 
     def lopt(self) -> MLPLOpt:
-        return MLPLOpt(hidden_sizes=self.hidden, relative_correction=self.relative_correction)
+        return MLPLOpt(
+            hidden_sizes=self.hidden,
+            relative_correction=self.relative_correction,
+            factored_features=self.factored_features,
+            step_decay=self.step_decay,
+        )
 
     def estimators(self) -> list[PES]:
         out = []

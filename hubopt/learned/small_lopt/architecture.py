@@ -30,10 +30,15 @@ rescaling the loss or the parameters leaves them unchanged:
 
 plus three features shared by all entries: training progress t/T and (t/T)²,
 and the relative change of the loss, tanh((L − L̄)/|L̄|), L̄ an EMA of `value`.
+With `factored_features=False` the two Adafactor features (and their state) are left
+out. With `step_decay="cosine"` the step is multiplied by ½(1 + cos(π (t−1)/T)), the
+decay a user gives Adam, by construction: the last steps of a run are small whatever
+the MLP outputs, so a memorised task is not pushed back out of its minimum.
 
 State: 3 momenta + v̂ (about 4 floats per entry, kept for all tensors in one
 `FlatLayout`, or per tensor in its own shape with layout="per_tensor", the one for
-parameters sharded over devices) + factored rows/cols per tensor.
+parameters sharded over devices) + factored rows/cols per tensor (none without
+`factored_features`: exactly 16 bytes per parameter then, up to the layout's padding).
 """
 
 from __future__ import annotations
@@ -55,9 +60,12 @@ from hubopt.learned.small_lopt import _features as F
 NUM_GLOBAL_FEATURES = 3
 
 # A θ file's `gen_id` names the architecture variant its θ was meta-trained for, so that
-# a θ never runs under another variant's update rule.
+# a θ never runs under another variant's update rule: GEN_ID, then one suffix per
+# departure from the first variant, in this order.
 GEN_ID = "hubopt_mlp_lopt"  # u = a + c_d·tanh(d)
 GEN_ID_RELATIVE = "hubopt_mlp_lopt_relative"  # u = a + c_d·min(1, rms(a))·tanh(d)
+_GEN_SUFFIXES = ("_relative", "_nofactored", "_cosine")
+STEP_DECAYS = ("none", "cosine")
 
 
 class MLPLOptState(NamedTuple):
@@ -69,7 +77,8 @@ class MLPLOptState(NamedTuple):
     g², laid out the same; with layout "per_tensor": per tensor, mom a tuple of K
     arrays and nu one array, each in the tensor's shape (so they shard as it does).
     fac_row / fac_col: per tensor, Adafactor rows and columns (for tensors below 2
-    dims, fac_row is the EMA of g² and fac_col is empty). loss_ema: EMA of the loss
+    dims, fac_row is the EMA of g² and fac_col is empty); empty tuples without
+    `factored_features`. loss_ema: EMA of the loss
     `value` (float32 scalar).
     """
 
@@ -153,6 +162,9 @@ class MLPLOpt:
       dir_bound: c_d, the bound of the learned direction correction.
       log_mag_up / log_mag_down: c↑ / c↓, bounds of the learned log step multiplier.
       relative_correction: scale the learned correction by r = min(1, rms(anchor)).
+      factored_features: feed the two Adafactor-normalised features (and keep their
+        row and column statistics in the state).
+      step_decay: "none", or "cosine": the step times ½(1 + cos(π (t−1)/T)).
     """
 
     hidden_sizes: tuple[int, ...] = (32,)
@@ -166,8 +178,12 @@ class MLPLOpt:
     log_mag_up: float = math.log(4.0)
     log_mag_down: float = 4.0
     relative_correction: bool = False
+    factored_features: bool = True
+    step_decay: str = "none"
 
     def __post_init__(self):
+        if self.step_decay not in STEP_DECAYS:
+            raise ValueError(f"step_decay must be one of {STEP_DECAYS}, got {self.step_decay!r}")
         if not self.momentum_decays or not all(0.0 <= b < 1.0 for b in self.momentum_decays):
             raise ValueError(f"momentum_decays must be in [0, 1), got {self.momentum_decays}")
         if not 0 <= self.anchor_index < len(self.momentum_decays):
@@ -176,25 +192,46 @@ class MLPLOpt:
             raise ValueError(f"hidden_sizes must be positive, got {self.hidden_sizes}")
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
 
+    def _variant_flags(self) -> tuple[bool, ...]:
+        """Which of `_GEN_SUFFIXES` this variant departs by."""
+        return (
+            self.relative_correction,
+            not self.factored_features,
+            self.step_decay == "cosine",
+        )
+
     @property
     def gen_id(self) -> str:
         """The `gen_id` of this variant's θ files (see `GEN_ID`)."""
-        return GEN_ID_RELATIVE if self.relative_correction else GEN_ID
+        flags = self._variant_flags()
+        return GEN_ID + "".join(s for s, on in zip(_GEN_SUFFIXES, flags, strict=True) if on)
 
     @classmethod
     def for_gen_id(cls, gen_id: str, hidden_sizes, where: str = "theta") -> MLPLOpt:
         """The variant a θ file with this `gen_id` belongs to ("" = the first variant)."""
-        if gen_id not in ("", GEN_ID, GEN_ID_RELATIVE):
+        rest = gen_id.removeprefix(GEN_ID) if gen_id else ""
+        flags = [False] * len(_GEN_SUFFIXES)
+        for i, suffix in enumerate(_GEN_SUFFIXES):
+            if rest.startswith(suffix):
+                flags[i], rest = True, rest.removeprefix(suffix)
+        if gen_id and (not gen_id.startswith(GEN_ID) or rest):
             raise ValueError(
-                f"{where}: gen_id {gen_id!r} names no MLPLOpt variant "
-                f"(known: {GEN_ID!r}, {GEN_ID_RELATIVE!r})"
+                f"{where}: gen_id {gen_id!r} names no MLPLOpt variant (known: {GEN_ID!r} "
+                f"followed by any of {', '.join(map(repr, _GEN_SUFFIXES))}, in that order)"
             )
-        return cls(hidden_sizes=tuple(hidden_sizes), relative_correction=gen_id == GEN_ID_RELATIVE)
+        relative, no_factored, cosine = flags
+        return cls(
+            hidden_sizes=tuple(hidden_sizes),
+            relative_correction=relative,
+            factored_features=not no_factored,
+            step_decay="cosine" if cosine else "none",
+        )
 
     @property
     def num_features(self) -> int:
         # clipped g, K momenta, 2 Adafactor-normalised, p/rms(p); then the globals
-        return 1 + len(self.momentum_decays) + 2 + 1 + NUM_GLOBAL_FEATURES
+        factored = 2 if self.factored_features else 0
+        return 1 + len(self.momentum_decays) + factored + 1 + NUM_GLOBAL_FEATURES
 
     def layer_sizes(self) -> list[int]:
         return [self.num_features, *self.hidden_sizes, 2]
@@ -282,8 +319,13 @@ class MLPLOpt:
             leaves = jax.tree_util.tree_leaves(params)
             if not leaves and params is None:
                 raise ValueError("MLPLOpt.init needs the params tree")
-            fac = jax.tree_util.tree_map(F.factored_init, params)
-            is_fac = lambda x: isinstance(x, F.Factored)  # noqa: E731
+            if cfg.factored_features:
+                fac = jax.tree_util.tree_map(F.factored_init, params)
+                is_fac = lambda x: isinstance(x, F.Factored)  # noqa: E731
+                fac_row = jax.tree_util.tree_map(lambda f: f.row, fac, is_leaf=is_fac)
+                fac_col = jax.tree_util.tree_map(lambda f: f.col, fac, is_leaf=is_fac)
+            else:
+                fac_row = fac_col = ()
             if per_tensor:
                 zeros = lambda p: jnp.zeros(jnp.shape(p), jnp.float32)  # noqa: E731
                 mom = jax.tree_util.tree_map(lambda p: (zeros(p),) * decays.shape[0], params)
@@ -296,8 +338,8 @@ class MLPLOpt:
                 count=jnp.zeros((), jnp.int32),
                 mom=mom,
                 nu=nu,
-                fac_row=jax.tree_util.tree_map(lambda f: f.row, fac, is_leaf=is_fac),
-                fac_col=jax.tree_util.tree_map(lambda f: f.col, fac, is_leaf=is_fac),
+                fac_row=fac_row,
+                fac_col=fac_col,
                 loss_ema=jnp.zeros((), jnp.float32),
             )
 
@@ -319,20 +361,32 @@ class MLPLOpt:
                 count.astype(jnp.float32) / jnp.asarray(num_steps, jnp.float32), 0.0, 1.0
             )
             global_feats = jnp.stack([frac, frac * frac, loss_feat])
+            if cfg.step_decay == "cosine":  # ½(1 + cos(π (t−1)/T)): 1 at the first step
+                done = jnp.clip(
+                    state.count.astype(jnp.float32) / jnp.asarray(num_steps, jnp.float32), 0.0, 1.0
+                )
+                step_scale = 0.5 * (1.0 + jnp.cos(jnp.pi * done))
+            else:
+                step_scale = None
 
             tree_def = jax.tree_util.tree_structure(updates)
             flat = lambda t: tree_def.flatten_up_to(t)  # noqa: E731
             grads = flat(updates)
             flat_layout = None if per_tensor else _layout(grads)
             _check_state_fits(name, state, tree_def, grads, flat_layout)
-            facs = [
-                F.factored_update(F.Factored(row, col), g, cfg.second_decay)
-                for g, row, col in zip(grads, flat(state.fac_row), flat(state.fac_col), strict=True)
-            ]
+            if cfg.factored_features:
+                facs = [
+                    F.factored_update(F.Factored(row, col), g, cfg.second_decay)
+                    for g, row, col in zip(
+                        grads, flat(state.fac_row), flat(state.fac_col), strict=True
+                    )
+                ]
+            else:
+                facs = [None] * len(grads)
             steps = [jnp.zeros_like(g) for g in grads]
             mom, nu = state.mom, state.nu
             live = [i for i, g in enumerate(grads) if g.size > 0]
-            args = (theta, global_feats, decays, count)
+            args = (theta, global_feats, step_scale, decays, count)
             ps = flat(params)
             unflat = lambda xs: tree_def.unflatten(list(xs))  # noqa: E731
             if per_tensor:  # each tensor on its own, in its shape
@@ -361,8 +415,8 @@ class MLPLOpt:
                 count=count,
                 mom=mom,
                 nu=nu,
-                fac_row=unflat(f.row for f in facs),
-                fac_col=unflat(f.col for f in facs),
+                fac_row=unflat(f.row for f in facs) if cfg.factored_features else (),
+                fac_col=unflat(f.col for f in facs) if cfg.factored_features else (),
                 loss_ema=new_loss_ema,
             )
             return unflat(steps), new_state
@@ -370,7 +424,7 @@ class MLPLOpt:
         return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
     def _update_live(
-        self, layout, theta, global_feats, decays, count, grads, params, mom, nu, facs
+        self, layout, theta, global_feats, step_scale, decays, count, grads, params, mom, nu, facs
     ):
         """The steps of the tensors of size > 0 in `layout`, and the new momenta and
         second moment.
@@ -390,18 +444,18 @@ class MLPLOpt:
         v_bc = F.bias_correction(self.second_decay, count)
         denom = jnp.sqrt(nu / v_bc) + self.eps
         anchor = m_hat_K[self.anchor_index] / denom
-        fac_v = layout.flatten(
-            [F.factored_second_moment(f, x.ndim) for f, x in zip(facs, grads, strict=True)]
-        )
-        fac_rs = jax.lax.rsqrt(fac_v / v_bc + self.eps**2)
         p_rms = jnp.sqrt(layout.tensor_mean(jnp.square(p)))
         tensor_feats = [
             jnp.clip(g / denom, -5.0, 5.0),
             *(m_hat_K[k] / denom for k in range(len(self.momentum_decays))),
-            jnp.clip(g * fac_rs, -5.0, 5.0),
-            m_hat_K[self.anchor_index] * fac_rs,
-            p / jnp.maximum(layout.per_entry(p_rms), 1e-30),
         ]
+        if self.factored_features:
+            fac_v = layout.flatten(
+                [F.factored_second_moment(f, x.ndim) for f, x in zip(facs, grads, strict=True)]
+            )
+            fac_rs = jax.lax.rsqrt(fac_v / v_bc + self.eps**2)
+            tensor_feats += [jnp.clip(g * fac_rs, -5.0, 5.0), m_hat_K[self.anchor_index] * fac_rs]
+        tensor_feats.append(p / jnp.maximum(layout.per_entry(p_rms), 1e-30))
         # each feature normalised to unit RMS over its tensor: f / sqrt(mean(f²) + 1e-12)
         feats = [
             f * layout.per_entry(jax.lax.rsqrt(layout.tensor_mean(jnp.square(f)) + 1e-12))
@@ -417,5 +471,6 @@ class MLPLOpt:
         ts = jnp.tanh(s)
         log_mag = jnp.where(ts >= 0, self.log_mag_up * ts, self.log_mag_down * ts)
         scale = layout.per_entry(jnp.maximum(p_rms, self.rms_floor))
-        step = -self.step_mult * scale * jnp.exp(log_mag) * direction
+        step_mult = self.step_mult if step_scale is None else self.step_mult * step_scale
+        step = -step_mult * scale * jnp.exp(log_mag) * direction
         return layout.unflatten(step), mom, nu
