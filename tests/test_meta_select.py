@@ -42,6 +42,33 @@ def test_selection_scores_every_snapshot_and_picks_the_best_eligible(run_dir, mo
     assert select.select_checkpoint(run_dir, tasks=(TASK,), horizons=(30,)) == done
 
 
+def test_the_train_and_valid_criterion_adds_the_valid_losses_log_ratio(run_dir, tmp_path):
+    """criterion="train+valid": score = train term + the same term of the valid loss,
+    by hand from the stored losses; a selection file of the other criterion is not
+    reused; an unknown criterion is refused by name."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    done = select.select_checkpoint(
+        copy, tasks=(TASK,), horizons=(30,), criterion="train+valid", log=lambda *_: None
+    )
+    assert done["settings"]["criterion"] == "train+valid"
+    for cand in done["candidates"].values():
+        (r,) = cand["runs"]
+        terms = [
+            math.log(max(r[final], scoring.FLOOR * r[start]) / r[start])
+            for final, start in [
+                ("final_loss", "initial_loss"),
+                ("final_valid_loss", "initial_valid_loss"),
+            ]
+        ]
+        assert r["final_valid_loss"] != r["final_loss"]
+        assert cand["score"] == pytest.approx(sum(terms))
+    with pytest.raises(ValueError, match="criterion must be one of"):
+        select.select_checkpoint(copy, tasks=(TASK,), horizons=(30,), criterion="valid")
+
+
 def test_export_ships_the_chosen_snapshot_with_its_selection(run_dir, tmp_path):
     from hubopt.learned.checkpoint import read_checkpoint
     from hubopt.learned.meta.export import export_bundle

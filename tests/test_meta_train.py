@@ -99,6 +99,8 @@ def test_config_validation():
         MetaTrainConfig(tasks=("nope_task",))
     with pytest.raises(ValueError, match="tasks_per_step"):
         MetaTrainConfig(**{**TINY, "tasks_per_step": 2})
+    with pytest.raises(ValueError, match="step_decay must be one of"):
+        MetaTrainConfig(**{**TINY, "step_decay": "linear"})
 
 
 def test_cli_and_export_bundle(tmp_path):
@@ -128,6 +130,9 @@ def test_cli_and_export_bundle(tmp_path):
         "--outer-steps",
         "2",
         "--relative-correction",
+        "--no-factored-features",
+        "--step-decay",
+        "cosine",
         "--snapshot-every",
         "1",
         "--quiet",
@@ -146,7 +151,10 @@ def test_cli_and_export_bundle(tmp_path):
     np.testing.assert_array_equal(_flat(back["params"]), _flat(ref["params"]))
     assert (tmp_path / "weights" / "tiny.provenance.json").exists()
     # the variant travels: in the θ file's gen_id, the provenance and the command
-    assert back["gen_id"] == GEN_ID_RELATIVE and prov["lopt"]["relative_correction"] is True
+    assert back["gen_id"] == GEN_ID_RELATIVE + "_nofactored_cosine" == prov["lopt"]["gen_id"]
+    assert prov["lopt"]["relative_correction"] is True and prov["lopt"]["step_decay"] == "cosine"
+    assert "--no-factored-features" in prov["command"] and "--step-decay cosine" in prov["command"]
+    assert prov["lopt"]["factored_features"] is False
     assert sorted(p.name for p in (run / "thetas").iterdir()) == [
         "theta_000001.msgpack",
         "theta_000002.msgpack",

@@ -8,10 +8,13 @@ scored by the headline of those tasks, the final loss on the whole training spli
     score(θ) = mean over (task, horizon) of  log( max(L_T, f) / L₀ ),   f = FLOOR · L₀
 
 (L₀ the initial training loss; the floor of `hubopt.bench.scoring`, so a loss of 0
-does not win by −∞). A candidate is eligible when no run diverged and every run's
-spike ratio (`scoring.spike_ratio`) is at most `spike_limit`; the eligible candidate
-with the lowest score is chosen (ties: the later snapshot). Test data is never read:
-the tasks are checked against `task_distribution.DATA_ROLES`.
+does not win by −∞). With `criterion="train+valid"` the same mean is also taken of the
+valid split's loss, log(max(V_T, f_V) / V₀), and the score is the sum of the two: a
+θ that memorises the training split at the cost of its held-out loss loses there.
+A candidate is eligible when no run diverged and every run's spike ratio
+(`scoring.spike_ratio`) is at most `spike_limit`; the eligible candidate with the
+lowest score is chosen (ties: the later snapshot). Test data is never read: the tasks
+are checked against `task_distribution.DATA_ROLES`.
 
     hubopt meta-select runs/small        # writes runs/small/selection.json
 """
@@ -30,6 +33,7 @@ __all__ = ["selection_tasks", "select_checkpoint"]
 
 HORIZONS = (1000, 5000)
 SPIKE_LIMIT = 3.0
+CRITERIA = ("train", "train+valid")
 
 
 def selection_tasks() -> tuple[str, ...]:
@@ -42,7 +46,8 @@ def selection_tasks() -> tuple[str, ...]:
 
 
 def _run(task_name: str, theta_path: Path, num_steps: int, seed: int) -> dict:
-    """One candidate on one task: final training loss, L₀, spike ratio, divergence."""
+    """One candidate on one task: final training and valid loss, their initial values,
+    spike ratio, divergence."""
     from hubopt.bench import optimizers, runner
     from hubopt.bench.report import record_spike_ratio
     from hubopt.tasks import get_task
@@ -55,20 +60,29 @@ def _run(task_name: str, theta_path: Path, num_steps: int, seed: int) -> dict:
         "num_steps": num_steps,
         "initial_loss": out["eval"]["train"]["loss"][0],
         "final_loss": out["metrics"]["train"]["loss"],
+        # the evaluations' loss is the valid split's (the held-out tasks have one)
+        "initial_valid_loss": out["eval"]["loss"][0],
+        "final_valid_loss": out["final_loss"],
         "spike_ratio": record_spike_ratio(out),
         "diverged": out["first_nonfinite_step"] is not None,
     }
 
 
-def _score(runs: list[dict]) -> float:
-    logs = []
-    for r in runs:
-        if r["diverged"] or not math.isfinite(r["final_loss"]):
-            return math.inf
-        initial = abs(r["initial_loss"])
-        ratio = scoring.floored_ratio(r["final_loss"], initial, scoring.FLOOR * initial)
-        logs.append(math.log(ratio))
-    return math.fsum(logs) / len(logs)
+def _score(runs: list[dict], criterion: str = "train") -> float:
+    """The mean log floored loss ratio over the runs (see the module docstring)."""
+    pairs = [("final_loss", "initial_loss")]
+    if criterion == "train+valid":
+        pairs.append(("final_valid_loss", "initial_valid_loss"))
+    total = 0.0
+    for final, initial in pairs:
+        logs = []
+        for r in runs:
+            if r["diverged"] or not math.isfinite(r[final]):
+                return math.inf
+            start = abs(r[initial])
+            logs.append(math.log(scoring.floored_ratio(r[final], start, scoring.FLOOR * start)))
+        total += math.fsum(logs) / len(logs)
+    return total
 
 
 def select_checkpoint(
@@ -78,6 +92,7 @@ def select_checkpoint(
     horizons: tuple[int, ...] = HORIZONS,
     seed: int = 0,
     spike_limit: float = SPIKE_LIMIT,
+    criterion: str = "train",
     log=print,
 ) -> dict:
     """Scores every `thetas/theta_<step>.msgpack` of `run_dir` (see the module docstring),
@@ -92,6 +107,8 @@ def select_checkpoint(
         raise ValueError(f"{run}/thetas holds no θ snapshots (meta-train with --snapshot-every)")
     if not horizons or min(horizons) < 1:
         raise ValueError(f"horizons must be positive step counts, got {tuple(horizons)}")
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     tasks = selection_tasks() if tasks is None else tuple(tasks)
     for name in tasks:
         if name not in KINDS:
@@ -101,6 +118,8 @@ def select_checkpoint(
     path = run / "selection.json"
     settings = {"tasks": list(tasks), "horizons": list(horizons), "seed": seed}
     settings["spike_limit"] = spike_limit
+    if criterion != "train":  # (selections made before the criterion existed used "train")
+        settings["criterion"] = criterion
     done = json.loads(path.read_text()) if path.exists() else {}
     if done.get("settings") != settings:
         done = {"settings": settings, "candidates": {}}
@@ -108,7 +127,7 @@ def select_checkpoint(
         if cand.name in done["candidates"]:
             continue
         runs = [_run(t, cand, n, seed) for n in horizons for t in tasks]
-        score, worst = _score(runs), max(r["spike_ratio"] for r in runs)
+        score, worst = _score(runs, criterion), max(r["spike_ratio"] for r in runs)
         eligible = all(not r["diverged"] for r in runs) and worst <= spike_limit
         done["candidates"][cand.name] = {
             "score": score,
@@ -141,6 +160,12 @@ def add_arguments(parser) -> None:
         help="comma-separated held-out tasks (default: every one not on test data)",
     )
     parser.add_argument("--spike-limit", type=float, default=SPIKE_LIMIT)
+    parser.add_argument(
+        "--criterion",
+        choices=CRITERIA,
+        default="train",
+        help="score by the final training loss, or by it and the valid split's loss",
+    )
 
 
 def run(args) -> int:
@@ -148,7 +173,11 @@ def run(args) -> int:
 
     try:
         done = select_checkpoint(
-            args.run_dir, tasks=args.tasks, horizons=args.horizons, spike_limit=args.spike_limit
+            args.run_dir,
+            tasks=args.tasks,
+            horizons=args.horizons,
+            spike_limit=args.spike_limit,
+            criterion=args.criterion,
         )
     except ValueError as e:
         print(f"hubopt meta-select: {e}", file=sys.stderr)
