@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import html
 
-from hubopt.bench import claims, report, sweep
+from hubopt.bench import claims, records, report, sweep
 
 __all__ = ["ABLATION_HEADERS", "ablation_records", "ablation_trios", "markdown", "html_section"]
 
@@ -35,7 +35,7 @@ def _texts() -> tuple[str, ...]:
 
 
 def _contender_keys(recs: list[dict]) -> dict[str, list[str]]:
-    """Per ablation task with a mixture on record, the `claims.spec_key`s of the preset,
+    """Per ablation task with a mixture on record, the `records.spec_key`s of the preset,
     the learned optimizer alone and the ablation contenders (in `_texts()`' order), with
     the task's learned optimizer in their slot, as `claims.find_roles` finds it."""
     out = {}
@@ -43,7 +43,8 @@ def _contender_keys(recs: list[dict]) -> dict[str, list[str]]:
         roles = claims.find_roles(recs, task)
         if roles.preset is not None:  # no mixture on record: its preset is unknown
             out[task] = [
-                claims.spec_key(claims.sweep_spec(t, roles.preset, roles.learned)) for t in _texts()
+                records.spec_key(claims.sweep_spec(t, roles.preset, roles.learned))
+                for t in _texts()
             ]
     return out
 
@@ -56,12 +57,12 @@ def _ablations(recs: list[dict]) -> tuple[list[dict], list[report.ParentTrio]]:
     mine = [
         r
         for r in recs
-        if claims.spec_key(r["optimizer"]["spec"]) in keys.get(r["task"]["name"], ())
+        if records.spec_key(r["optimizer"]["spec"]) in keys.get(r["task"]["name"], ())
     ]
     tasks = list(sweep.ABLATION_TASKS)
     trios = sorted(
         report.parent_trios(mine),
-        key=lambda t: (tasks.index(t.task), keys[t.task].index(claims.spec_key(t.spec))),
+        key=lambda t: (tasks.index(t.task), keys[t.task].index(records.spec_key(t.spec))),
     )
     return mine, trios
 

@@ -43,7 +43,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from hubopt.bench import report, scoring, sweep
+from hubopt.bench import records, report, scoring, sweep
 
 __all__ = [
     "CLAIMS",
@@ -181,11 +181,6 @@ class _PresetOnly:
     hand: dict
 
 
-def spec_key(spec: dict) -> str:
-    """A spec dict as one comparable string (its JSON, keys sorted)."""
-    return json.dumps(spec, sort_keys=True)
-
-
 def sweep_spec(text: str, preset: dict, learned: str) -> dict:
     """The spec dict of the sweep's spec text `text` on a task whose preset is `preset`,
     with the learned optimizer `learned` (a spec text) in its learned slot, as
@@ -194,10 +189,6 @@ def sweep_spec(text: str, preset: dict, learned: str) -> dict:
 
     spec = spec_language.parse(text, _PresetOnly(preset))
     return spec_language.replace_learned(spec, spec_language.parse(learned)).to_dict()
-
-
-def _family(spec: dict) -> str:
-    return spec_key({k: v for k, v in spec.items() if k != "learning_rate"})
 
 
 def find_roles(recs: list[dict], task: str) -> TaskRoles:
@@ -213,13 +204,15 @@ def find_roles(recs: list[dict], task: str) -> TaskRoles:
     learned = None
     for text in LEARNED_TEXTS:
         member = spec_language.parse(text).to_dict()
-        if any(spec_key(s["learned"]) == spec_key(member) for s in mixtures):
+        if any(records.spec_key(s["learned"]) == records.spec_key(member) for s in mixtures):
             learned = text
             break
     if learned is None:
         return TaskRoles(task, None, None, {})
-    member = spec_key(spec_language.parse(learned).to_dict())
-    hands = {spec_key(s["hand"]) for s in mixtures if spec_key(s["learned"]) == member}
+    member = records.spec_key(spec_language.parse(learned).to_dict())
+    hands = {
+        records.spec_key(s["hand"]) for s in mixtures if records.spec_key(s["learned"]) == member
+    }
     if len(hands) != 1:
         raise ValueError(
             f"{task}: the mixtures with {learned} disagree on their hand member (the preset): "
@@ -228,13 +221,13 @@ def find_roles(recs: list[dict], task: str) -> TaskRoles:
     preset = json.loads(hands.pop())
     by_spec: dict[str, list[dict]] = defaultdict(list)
     for r in mine:
-        by_spec[spec_key(r["optimizer"]["spec"])].append(r)
+        by_spec[records.spec_key(r["optimizer"]["spec"])].append(r)
     rows = {r.label: r for r in report.results(mine)}
     tuned = report.tuned_results(mine)
     contenders = {}
     for role, text in role_specs().items():
         spec = sweep_spec(text, preset, learned)
-        runs = by_spec.get(spec_key(spec))
+        runs = by_spec.get(records.spec_key(spec))
         if role in TUNED_ROLES:
             found = _tuned(mine, spec, rows, tuned)
             if found is not None:
@@ -247,7 +240,9 @@ def find_roles(recs: list[dict], task: str) -> TaskRoles:
 def _tuned(mine, spec, rows, tuned) -> tuple[report.Result, tuple[dict, ...]] | None:
     """The tuned row of `spec`'s learning-rate family (rate chosen on valid) and the chosen
     rate's records; else `spec`'s own runs, marked untuned; else None."""
-    family = [r for r in mine if _family(r["optimizer"]["spec"]) == _family(spec)]
+    family = [
+        r for r in mine if records.family_key(r["optimizer"]["spec"]) == records.family_key(spec)
+    ]
     for result, selection in tuned:  # the family's row: the chosen rate's runs, same values
         chosen = sorted(
             (
@@ -260,7 +255,7 @@ def _tuned(mine, spec, rows, tuned) -> tuple[report.Result, tuple[dict, ...]] | 
         if chosen and tuple(r["seed"] for r in chosen) == result.seeds:
             if rows[chosen[0]["optimizer"]["label"]].values == result.values:
                 return result, tuple(chosen)
-    own = [r for r in family if spec_key(r["optimizer"]["spec"]) == spec_key(spec)]
+    own = [r for r in family if records.spec_key(r["optimizer"]["spec"]) == records.spec_key(spec)]
     if not own:
         return None
     rates = {r["optimizer"]["spec"]["learning_rate"] for r in family}
@@ -532,19 +527,19 @@ def preset_time(recs: list[dict], preset: str) -> PresetTime:
             notes.append(f"{task}: no mixture on record (preset unknown), not counted")
             continue
         typical = statistics.median(_run_seconds(r) for r in mine)
-        family = _family(roles.preset)
+        family = records.family_key(roles.preset)
         rates = defaultdict(list)
         for r in mine:
-            if _family(r["optimizer"]["spec"]) == family:
+            if records.family_key(r["optimizer"]["spec"]) == family:
                 rates[r["optimizer"]["spec"]["learning_rate"]].append(r)
         said = [f"tuned grid {len(rates)} rate{'s' * (len(rates) != 1)} on record"]
         by_spec = defaultdict(list)
         for r in mine:
-            by_spec[spec_key(r["optimizer"]["spec"])].append(r)
+            by_spec[records.spec_key(r["optimizer"]["spec"])].append(r)
         groups = list(rates.values())
         missing = []
         for text in opts:
-            found = by_spec.get(spec_key(sweep_spec(text, roles.preset, roles.learned)))
+            found = by_spec.get(records.spec_key(sweep_spec(text, roles.preset, roles.learned)))
             groups.append(found)
             if not found:  # named with the task's learned optimizer, as --learned runs it
                 missing.append(text.replace("small", roles.learned))

@@ -195,6 +195,18 @@ def legacy_label(label: str) -> str:
     return _SMALL_TOKEN.sub("hubopt-small", label)
 
 
+def spec_key(spec: dict) -> str:
+    """An optimizer spec (a record's `optimizer.spec`) as one comparable string: its
+    JSON with sorted keys."""
+    return json.dumps(spec, sort_keys=True)
+
+
+def family_key(spec: dict) -> str:
+    """`spec_key` of the spec without its learning rate: the runs of one tuning grid
+    share it."""
+    return spec_key({k: v for k, v in spec.items() if k != "learning_rate"})
+
+
 def dumps(record: dict) -> str:
     """The record as JSON text (validated first)."""
     validate(record)

@@ -334,12 +334,6 @@ def record_spike_ratio(rec: dict) -> float | None:
     return scoring.spike_ratio(steps, losses, losses[0], rec["num_steps"])
 
 
-def _family_key(spec: dict) -> str:
-    import json
-
-    return json.dumps({k: v for k, v in spec.items() if k != "learning_rate"}, sort_keys=True)
-
-
 def tuned_results(recs: list[dict]) -> list[tuple[Result, dict]]:
     """The tuned hand-designed baselines: one `Result` per task and hand optimizer family.
 
@@ -360,7 +354,7 @@ def tuned_results(recs: list[dict]) -> list[tuple[Result, dict]]:
         spec = r["optimizer"]["spec"]
         if spec.get("name") not in HAND or "learning_rate" not in spec:
             continue
-        key = (r["task"]["name"], r["num_steps"], _family_key(spec))
+        key = (r["task"]["name"], r["num_steps"], records.family_key(spec))
         families[key][float(spec["learning_rate"])].append(r)
     out = []
     for (task, _n, _family), by_rate in sorted(families.items()):
@@ -549,10 +543,9 @@ def parent_trios(recs: list[dict], split: str | None = None) -> list[ParentTrio]
     member, each run alone on the same task, steps and seeds — are among `recs`, with
     them, on each task's metric split or on `split` (as in `results`); sorted by task and
     label. A mixture that shares no seed with its parents is left out."""
-    import json
 
     def key(task, spec, steps):
-        return task, json.dumps(spec, sort_keys=True), steps
+        return task, records.spec_key(spec), steps
 
     by_label = {(r.task, r.label): r for r in results(recs, split)}
     initial = initial_losses(recs)
