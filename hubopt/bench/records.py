@@ -45,7 +45,8 @@ reports are made from records on disk only:
                    path: [counts per bin, one list per step]}}: how many entries of
                    each tensor had σ in each bin (`hubopt.sigma_histogram`); else null
     meta           {"versions", "platform", "device", "git", "date", "command"; newer:
-                    "cuda_visible_devices" where the run's process had it set}
+                    "cuda_visible_devices" and "xla_flags" where the run's process
+                    had them set}
 
 Non-finite losses (a diverged run) are kept as JSON NaN / Infinity, which
 Python's json reads back.

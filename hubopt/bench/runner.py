@@ -84,9 +84,11 @@ def _git_at_start() -> dict:
 
 def metadata(command: str | None = None) -> dict:
     """Versions, machine, git state, UTC date and the command line, for a record; the
-    GPUs the process was given (`CUDA_VISIBLE_DEVICES`, as Ray sets it), where set."""
+    GPUs the process was given (`CUDA_VISIBLE_DEVICES`, as Ray sets it) and its XLA
+    flags (`XLA_FLAGS`, e.g. `hubopt._src.quick_compile`'s), where set."""
     device = jax.devices()[0]
     gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
+    xla_flags = os.environ.get("XLA_FLAGS", "").strip()
     return {
         "versions": {
             "hubopt": _version("hubopt"),
@@ -102,6 +104,7 @@ def metadata(command: str | None = None) -> dict:
         "cpu_count": os.cpu_count(),
         "device": f"{device.platform}:{device.device_kind}",
         **({} if gpus is None else {"cuda_visible_devices": gpus}),
+        **({} if not xla_flags else {"xla_flags": xla_flags}),
         "git": _git_at_start(),
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "command": command
