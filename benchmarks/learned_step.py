@@ -1,14 +1,16 @@
 """Learned optimizers' step time vs optax.adam, side by side, and their state size.
 
     .venv/bin/python benchmarks/learned_step.py [--steps 100] [--out record.json]
-        [--optimizers velo,small,hub_small,adam]
+        [--optimizers velo,small,hub_small,adam] [--theta PATH]
 
 Model: the 784-1024-256-10 MLP of VELO_SPEC §10 (1,068,810 parameters in 6
 tensors). Contenders: `velo` (the real architecture, H=512, K=256, with a
 random theta from `init_velo_theta`: timing does not depend on the values),
 `small` (hubopt's bundled learned optimizer), `hub_small`
 (`hubopt.hub(optax.adam(1e-3), small)`, diagnostics included) and `adam`
-(`optax.adam(1e-3)`, the reference of every ratio). For each, one jitted
+(`optax.adam(1e-3)`, the reference of every ratio); with `--theta PATH`, also
+`theta` and `hub_theta`: the `MLPLOpt` variant and θ of a θ file (e.g. a
+meta-training snapshot), alone and inside HUB with Adam. For each, one jitted
 function does the optimizer update and `optax.apply_updates`; all are compiled
 and warmed up, then timed in interleaved rounds (one step of each in turn),
 every step ended with `block_until_ready`. Reported: median and min ms/step,
@@ -80,11 +82,27 @@ def main(argv=None) -> dict:
         default=",".join(CONTENDERS),
         help=f"comma-separated, from {','.join(CONTENDERS)} (adam is always timed)",
     )
+    ap.add_argument(
+        "--theta",
+        default=None,
+        metavar="PATH",
+        help="also time this θ file's optimizer (theta) and HUB(Adam, it) (hub_theta)",
+    )
     args = ap.parse_args(argv)
     names = [n for n in args.optimizers.split(",") if n]
-    unknown = sorted(set(names) - set(CONTENDERS))
+    contender_fns = dict(CONTENDERS)
+    if args.theta is not None:
+        from hubopt.learned.small_lopt.bundled import load_theta_file
+
+        lopt, theta = load_theta_file(args.theta)
+        contender_fns["theta"] = lambda: lopt.optimizer(theta, 1000)
+        contender_fns["hub_theta"] = lambda: hubopt.hub(
+            optax.adam(1e-3), lopt.optimizer(theta, 1000)
+        )
+        names += ["theta", "hub_theta"]
+    unknown = sorted(set(names) - set(contender_fns))
     if unknown:
-        ap.error(f"unknown optimizers {unknown}; known: {list(CONTENDERS)}")
+        ap.error(f"unknown optimizers {unknown}; known: {list(contender_fns)}")
     if "adam" not in names:
         names.append("adam")
 
@@ -95,7 +113,7 @@ def main(argv=None) -> dict:
         lambda p: 0.01 * jax.random.normal(jax.random.PRNGKey(1), p.shape, jnp.float32), params
     )
     loss = jnp.float32(2.3)
-    contenders = {name: CONTENDERS[name]() for name in names}
+    contenders = {name: contender_fns[name]() for name in names}
 
     run = {}
     for name, tx in contenders.items():
@@ -139,6 +157,7 @@ def main(argv=None) -> dict:
         "optax": optax.__version__,
         "numpy": np.__version__,
         "git": git_commit(short=True),
+        **({} if args.theta is None else {"theta_file": args.theta}),
     }
     for name, r in run.items():
         record[f"{name}_median_ms"] = statistics.median(r["times"])
