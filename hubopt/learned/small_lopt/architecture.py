@@ -164,7 +164,8 @@ class MLPLOpt:
       relative_correction: scale the learned correction by r = min(1, rms(anchor)).
       factored_features: feed the two Adafactor-normalised features (and keep their
         row and column statistics in the state).
-      step_decay: "none", or "cosine": the step times ½(1 + cos(π (t−1)/T)).
+      step_decay: "none", or "cosine": the step times ½(1 + cos(π (t−1)/T)) (and 0
+        past T steps, like optax's cosine decay to zero).
     """
 
     hidden_sizes: tuple[int, ...] = (32,)
