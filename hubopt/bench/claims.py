@@ -240,9 +240,8 @@ def find_roles(recs: list[dict], task: str) -> TaskRoles:
 def _tuned(mine, spec, rows, tuned) -> tuple[report.Result, tuple[dict, ...]] | None:
     """The tuned row of `spec`'s learning-rate family (rate chosen on valid) and the chosen
     rate's records; else `spec`'s own runs, marked untuned; else None."""
-    family = [
-        r for r in mine if records.family_key(r["optimizer"]["spec"]) == records.family_key(spec)
-    ]
+    family_key, spec_key = records.family_key(spec), records.spec_key(spec)
+    family = [r for r in mine if records.family_key(r["optimizer"]["spec"]) == family_key]
     for result, selection in tuned:  # the family's row: the chosen rate's runs, same values
         chosen = sorted(
             (
@@ -255,7 +254,7 @@ def _tuned(mine, spec, rows, tuned) -> tuple[report.Result, tuple[dict, ...]] | 
         if chosen and tuple(r["seed"] for r in chosen) == result.seeds:
             if rows[chosen[0]["optimizer"]["label"]].values == result.values:
                 return result, tuple(chosen)
-    own = [r for r in family if records.spec_key(r["optimizer"]["spec"]) == records.spec_key(spec)]
+    own = [r for r in family if records.spec_key(r["optimizer"]["spec"]) == spec_key]
     if not own:
         return None
     rates = {r["optimizer"]["spec"]["learning_rate"] for r in family}

@@ -358,17 +358,13 @@ class MLPLOpt:
             loss_ema = jnp.where(state.count == 0, value, state.loss_ema)
             loss_feat = jnp.tanh((value - loss_ema) / (jnp.abs(loss_ema) + 1e-8))
             new_loss_ema = 0.9 * loss_ema + 0.1 * value
-            frac = jnp.clip(
-                count.astype(jnp.float32) / jnp.asarray(num_steps, jnp.float32), 0.0, 1.0
-            )
+            budget = jnp.asarray(num_steps, jnp.float32)
+            frac = jnp.clip(count.astype(jnp.float32) / budget, 0.0, 1.0)  # t/T
             global_feats = jnp.stack([frac, frac * frac, loss_feat])
+            step_scale = None
             if cfg.step_decay == "cosine":  # ½(1 + cos(π (t−1)/T)): 1 at the first step
-                done = jnp.clip(
-                    state.count.astype(jnp.float32) / jnp.asarray(num_steps, jnp.float32), 0.0, 1.0
-                )
+                done = jnp.clip(state.count.astype(jnp.float32) / budget, 0.0, 1.0)
                 step_scale = 0.5 * (1.0 + jnp.cos(jnp.pi * done))
-            else:
-                step_scale = None
 
             tree_def = jax.tree_util.tree_structure(updates)
             flat = lambda t: tree_def.flatten_up_to(t)  # noqa: E731
