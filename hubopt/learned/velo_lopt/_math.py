@@ -182,11 +182,16 @@ def lstm_step(rnn, X, hidden, cell):
     return controls, lr_mult, hidden, cell
 
 
-def mix_mlp_weights(ff: dict, controls_t) -> dict:
-    """W_t = 100 · mean_k(W[k] · Cn[t,k]) for every per-parameter MLP weight."""
-    K = controls_t.shape[0]
+def mix_mlp_weights(ff: dict, controls) -> dict:
+    """W_t = 100 · mean_k(W[k] · Cn[t,k]) for every per-parameter MLP weight, all tensors t.
+
+    ``controls`` is (n_tensors, K); every result gets a leading n_tensors axis. One
+    contraction per weight for all tensors (not one per tensor: each is a kernel of its
+    own, compiled on its own).
+    """
+    K = controls.shape[-1]
     return {
-        name: MIX_SCALE * (jnp.tensordot(controls_t, w, axes=1, precision=HIGHEST) / K)
+        name: MIX_SCALE * (jnp.tensordot(controls, w, axes=1, precision=HIGHEST) / K)
         for name, w in ff.items()
     }
 
@@ -351,6 +356,7 @@ def mlp_step_factored(w: dict, lr_mult, p, g, acc: TensorAccum, dims) -> tuple[j
     def fac_sum(x2, a):
         return jnp.einsum(f"{letters},{s_r},{s_c}->", x2, rho2[a], kappa2[a], precision=HIGHEST)
 
+    m2 = [jnp.square(x) for x in m]
     sums = {
         (0, 0): jnp.sum(g2),
         (1, 0): jnp.sum(jnp.minimum(g2, 0.01)),
@@ -360,23 +366,26 @@ def mlp_step_factored(w: dict, lr_mult, p, g, acc: TensorAccum, dims) -> tuple[j
         (8, 0): jnp.sum(g2 * inv_v),
     }
     for a in range(3):
-        m2 = jnp.square(m[a])
-        sums[(3, a)] = jnp.sum(m2)
-        sums[(5, a)] = jnp.sum(m2 * inv_v)
+        sums[(3, a)] = jnp.sum(m2[a])
+        sums[(5, a)] = jnp.sum(m2[a] * inv_v)
         sums[(7, a)] = fac_sum(g2, a)  # F = ĝ·ρ·κ
-        sums[(13, a)] = fac_sum(m2, a)
-    # Folded first-layer weights: w'_c = s_c · w0__i[c]  (4 values each).
-    wf = {
-        (i, c): lax.rsqrt(1e-5 + total * (1.0 / n)) * w[f"w0__{i}"][c]
-        for (i, c), total in sums.items()
-    }
+        sums[(13, a)] = fac_sum(m2[a], a)
+    # Folded first-layer weights: w'_c = s_c · w0__i[c]  (4 values each), all channels
+    # in one (18, 4) array (one small kernel, not one per channel).
+    keys = list(sums)
+    w0 = jnp.stack([w[f"w0__{i}"][c] for i, c in keys])
+    folded = lax.rsqrt(1e-5 + jnp.stack([sums[k] for k in keys]) * (1.0 / n))[:, None] * w0
+    wf = {k: folded[j] for j, k in enumerate(keys)}
 
     def broadcast_term(stat, gi, gj, axis):
         """Σ_a stat_a·w'_{gi,a} + rsqrt(stat_a + 1e-8)·w'_{gj,a}, on stat's shape, 4 outputs."""
         r = lax.rsqrt(stat + 1e-8)
         red = tuple(range(1, stat.ndim))
-        s_x = lax.rsqrt(1e-5 + jnp.mean(jnp.square(stat), axis=red))  # (3,)
-        s_r = lax.rsqrt(1e-5 + jnp.mean(jnp.square(r), axis=red))
+        # both normalisers (3 each) in one stacked reduction
+        s_x, s_r = lax.rsqrt(
+            1e-5
+            + jnp.mean(jnp.stack([jnp.square(stat), jnp.square(r)]), axis=tuple(a + 1 for a in red))
+        )
         wx = w[f"w0__{gi}"] * s_x[:, None]  # (3, 4)
         wr = w[f"w0__{gj}"] * s_r[:, None]
         out = jnp.tensordot(wx, stat, axes=((0,), (0,)), precision=HIGHEST) + jnp.tensordot(

@@ -192,12 +192,12 @@ def velo_apply(theta, state: VeloState, params, grads, loss):
         theta["rnn_params"], X, state.lstm_hidden, state.lstm_cell
     )
 
-    ff = theta["ff_mod_stack"]["~"]
+    mixed = vm.mix_mlp_weights(theta["ff_mod_stack"]["~"], controls)
     new_p, new_accs, steps, exp_args = [], [], [], []
     for t, (p, g, a) in enumerate(zip(p32, g32, accs, strict=True)):
         a = vm.update_accum(a, g)
         new_accs.append(a)
-        w = vm.mix_mlp_weights(ff, controls[t])
+        w = {name: x[t] for name, x in mixed.items()}
         dims = vm.factored_dims(p.shape)
         if dims is not None:
             pm = p
