@@ -15,10 +15,17 @@ from hubopt._src.hub import (
     hub_stats,
     sigma_histogram,
 )
-from hubopt._src.sigma_rules import RECOMMENDED_SIGMA, SIGMA_RULES, SigmaRule, layer_softmax
+from hubopt._src.sigma_rules import (
+    RECOMMENDED_MODE,
+    RECOMMENDED_SIGMA,
+    SIGMA_RULES,
+    SigmaRule,
+    layer_softmax,
+)
 
 __all__ = [
     "MODES",
+    "RECOMMENDED_MODE",
     "RECOMMENDED_SIGMA",
     "SIGMA_HIST_EDGES",
     "SIGMA_RULES",

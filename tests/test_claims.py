@@ -152,6 +152,25 @@ def test_roles_are_found_by_the_sweeps_spec_texts_and_the_tuned_rate_on_valid():
     assert roles.contenders[HUB].result.label == "hub(adam@0.01 | small)"
 
 
+def test_the_recommended_role_is_hub_at_the_recommended_rule_in_its_mode(monkeypatch):
+    import hubopt
+
+    recs = [
+        *_runs("t_x", "preset", [0.5, 0.6, 0.7]),
+        *_runs("t_x", "small", [0.4, 0.4, 0.5]),
+        *_runs("t_x", "hub:preset+small", [0.3, 0.3, 0.3]),
+        *_runs("t_x", "hub:preset+small,sigma=hyper", [0.2, 0.2, 0.2]),
+        *_runs("t_x", "hub:preset+small,sigma=hyper,mode=inverted", [0.1, 0.1, 0.1]),
+    ]
+    monkeypatch.setattr(hubopt, "RECOMMENDED_SIGMA", None)
+    assert claims.RECOMMENDED not in claims.find_roles(recs, "t_x").contenders
+    monkeypatch.setattr(hubopt, "RECOMMENDED_SIGMA", "hyper")
+    for mode, values in (("default", (0.2, 0.2, 0.2)), ("inverted", (0.1, 0.1, 0.1))):
+        monkeypatch.setattr(hubopt, "RECOMMENDED_MODE", mode)
+        found = claims.find_roles(recs, "t_x").contenders[claims.RECOMMENDED]
+        assert found.result.values == values, mode
+
+
 def test_without_a_mixture_the_preset_and_so_every_role_is_unknown():
     recs = [*_runs("t_x", "adamw", [0.5, 0.6]), *_runs("t_x", "small", [0.4, 0.4])]
     roles = claims.find_roles(recs, "t_x")

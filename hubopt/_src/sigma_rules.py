@@ -80,7 +80,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["RECOMMENDED_SIGMA", "SIGMA_RULES", "SigmaRule", "layer_softmax", "resolve_rule"]
+__all__ = [
+    "RECOMMENDED_MODE",
+    "RECOMMENDED_SIGMA",
+    "SIGMA_RULES",
+    "SigmaRule",
+    "layer_softmax",
+    "resolve_rule",
+]
 
 HYPER_STEP = 0.2  # β: the change of λ per step at |cos| = 1
 HYPER_BOUND = 4.0  # |λ| ≤ 4: σ ∈ [0.018, 0.982]
@@ -276,8 +283,10 @@ SIGMA_RULES: dict[str, SigmaRule] = {
 
 # The rule hubopt recommends, chosen from the σ study's records by one stated rule
 # (`hubopt.bench.sigma_choice`; BENCHMARKS.md's "sigma-choice" block): None while no rule
-# qualifies. tests/test_sigma_choice.py holds it to that choice on the committed records.
+# qualifies; RECOMMENDED_MODE is the mode it was chosen in (`hub(..., mode=...)`).
+# tests/test_sigma_choice.py holds both to that choice on the committed records.
 RECOMMENDED_SIGMA: str | None = None
+RECOMMENDED_MODE: str = "default"
 
 
 def resolve_rule(sigma) -> SigmaRule:

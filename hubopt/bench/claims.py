@@ -142,9 +142,15 @@ def recommended_sigma() -> str | None:
 
 
 def role_specs() -> dict[str, str]:
-    """`ROLE_SPECS`, with HUB at the recommended σ once hubopt names one."""
+    """`ROLE_SPECS`, with HUB at the recommended σ (in its mode) once hubopt names one."""
+    import hubopt
+
     rule = recommended_sigma()
-    return {**ROLE_SPECS, **({RECOMMENDED: f"hub:preset+small,sigma={rule}"} if rule else {})}
+    if rule is None:
+        return dict(ROLE_SPECS)
+    mode = getattr(hubopt, "RECOMMENDED_MODE", "default")
+    text = f"hub:preset+small,sigma={rule}" + ("" if mode == "default" else f",mode={mode}")
+    return {**ROLE_SPECS, RECOMMENDED: text}
 
 
 @dataclass(frozen=True)
