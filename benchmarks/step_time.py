@@ -123,8 +123,13 @@ def learned_member(kind: str):
     return hand_optimizer("adamax", 2e-3), "STAND-IN Adamax(2e-3), NOT a learned optimizer"
 
 
-def make_fns(tx, params, x, y):
-    """Jitted (update-alone, full-step) functions of `tx` and their initial state."""
+def make_fns(tx, params, x, y, donate: bool = False):
+    """Jitted (update-alone, full-step) functions of `tx` and their initial state.
+
+    `donate`: the step gives its params and state buffers to XLA for its outputs (and
+    the update its state), as a training loop written for speed does; without it
+    every call allocates fresh output buffers.
+    """
 
     def value_fn(p):  # the loss closure LGL2O evaluates its candidates with
         return loss_fn(p, x, y)
@@ -139,6 +144,12 @@ def make_fns(tx, params, x, y):
         updates, state = members.call_member("opt", tx, grads, state, params, extra)
         return optax.apply_updates(params, updates), state, value
 
+    if donate:
+        return (
+            jax.jit(update, donate_argnums=(1,)),
+            jax.jit(step, donate_argnums=(0, 1)),
+            tx.init(params),
+        )
     return jax.jit(update), jax.jit(step), tx.init(params)
 
 
@@ -160,7 +171,8 @@ def markdown(results, learned_desc, n_params, args, meta, sizes=SIZES) -> str:
         names.setdefault(f"hub_{rule}", f"HUB(hand, learned), sigma={rule}")
     out = [
         f"MLP {'-'.join(map(str, sizes))} ({n_params:,} parameters), batch {BATCH}; "
-        f"{args.rounds} interleaved rounds × {args.iters} calls; ms per call.",
+        f"{args.rounds} interleaved rounds × {args.iters} calls; ms per call; "
+        + ("params and state donated to each call." if args.donate else "no buffer donation."),
         "",
     ]
     for kind, title in (
@@ -216,6 +228,12 @@ def main(argv=None) -> int:
         default="auto",
         help="the learned member; adamax: the labelled stand-in (a quick check of the script)",
     )
+    ap.add_argument(
+        "--donate",
+        action="store_true",
+        help="donate params and state buffers to each call (jax.jit donate_argnums), as a "
+        "training loop written for speed does: no fresh output buffers every step",
+    )
     ap.add_argument("--json", help="also write the figures (and metadata) to this JSON file")
     ap.add_argument("--markdown", help="also write the tables for BENCHMARKS.md to this file")
     ap.add_argument(
@@ -261,12 +279,16 @@ def main(argv=None) -> int:
     fns, t_compile = {}, {}
     for name, tx in contenders.items():
         t0 = time.perf_counter()
-        upd, stp, state = make_fns(tx, params, x, y)
-        u_out = upd(grads, state, params, value)
-        s_out = stp(params, state)
-        jax.block_until_ready((u_out, s_out))
+        upd, stp, state = make_fns(tx, params, x, y, args.donate)
+        # each function gets buffers of its own (a donated buffer is gone after the call)
+        step_state, step_params = (
+            jax.tree_util.tree_map(jnp.copy, (state, params)) if args.donate else (state, params)
+        )
+        _, state = upd(grads, state, params, value)
+        step_params, step_state, _ = stp(step_params, step_state)
+        jax.block_until_ready((state, step_params, step_state))
         t_compile[name] = time.perf_counter() - t0
-        fns[name] = {"update": (upd, state), "step": (stp, state, params)}
+        fns[name] = {"update": (upd, state), "step": (stp, step_state, step_params)}
 
     def run_update(name, iters):
         upd, state = fns[name]["update"]
@@ -353,7 +375,7 @@ def main(argv=None) -> int:
     print(f"hand: Adam(1e-3); learned: {learned_desc}; hub: hubopt.hub(hand, learned)")
     print(
         f"{args.rounds} interleaved rounds x {args.iters} calls; per contender the median "
-        f"and the minimum over rounds (ms)"
+        f"and the minimum over rounds (ms); buffers {'donated' if args.donate else 'not donated'}"
     )
     print(
         f"device {meta['device']}, {os.cpu_count()} cpus, jax {jax.__version__}, "
@@ -437,6 +459,7 @@ def main(argv=None) -> int:
             "n_params": n_params,
             "rounds": args.rounds,
             "iters": args.iters,
+            "donate": args.donate,
             "compile_s": t_compile,
             "meta": meta,
         }

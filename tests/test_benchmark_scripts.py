@@ -163,5 +163,12 @@ def test_step_time_times_hub_lgl2o_and_every_rule_side_by_side(tmp_path):
         assert all(t > 0 for t in res["median_ms"].values())
         assert res["median_ratios"]["hub_over_lgl2o"] > 0
     assert "**t(HUB) / t(LGL2O)**" in md.read_text() and "MLP 16-8-4" in md.read_text()
+    assert rec["donate"] is False and "no buffer donation" in md.read_text()
+    # with donated buffers every contender still runs its rounds (a donated buffer is
+    # never used again)
+    assert step_time.main([*argv, "--donate", "--json", str(out), "--markdown", str(md)]) == 0
+    rec = json.loads(out.read_text())
+    assert rec["donate"] is True and "donated to each call" in md.read_text()
+    assert all(t > 0 for t in rec["results"]["step"]["median_ms"].values())
     with pytest.raises(SystemExit):
         step_time.main(["--widths", "16"])
