@@ -216,14 +216,18 @@ class TensorAccum(NamedTuple):
 def init_accum(shape) -> TensorAccum:
     shape = tuple(shape)
     dims = factored_dims(shape)
-    empty = jnp.zeros((3, 0), F32)
+    # every leaf its own array (even the empty ones): a state whose leaves share a
+    # buffer cannot be donated to a jitted step
+    def empty():
+        return jnp.zeros((3, 0), F32)
+
     if dims is None:
-        row, col, diag = empty, empty, jnp.zeros((3,) + shape, F32)
+        row, col, diag = empty(), empty(), jnp.zeros((3,) + shape, F32)
     else:
         d1, d0 = dims
         row = jnp.zeros((3,) + tuple(s for i, s in enumerate(shape) if i != d0), F32)
         col = jnp.zeros((3,) + tuple(s for i, s in enumerate(shape) if i != d1), F32)
-        diag = empty
+        diag = empty()
     mom = tuple(jnp.zeros(shape, F32) for _ in MOM_DECAYS)
     return TensorAccum(mom, jnp.zeros(shape, F32), row, col, diag)
 
