@@ -89,6 +89,36 @@ def test_runner_refuses_to_clobber_and_reuses_identical_runs(adam_record, tmp_pa
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]
 
 
+def test_the_same_run_written_meanwhile_by_another_process_is_kept_and_another_is_an_error(
+    adam_record, tmp_path, monkeypatch
+):
+    """Two sweeps on one folder may finish the same run: the second keeps the first's
+    record instead of failing; a different run written there meanwhile is still refused."""
+    path, rec = adam_record
+    real_train = runner.train
+    written_meanwhile = {}
+
+    def train_while_another_process_writes(*args, **kwargs):
+        result = real_train(*args, **kwargs)
+        target = written_meanwhile["path"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(written_meanwhile["text"])
+        return result
+
+    monkeypatch.setattr(runner, "train", train_while_another_process_writes)
+    same = tmp_path / "same" / path.name
+    written_meanwhile.update(path=same, text=path.read_text())
+    quiet = {"num_steps": STEPS, "seed": 3, "reuse": True, "log": lambda *_: None}
+    assert runner.train_and_record(TASK, ADAM, path=same, **quiet) == same
+    assert same.read_text() == path.read_text()  # the first writer's record stands
+    assert not (same.parent / ".checkpoints").exists()
+    other = tmp_path / "other" / path.name
+    written_meanwhile.update(path=other, text=records.dumps(dict(rec, seed=4)))
+    with pytest.raises(FileExistsError, match="already exists"):
+        runner.train_and_record(TASK, ADAM, path=other, **quiet)
+    assert records.read(other)["seed"] == 4
+
+
 def test_fewer_evaluations_change_the_records_evaluations_and_nothing_of_the_training(
     adam_record, tmp_path
 ):

@@ -583,11 +583,24 @@ def train_and_record(
         **result,
         "meta": metadata(command),
     }
-    records.write(record, path, overwrite=overwrite)
+    try:
+        records.write(record, path, overwrite=overwrite)
+    except FileExistsError:
+        # another process (a second sweep on the same folder) finished the same run
+        # first: its record stands, and this one is the same run; a different run there
+        # is still an error
+        existing = records.read(path)
+        if not (
+            reuse
+            and same_run(existing, task.name, built.spec, seed, num_steps, task.size, num_evals)
+        ):
+            raise
+        log(f"  {path} was written by another process for the same run; keeping that one")
+        record = existing
     if checkpoints is not None:  # the record holds the run now
         shutil.rmtree(checkpoints, ignore_errors=True)
-        if not any(checkpoints.parent.iterdir()):
-            checkpoints.parent.rmdir()
+        if checkpoints.parent.is_dir() and not any(checkpoints.parent.iterdir()):
+            shutil.rmtree(checkpoints.parent, ignore_errors=True)
     log(
         f"  {built.label:<45s} seed {seed}: best {record['best_loss']:.4g}  final "
         f"{record['final_loss']:.4g}  ({record['timing']['step_time_s'] * 1e6:.1f} µs/step) "

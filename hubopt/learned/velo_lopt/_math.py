@@ -216,6 +216,7 @@ class TensorAccum(NamedTuple):
 def init_accum(shape) -> TensorAccum:
     shape = tuple(shape)
     dims = factored_dims(shape)
+
     # every leaf its own array (even the empty ones): a state whose leaves share a
     # buffer cannot be donated to a jitted step
     def empty():
