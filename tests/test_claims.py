@@ -281,6 +281,17 @@ def test_every_claim_is_judged_on_tasks_and_contenders_its_sweep_preset_runs():
     assert {c.preset for c in claims.CLAIMS} == set(sweep.TABLES)  # every table and figure
 
 
+def test_a_missing_runs_name_takes_the_tasks_learned_optimizer_in_its_learned_slot_only():
+    w = claims._with_learned
+    assert w("small", "velo") == "velo"
+    assert w("hub:preset+small,sigma=hyper,mode=inverted", "velo") == (
+        "hub:preset+velo,sigma=hyper,mode=inverted"
+    )
+    assert w("lgl2o:preset+small", "velo") == "lgl2o:preset+velo"
+    for untouched in ("preset", "theta(runs/small.msgpack)", "hub:preset+smaller"):
+        assert w(untouched, "velo") == untouched
+
+
 def test_preset_time_counts_the_presets_runs_and_estimates_the_missing_ones():
     task = "volume_siren"  # table4: its one task
     n = sweep.TABLES["table4"][2]  # the preset's default seeds

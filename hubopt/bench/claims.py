@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -132,6 +133,12 @@ ROLE_SPECS = {
 }
 LEARNED_TEXTS = ("velo", "small")  # the first with a mixture on record fills the slot
 TUNED_ROLES = (TUNED, ADAMW)  # hand roles: their learning-rate family, tuned on valid
+
+
+def _with_learned(text: str, learned: str) -> str:
+    """A role's spec text with `learned` in its learned slot ("small" alone, or after the
+    hand member's "+"), the rest (options whose values hold "small") untouched."""
+    return re.sub(r"(?:^|(?<=\+))small(?=,|$)", learned, text)
 
 
 def recommended_sigma() -> str | None:
@@ -547,7 +554,7 @@ def preset_time(recs: list[dict], preset: str) -> PresetTime:
             found = by_spec.get(records.spec_key(sweep_spec(text, roles.preset, roles.learned)))
             groups.append(found)
             if not found:  # named with the task's learned optimizer, as --learned runs it
-                missing.append(text.replace("small", roles.learned))
+                missing.append(_with_learned(text, roles.learned))
         for group in groups:
             per_run = statistics.median(map(_run_seconds, group)) if group else typical
             runs += seeds
