@@ -5,6 +5,8 @@ today's names, and a sweep finds them under their old file names (`records.upgra
 import copy
 import json
 
+import pytest
+
 from hubopt.bench import records, runner, sweep
 
 
@@ -67,3 +69,75 @@ def test_upgrading_leaves_other_optimizers_alone():
         "hyperparameters": {"learned.name": "velo", "hand.name": "adam"},
     }
     assert records.upgrade_names(copy.deepcopy(rec)) == rec
+
+
+def test_a_run_of_a_theta_no_longer_shipped_is_its_own_optimizer_and_is_not_reused(tmp_path):
+    """A bundled θ replaced by a new one: its runs read as "small@<hash>" (spec, label,
+    learned slot), so no table mixes them with the shipped θ's and a sweep refuses to take
+    one for a run of the shipped θ; a record without a hash ran UNHASHED_SMALL_SHA256."""
+    point = sweep.Point("nonconvex_l1cos", "hub:adam+small", 0, "tiny", steps=3)
+    (path,) = sweep.run_sweep([point], str(tmp_path / "runs"))
+    raw = json.loads(open(path).read())
+    shipped = raw["optimizer"]["learned"]["theta_sha256"]
+    assert records.read(path)["optimizer"]["label"] == "hub(adam@0.001 | small)"  # shipped
+
+    def mark(record, shipped_sha256):
+        return records.mark_unshipped_theta(copy.deepcopy(record), shipped_sha256)
+
+    other = "f" * 64  # as if a new θ had shipped since the run
+    old = mark(raw, other)["optimizer"]
+    tag = f"small@{shipped[:8]}"
+    assert old["label"] == f"hub(adam@0.001 | {tag})"
+    assert (
+        old["spec"]["learned"] == {"name": tag}
+        and old["spec"]["hand"] == (raw["optimizer"]["spec"]["hand"])
+    )
+    assert old["learned"]["label"] == tag
+    assert records.spec_key(old["spec"]) != records.spec_key(raw["optimizer"]["spec"])
+    assert mark(raw, shipped) == raw  # the shipped θ's runs keep their names
+
+    alone = copy.deepcopy(raw)
+    alone["optimizer"]["spec"] = {"name": "small"}
+    alone["optimizer"]["label"] = "small"
+    assert mark(alone, other)["optimizer"]["spec"] == {"name": tag}
+
+    unhashed = copy.deepcopy(raw)
+    del unhashed["optimizer"]["learned"]["theta_sha256"]
+    assert mark(unhashed, records.UNHASHED_SMALL_SHA256) == unhashed
+    assert mark(unhashed, other)["optimizer"]["label"].endswith(
+        f"small@{records.UNHASHED_SMALL_SHA256[:8]})"
+    )
+
+    # a sweep does not reuse a run of another θ: the record stays, the run is refused
+    written = copy.deepcopy(raw)  # the same run, but of an older θ
+    written["optimizer"]["learned"]["theta_sha256"] = "0" * 64
+    older = tmp_path / "older"
+    older.mkdir()
+    target = older / path.split("/")[-1]
+    target.write_text(records.dumps(written))
+    before = target.read_text()
+    with pytest.raises(FileExistsError, match="already exists"):
+        sweep.run_sweep([point], str(older))
+    assert target.read_text() == before
+
+
+def test_the_unhashed_records_predate_the_first_hashed_ones_which_ran_that_theta():
+    """UNHASHED_SMALL_SHA256 is tied to the records themselves: every committed record of
+    the bundled optimizer without a hash is older than the first one with a hash, and
+    that first one ran the θ UNHASHED_SMALL_SHA256 names."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "benchmarks" / "records"
+    hashed, unhashed = [], []
+    for p in root.rglob("*.json"):
+        rec = json.loads(p.read_text())
+        learned = rec.get("optimizer", {}).get("learned") if isinstance(rec, dict) else None
+        if isinstance(learned, dict) and learned.get("kind") in ("small", "pretrained"):
+            date = rec["meta"]["date"]
+            if "theta_sha256" in learned:
+                hashed.append((date, learned["theta_sha256"]))
+            else:
+                unhashed.append(date)
+    first_date, first_hash = min(hashed)
+    assert first_hash == records.UNHASHED_SMALL_SHA256
+    assert unhashed and max(unhashed) < first_date

@@ -61,6 +61,7 @@ file-name form a run of it had then).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -189,6 +190,50 @@ def upgrade_names(record: dict) -> dict:
     return record
 
 
+# Records written before runs named their θ by hash (2026-12-01 and 2026-12-02) all ran
+# the bundled θ of git e3ed02e (2026-11-29), whose file did not change until this hash
+# was recorded: they count as runs of it.
+UNHASHED_SMALL_SHA256 = "098c316fac7621793863ce7667f29c4d42cd150aa2cb129d94d7f9883d574b6a"
+
+
+@functools.cache
+def _shipped_small_sha256() -> str:
+    from hubopt.learned.small_lopt.bundled import theta_sha256
+
+    return theta_sha256(SMALL)
+
+
+def _rename_small(spec, name: str):
+    if isinstance(spec, dict):
+        if spec.get("name") == SMALL:
+            return spec | {"name": name}
+        return {k: _rename_small(v, name) for k, v in spec.items()}
+    return spec
+
+
+def mark_unshipped_theta(record: dict, shipped_sha256: str | None = None) -> dict:
+    """`record` with its bundled learned optimizer renamed "small@<8 hex digits of its θ's
+    SHA-256>" where that θ is not the one shipped now (`shipped_sha256`, by default the
+    SHA-256 of the package's `small` θ file): in the spec, the label and the learned slot.
+
+    A run of another θ is another optimizer: so no table puts it beside or in place of
+    runs of the shipped one, a sweep does not reuse it for a run of the shipped one, and
+    `hubopt.bench.optimizers` cannot rebuild it. A record without a hash ran the θ of
+    `UNHASHED_SMALL_SHA256`."""
+    opt = record["optimizer"]
+    learned = opt.get("learned")
+    if not (isinstance(learned, dict) and learned.get("kind") == SMALL):
+        return record
+    ran = learned.get("theta_sha256", UNHASHED_SMALL_SHA256)
+    if ran == (shipped_sha256 or _shipped_small_sha256()):
+        return record
+    name = f"{SMALL}@{ran[:8]}"
+    opt["spec"] = _rename_small(opt["spec"], name)
+    opt["label"] = _SMALL_TOKEN.sub(name, opt["label"])
+    learned["label"] = _SMALL_TOKEN.sub(name, str(learned.get("label", SMALL)))
+    return record
+
+
 def legacy_label(label: str) -> str:
     """The label a run of `label` had before the bundled optimizer was named "small"
     ("hub(adam@0.01 | small)" -> "hub(adam@0.01 | hubopt-small)"): where its record file
@@ -232,8 +277,9 @@ def write(record: dict, path: str | os.PathLike, *, overwrite: bool = False) -> 
 
 
 def read(path: str | os.PathLike) -> dict:
-    """Reads and validates one record, with today's names (`upgrade_names`); `RecordError`
-    names the file and the problem."""
+    """Reads and validates one record, with today's names (`upgrade_names`; a run of a
+    bundled θ that is no longer shipped under its own, `mark_unshipped_theta`);
+    `RecordError` names the file and the problem."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -245,7 +291,7 @@ def read(path: str | os.PathLike) -> dict:
         record = json.loads(text)
     except json.JSONDecodeError as e:
         raise RecordError(f"{path}: not valid JSON ({e})") from None
-    return upgrade_names(validate(record, where=str(path)))
+    return mark_unshipped_theta(upgrade_names(validate(record, where=str(path))))
 
 
 def find(paths) -> list[Path]:
