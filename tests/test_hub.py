@@ -261,9 +261,11 @@ def test_every_rules_stats_match_numpy_of_its_own_weights(rule, clip):
         ("conv/w", grads["conv"]["w"], params["conv"]["w"]),
     ]:
         rule_state = None
-        if hubopt.SIGMA_RULES[rule].stateful:  # hyper, hyper_ema
+        if hubopt.SIGMA_RULES[rule].stateful:  # the hyper rules
             rule_state = before["dense"]["w"] if path == "dense/w" else before["conv"]["w"]
-        sigma, _ = hubopt.SIGMA_RULES[rule].weights(jnp.asarray(g), rule_state)
+        chosen = hubopt.SIGMA_RULES[rule]
+        members = (-jnp.asarray(g), -0.7 * jnp.asarray(p)) if chosen.uses_updates else ()
+        sigma, _ = chosen.weights(jnp.asarray(g), rule_state, *members)
         sigma = np.broadcast_to(np.asarray(sigma, np.float64), np.shape(g))
         if clip is not None:
             sigma = np.clip(sigma, *clip)

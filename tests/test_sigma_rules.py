@@ -13,7 +13,7 @@ import hubopt
 from hubopt._src.sigma_rules import HYPER_BOUND, HYPER_MEMORY, HYPER_STEP, SIGMA_RULES
 
 STATELESS = [name for name, rule in SIGMA_RULES.items() if not rule.stateful]
-HYPER = ["hyper", "hyper_ema"]  # hypergradient descent on λ: one step's signal, or a sum
+HYPER = ["hyper", "hyper_ema", "hyper_share"]  # hypergradient descent on λ
 SCALE_FREE = [name for name in STATELESS if SIGMA_RULES[name].scale_free]
 # entries 0 or of magnitude 1e-20 … 1e3, so that a scale of 1e-3 never underflows
 # (XLA flushes subnormals to zero, which would make ties the rule never saw)
@@ -174,7 +174,9 @@ def test_hyper_in_inverted_mode_is_default_mode_up_to_rounding(rule):
             x = x + u
         runs.append((float(state.rule_state.logit), np.asarray(x)))
     (logit_default, x_default), (logit_inverted, x_inverted) = runs
-    assert 0.5 < logit_default < HYPER_BOUND - 0.5  # σ moves to the faster hand member
+    assert 0.5 < abs(logit_default) < HYPER_BOUND - 0.5  # λ moves, and is not at its bound
+    if rule != "hyper_share":  # to the member whose steps lower the loss more: Adam's
+        assert logit_default > 0  # (hyper_share compares their directions at equal size)
     assert logit_inverted == pytest.approx(-logit_default, rel=1e-4, abs=1e-5)
     np.testing.assert_allclose(x_inverted, x_default, rtol=1e-4, atol=1e-6)
 
@@ -238,3 +240,60 @@ def test_a_non_finite_gradient_entry_stays_in_its_entry(name):
         w = np.asarray(rule.weights(g.at[2, 3].set(0.0), None)[0])
         want = -(w * np.asarray(g) + (1 - w) * 0.5 * np.asarray(g))  # σ weighs sgd(1.0)
         np.testing.assert_allclose(np.asarray(u_bad)[others], want[others], rtol=1e-5)
+
+
+def test_hyper_share_gives_the_sides_shares_of_the_step_by_hand():
+    """Three steps of HUB(sgd(1e-3), sign descent) with `hyper_share` against the rule
+    computed here: λ as `hyper`'s but with d = Û_σ − Û_o (updates scaled to L1 norm 1),
+    σ = s n_o / (s n_o + (1 − s) n_σ); the hand member's share of the mixed update is
+    s = sigmoid(λ) although its steps are about a thousand times smaller."""
+    rng = np.random.default_rng(6)
+    grads = [jnp.asarray(rng.normal(size=9), jnp.float32) for _ in range(3)]
+    sign_descent = optax.chain(optax.scale_by_sign(), optax.scale(-1.0))
+    tx = hubopt.hub(optax.sgd(1e-3), sign_descent, sigma="hyper_share")
+    state = tx.init(grads[0])
+    logit, d = 0.0, np.zeros(9)
+    for g in grads:
+        g64 = np.asarray(g, np.float64)
+        cos = g64 @ d / (np.linalg.norm(g64) * np.linalg.norm(d) or 1.0)
+        logit = float(np.clip(logit - HYPER_STEP * cos, -HYPER_BOUND, HYPER_BOUND))
+        s = 1.0 / (1.0 + np.exp(-logit))
+        u_hand, u_learned = -1e-3 * g64, -np.sign(g64)
+        n_h, n_l = np.abs(u_hand).sum(), np.abs(u_learned).sum()
+        sigma = s * n_l / (s * n_l + (1 - s) * n_h)
+        want = sigma * u_hand + (1 - sigma) * u_learned
+        u, state = tx.update(g, state, g)
+        np.testing.assert_allclose(np.asarray(u), want, rtol=1e-4, atol=2e-7)  # 1 − σ in f32
+        assert float(state.rule_state.logit) == pytest.approx(logit, abs=1e-6)
+        stats = hubopt.hub_stats(state)["<root>"]
+        assert stats["hand_share"] == pytest.approx(s, rel=1e-4)  # float32 sums
+        assert stats["sigma_mean"] == pytest.approx(sigma, rel=1e-4)
+        d = u_hand / n_h - u_learned / n_l
+    assert logit != 0.0
+
+
+def test_hyper_share_keeps_its_share_where_the_members_point_the_same_way():
+    """sgd(1e-3) and sgd(1.0) differ only in size: their normalised updates are equal, d
+    is 0 (not rounding noise) and λ stays 0, so each keeps half of the step."""
+    rng = np.random.default_rng(7)
+    tx = hubopt.hub(optax.sgd(1e-3), optax.sgd(1.0), sigma="hyper_share")
+    g = jnp.asarray(rng.normal(size=64), jnp.float32)
+    state = tx.init(g)
+    for _ in range(5):
+        g = jnp.asarray(rng.normal(size=64), jnp.float32)
+        _, state = tx.update(g, state, g)
+    assert float(state.rule_state.logit) == 0.0
+    assert hubopt.hub_stats(state)["<root>"]["hand_share"] == pytest.approx(0.5, rel=1e-4)
+
+
+def test_hyper_share_falls_back_to_its_share_where_a_member_stands_still():
+    tx = hubopt.hub(optax.sgd(0.1), optax.scale(0.0), sigma="hyper_share")
+    x = jnp.linspace(-1.0, 1.0, 8)
+    state = tx.init(x)
+    u, state = tx.update(x, state, x)  # λ = 0: σ = s = ½ of sgd's step, not 1 of it
+    np.testing.assert_allclose(np.asarray(u), -0.05 * np.asarray(x), rtol=1e-6)
+
+
+def test_a_rule_that_reads_the_members_updates_has_no_gradient_histogram():
+    with pytest.raises(ValueError, match="members' updates"):
+        hubopt.sigma_histogram({"w": jnp.ones(3)}, sigma="hyper_share", rule_state={"w": None})

@@ -129,7 +129,11 @@ def _mix_leaf(g, u_hand, u_learned, mode: str, clip, rule: SigmaRule, rule_state
     nan = jnp.float32(jnp.nan)
     if jnp.size(g) == 0:
         return jnp.zeros(jnp.shape(g), out_dtype), (nan, nan, nan, nan), rule_state
-    sigma, rule_state = rule.weights(g, rule_state)
+    u_sigma, u_other = (u_hand, u_learned) if mode == "default" else (u_learned, u_hand)
+    if rule.uses_updates:
+        sigma, rule_state = rule.weights(g, rule_state, u_sigma, u_other)
+    else:
+        sigma, rule_state = rule.weights(g, rule_state)
     sigma = jnp.asarray(sigma, jnp.float32)
     if sigma.shape not in ((), jnp.shape(g)):
         raise ValueError(
@@ -154,7 +158,6 @@ def _mix_leaf(g, u_hand, u_learned, mode: str, clip, rule: SigmaRule, rule_state
     learned_part = (1.0 - w_hand) * u_learned_mix
     update = (hand_part + learned_part).astype(out_dtype)
     if rule.observe is not None:
-        u_sigma, u_other = (u_hand, u_learned) if mode == "default" else (u_learned, u_hand)
         rule_state = rule.observe(rule_state, u_sigma, u_other)
     if not stats:
         return update, (nan, nan, nan, nan), rule_state
@@ -190,6 +193,11 @@ def sigma_histogram(grads, *, sigma="softmax", clip=None, rule_state=None, edges
     rule = resolve_rule(sigma)
     if rule.stateful and rule_state is None:
         raise ValueError(f"sigma rule {rule.name!r} has state: pass rule_state (a HubState's)")
+    if rule.uses_updates:
+        raise ValueError(
+            f"sigma rule {rule.name!r} weighs by the members' updates, which a gradient "
+            "alone does not give: read its σ from hub_stats(state) (sigma_mean)"
+        )
     edges_arr = jnp.asarray(edges, jnp.float32)
     bins = edges_arr.shape[0] - 1
 

@@ -25,10 +25,14 @@ inverted mode (`hubopt.hub(..., sigma=NAME)`, `SIGMA_RULES`).
                  |λ| ≤ 4), d = (σ-side update − other update)  own gradient: no extra pass
     hyper_ema    hyper with D_t = ρ D_{t−1} + d_t (ρ = 0.999)  ... over the last ~1/(1 − ρ)
                  in place of d: cos(g_t, D_{t−1})              steps, not one
+    hyper_share  hyper's λ as the σ side's SHARE s of the      members whose steps differ
+                 update: σ = s n_o / (s n_o + (1 − s) n_σ),    a thousandfold get the
+                 n = ‖U‖₁ of each member's update; d of the    shares s and 1 − s of the
+                 updates scaled to ‖U‖₁ = 1                    mixed step, not σ and 1 − σ
 
 Every rule but `softmax` is invariant to the gradient's scale (σ(c·g) = σ(g) for
 c > 0) and, for i.i.d. gradient entries, keeps its mean weight at any width; all
-but `hyper` and `hyper_ema` are non-decreasing in |g| within a tensor. The magnitude r is relative
+but the `hyper` rules are non-decreasing in |g| within a tensor. The magnitude r is relative
 to the mean |g|, not the rms: with heavy-tailed gradients (Student's t, 4 degrees of
 freedom) the rms of a 10-entry tensor is so noisy that a sigmoid of |g|/rms moves
 its mean weight by 16% between 10 and 10⁶ entries (|g|/mean|g|: 4%); and r is
@@ -60,6 +64,21 @@ final training loss; ρ was chosen there among 0.9, 0.99 and 0.999) `hyper` land
 the parents on 6 and `hyper_ema` on 3, beating both on 6; it follows the learned
 optimizer where that one over-fits, too (their valid loss). The σ study's records say
 how it does on the paper's tasks (BENCHMARKS.md).
+
+`hyper_share` is `hyper` for members whose steps differ in size by orders of magnitude
+(fine-tuning: AdamW at 1e-4 beside a learned optimizer whose steps are ~1000× larger,
+where `hyper`'s σ = 0.98 still leaves the hand member 0.1% of the update). Its λ sets
+the σ side's share s = sigmoid(λ) of the mixed update's L1 mass, and σ follows from the
+members' update norms n_σ, n_o of this step:
+
+    σ = s n_o / (s n_o + (1 − s) n_σ),   so  ‖σ U_σ‖₁ : ‖(1 − σ) U_o‖₁ = s : (1 − s),
+
+and U = M (s Û_σ + (1 − s) Û_o) with Û = U/‖U‖₁ and M = 1/(s/n_σ + (1 − s)/n_o) (a
+harmonic mean: at s = ½ the step is at most twice the smaller member's). λ descends
+dL/ds = M ⟨g, Û_σ − Û_o⟩ as `hyper` does (cosine, β, bound), so d is the difference of
+the normalised updates. Where a member's update is zero the rule falls back to σ = s.
+It reads the members' updates of the step (`uses_updates`), two L1 norms per tensor
+that HUB's diagnostics take anyway.
 
 Non-finite gradients: σ sees a NaN or infinite entry as |g| = 0, so it stays
 inside its own entry (whose update the members make non-finite or not, as they
@@ -226,6 +245,41 @@ def _hyper_observe(state: HyperState, u_sigma, u_other) -> HyperState:
     return state._replace(diff=_finite32(u_sigma) - _finite32(u_other))
 
 
+def _l1(u) -> jax.Array:
+    return jnp.sum(jnp.abs(_finite32(u)))
+
+
+def _share_weights(g, state: HyperState, u_sigma, u_other):
+    """σ = s n_o / (s n_o + (1 − s) n_σ), s = sigmoid(λ) after `hyper`'s step on λ; σ = s
+    where a member's update is zero."""
+    logit = jnp.clip(
+        state.logit - HYPER_STEP * _cosine(jnp.asarray(g), state.diff), -HYPER_BOUND, HYPER_BOUND
+    )
+    share = jax.nn.sigmoid(logit)
+    n_sigma, n_other = _l1(u_sigma), _l1(u_other)
+    both = (n_sigma > 0) & (n_other > 0)
+    denom = share * n_other + (1.0 - share) * n_sigma
+    sigma = jnp.where(both, share * n_other / jnp.where(both, denom, 1.0), share)
+    return sigma.astype(jnp.float32), state._replace(logit=logit)
+
+
+SHARE_TIE = 1e-5  # ‖Û_σ − Û_o‖₁ below this (of at most 2): the members point the same way
+
+
+def _share_observe(state: HyperState, u_sigma, u_other) -> HyperState:
+    """d = Û_σ − Û_o, each member's update scaled to L1 norm 1 (a zero one stays 0); 0
+    where the two point the same way up to rounding (else the cosine of g with rounding
+    noise would move λ)."""
+
+    def unit(u):
+        u = _finite32(u)
+        n = jnp.sum(jnp.abs(u))
+        return u / jnp.where(n > 0, n, 1.0)
+
+    d = unit(u_sigma) - unit(u_other)
+    return state._replace(diff=jnp.where(jnp.sum(jnp.abs(d)) > SHARE_TIE, d, 0.0))
+
+
 def _hyper_ema_observe(state: HyperState, u_sigma, u_other) -> HyperState:
     """D ← ρ D + (σ-side update − other update): `hyper`'s difference summed over the past."""
     return state._replace(
@@ -237,6 +291,8 @@ class SigmaRule(NamedTuple):
     """A σ rule. Stateless: `weights(g, None) -> (σ, None)`. With state (per tensor):
     `init(param) -> state`, `weights(g, state) -> (σ, state)` before the mix and
     `observe(state, u_sigma, u_other) -> state` after it (u_sigma: the update σ weighs).
+    With `uses_updates`, `weights(g, state, u_sigma, u_other)` also reads the members'
+    updates of this step (`hyper_share`).
     σ has g's shape, or is 0-d: one weight for the whole tensor (`hyper`).
 
     summary: optional `g -> (min σ, mean σ, max σ)` in closed form, so that HUB's
@@ -251,6 +307,7 @@ class SigmaRule(NamedTuple):
     scale_free: bool = True
     width_free: bool = True
     monotone: bool = True
+    uses_updates: bool = False
 
     @property
     def stateful(self) -> bool:
@@ -278,6 +335,14 @@ SIGMA_RULES: dict[str, SigmaRule] = {
     "lognormal": _stateless("lognormal", lognormal_weights),
     "hyper": _hypergradient_rule("hyper", _hyper_observe),
     "hyper_ema": _hypergradient_rule("hyper_ema", _hyper_ema_observe),
+    "hyper_share": SigmaRule(
+        name="hyper_share",
+        weights=_share_weights,
+        init=_hyper_init,
+        observe=_share_observe,
+        monotone=False,
+        uses_updates=True,
+    ),
 }
 
 

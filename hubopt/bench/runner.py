@@ -407,7 +407,7 @@ class _SigmaHistograms(NamedTuple):
     @classmethod
     def of(cls, spec, params, opt_state, eval_schedule: list[int]):
         """For a HUB run evaluated at the steps `eval_schedule` (0, …, num_steps), its
-        histograms; None for other runs."""
+        histograms; None for other runs and for a σ rule that reads the members' updates."""
         if spec.get("name") != "hub":
             return None
         from hubopt import SIGMA_RULES, HubState, sigma_histogram
@@ -415,6 +415,8 @@ class _SigmaHistograms(NamedTuple):
 
         clip = None if spec.get("clip") is None else tuple(spec["clip"])
         rule = spec.get("sigma", "softmax")
+        if SIGMA_RULES[rule].uses_updates:  # σ from the members' updates: not from grads
+            return None
         num_steps = eval_schedule[-1]
         nearest = (min(eval_schedule, key=lambda s: abs(s - f * num_steps)) for f in SIGMA_HIST_AT)
         steps = sorted({min(int(s), num_steps - 1) for s in nearest})
