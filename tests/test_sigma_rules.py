@@ -297,3 +297,25 @@ def test_hyper_share_falls_back_to_its_share_where_a_member_stands_still():
 def test_a_rule_that_reads_the_members_updates_has_no_gradient_histogram():
     with pytest.raises(ValueError, match="members' updates"):
         hubopt.sigma_histogram({"w": jnp.ones(3)}, sigma="hyper_share", rule_state={"w": None})
+
+
+@pytest.mark.parametrize("rule", HYPER)
+def test_the_hyper_rules_mean_weight_does_not_move_with_the_width(rule):
+    """i.i.d. heavy-tailed gradients, uncorrelated with the past updates: after 5 steps of
+    HUB(sgd, sign descent) the mean hand weight (`hyper_share`: the hand share of the
+    step) of 300 tensors of 10 entries is that of one tensor of 10⁶, within 5%."""
+    rng = np.random.default_rng(1)
+    sign_descent = optax.chain(optax.scale_by_sign(), optax.scale(-0.01))
+    tx = hubopt.hub(optax.sgd(0.1), sign_descent, sigma=rule)
+    key = "hand_share" if rule == "hyper_share" else "sigma_mean"
+
+    def mean_weight(shapes):
+        params = {f"t{i}": jnp.zeros(s) for i, s in enumerate(shapes)}
+        state = tx.init(params)
+        for _ in range(5):
+            g = {k: jnp.asarray(rng.standard_t(4, v.shape), jnp.float32) for k, v in params.items()}
+            _, state = tx.update(g, state, params)
+        return np.mean([s[key] for s in hubopt.hub_stats(state).values()])
+
+    narrow, wide = mean_weight([(10,)] * 300), mean_weight([(10**6,)])
+    assert abs(wide - narrow) <= 0.05 * narrow, (narrow, wide)
