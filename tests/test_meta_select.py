@@ -99,3 +99,32 @@ def test_selection_never_reads_test_data(run_dir):
 def test_a_run_without_snapshots_is_refused(tmp_path):
     with pytest.raises(ValueError, match="holds no θ snapshots"):
         select.select_checkpoint(tmp_path)
+
+
+def test_inside_hub_runs_every_candidate_as_hubs_learned_member(run_dir, tmp_path, monkeypatch):
+    """--inside-hub: each candidate is HUB's learned member beside the task's hand preset
+    (what a θ meta-trained with --hub was trained for); the selection file says so, and a
+    selection made alone is not reused for it."""
+    import shutil
+
+    from hubopt.bench import optimizers
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    alone = select.select_checkpoint(copy, tasks=(TASK,), horizons=(30,), log=lambda *_: None)
+    built = []
+    real_build = optimizers.build
+    monkeypatch.setattr(
+        optimizers, "build", lambda spec, n, **kw: built.append(spec) or real_build(spec, n, **kw)
+    )
+    hub = select.select_checkpoint(
+        copy, tasks=(TASK,), horizons=(30,), inside_hub=True, log=lambda *_: None
+    )
+    assert hub["settings"]["inside_hub"] is True and "inside_hub" not in alone["settings"]
+    assert len(built) == 2 and all(spec["name"] == "hub" for spec in built)
+    assert {spec["learned"]["path"] for spec in built} == {
+        str(copy / "thetas" / name) for name in hub["candidates"]
+    }
+    assert hub["candidates"] != alone["candidates"]
+    flags = ["--tasks", TASK, "--horizons", "30", "--inside-hub"]
+    assert main(["meta-select", str(copy), *flags]) == 0

@@ -11,6 +11,9 @@ scored by the headline of those tasks, the final loss on the whole training spli
 does not win by −∞). With `criterion="train+valid"` the same mean is also taken of the
 valid split's loss, log(max(V_T, f_V) / V₀), and the score is the sum of the two: a
 θ that memorises the training split at the cost of its held-out loss loses there.
+With `inside_hub=True` every candidate runs as HUB's learned member beside the task's
+hand preset (`hub:preset+theta(path=…)`, softmax σ), the setting a θ meta-trained with
+`--hub` was trained for; the selection file records it, so the two are never mixed.
 A candidate is eligible when no run diverged and every run's spike ratio
 (`scoring.spike_ratio`) is at most `spike_limit`; the eligible candidate with the
 lowest score is chosen (ties: the later snapshot). Test data is never read: the tasks
@@ -45,15 +48,21 @@ def selection_tasks() -> tuple[str, ...]:
     return tuple(n for n in VALIDATION_NAMES if td.data_role(KINDS[n][0]) != "test")
 
 
-def _run(task_name: str, theta_path: Path, num_steps: int, seed: int) -> dict:
-    """One candidate on one task: final training and valid loss, their initial values,
-    spike ratio, divergence."""
-    from hubopt.bench import optimizers, runner
+def _run(
+    task_name: str, theta_path: Path, num_steps: int, seed: int, inside_hub: bool = False
+) -> dict:
+    """One candidate on one task (alone, or as HUB's learned member beside the task's
+    hand preset): final training and valid loss, their initial values, spike ratio,
+    divergence."""
+    from hubopt.bench import optimizers, runner, spec_language
     from hubopt.bench.report import record_spike_ratio
     from hubopt.tasks import get_task
 
     task = get_task(task_name, "cpu").with_budget(num_steps)
-    built = optimizers.build({"name": "theta", "path": str(theta_path)}, num_steps)
+    spec = {"name": "theta", "path": str(theta_path)}
+    if inside_hub:
+        spec = spec_language.parse(f"hub:preset+theta(path={theta_path})", task).to_dict()
+    built = optimizers.build(spec, num_steps)
     out = runner.train(task, built, num_steps=num_steps, seed=seed, progress=False)
     return {
         "task": task_name,
@@ -93,6 +102,7 @@ def select_checkpoint(
     seed: int = 0,
     spike_limit: float = SPIKE_LIMIT,
     criterion: str = "train",
+    inside_hub: bool = False,
     log=print,
 ) -> dict:
     """Scores every `thetas/theta_<step>.msgpack` of `run_dir` (see the module docstring),
@@ -120,13 +130,15 @@ def select_checkpoint(
     settings["spike_limit"] = spike_limit
     if criterion != "train":  # (selections made before the criterion existed used "train")
         settings["criterion"] = criterion
+    if inside_hub:  # (and alone before this option existed)
+        settings["inside_hub"] = True
     done = json.loads(path.read_text()) if path.exists() else {}
     if done.get("settings") != settings:
         done = {"settings": settings, "candidates": {}}
     for cand in candidates:
         if cand.name in done["candidates"]:
             continue
-        runs = [_run(t, cand, n, seed) for n in horizons for t in tasks]
+        runs = [_run(t, cand, n, seed, inside_hub) for n in horizons for t in tasks]
         score, worst = _score(runs, criterion), max(r["spike_ratio"] for r in runs)
         eligible = all(not r["diverged"] for r in runs) and worst <= spike_limit
         done["candidates"][cand.name] = {
@@ -166,6 +178,12 @@ def add_arguments(parser) -> None:
         default="train",
         help="score by the final training loss, or by it and the valid split's loss",
     )
+    parser.add_argument(
+        "--inside-hub",
+        action="store_true",
+        help="run every candidate as HUB's learned member beside the task's hand preset "
+        "(for a θ meta-trained with --hub), not alone",
+    )
 
 
 def run(args) -> int:
@@ -178,6 +196,7 @@ def run(args) -> int:
             horizons=args.horizons,
             spike_limit=args.spike_limit,
             criterion=args.criterion,
+            inside_hub=args.inside_hub,
         )
     except ValueError as e:
         print(f"hubopt meta-select: {e}", file=sys.stderr)
