@@ -181,6 +181,12 @@ def test_hyper_in_inverted_mode_is_default_mode_up_to_rounding(rule):
     np.testing.assert_allclose(x_inverted, x_default, rtol=1e-4, atol=1e-6)
 
 
+def _hyper_logit_by_hand(logit: float, g: np.ndarray, d: np.ndarray) -> float:
+    """λ ← clip(λ − β cos(g, d), ±bound), cos = 0 where d is 0."""
+    cos = g @ d / (np.linalg.norm(g) * np.linalg.norm(d) or 1.0)
+    return float(np.clip(logit - HYPER_STEP * cos, -HYPER_BOUND, HYPER_BOUND))
+
+
 def test_hyper_ema_sums_the_past_differences_by_hand():
     """Three steps of HUB(sgd(1.0), sgd(0.5)) with `hyper_ema`, against the rule computed
     here: D₁ = d₁, D₂ = ρ D₁ + d₂, and λ₃ = λ₂ − β cos(g₃, D₂), d = σ-side − other update."""
@@ -191,8 +197,7 @@ def test_hyper_ema_sums_the_past_differences_by_hand():
     logit, memory = 0.0, np.zeros(7)
     for g in grads:
         g64 = np.asarray(g, np.float64)
-        cos = g64 @ memory / (np.linalg.norm(g64) * np.linalg.norm(memory) or 1.0)
-        logit = float(np.clip(logit - HYPER_STEP * cos, -HYPER_BOUND, HYPER_BOUND))
+        logit = _hyper_logit_by_hand(logit, g64, memory)
         memory = HYPER_MEMORY * memory + (-1.0 * g64 - (-0.5 * g64))  # sgd(1.0) − sgd(0.5)
         _, state = tx.update(g, state, g)
         assert float(state.rule_state.logit) == pytest.approx(logit, abs=1e-6)
@@ -255,8 +260,7 @@ def test_hyper_share_gives_the_sides_shares_of_the_step_by_hand():
     logit, d = 0.0, np.zeros(9)
     for g in grads:
         g64 = np.asarray(g, np.float64)
-        cos = g64 @ d / (np.linalg.norm(g64) * np.linalg.norm(d) or 1.0)
-        logit = float(np.clip(logit - HYPER_STEP * cos, -HYPER_BOUND, HYPER_BOUND))
+        logit = _hyper_logit_by_hand(logit, g64, d)
         s = 1.0 / (1.0 + np.exp(-logit))
         u_hand, u_learned = -1e-3 * g64, -np.sign(g64)
         n_h, n_l = np.abs(u_hand).sum(), np.abs(u_learned).sum()
