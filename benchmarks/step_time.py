@@ -144,13 +144,12 @@ def make_fns(tx, params, x, y, donate: bool = False):
         updates, state = members.call_member("opt", tx, grads, state, params, extra)
         return optax.apply_updates(params, updates), state, value
 
-    if donate:
-        return (
-            jax.jit(update, donate_argnums=(1,)),
-            jax.jit(step, donate_argnums=(0, 1)),
-            tx.init(params),
-        )
-    return jax.jit(update), jax.jit(step), tx.init(params)
+    update_donates, step_donates = ((1,), (0, 1)) if donate else ((), ())
+    return (
+        jax.jit(update, donate_argnums=update_donates),
+        jax.jit(step, donate_argnums=step_donates),
+        tx.init(params),
+    )
 
 
 def markdown(results, learned_desc, n_params, args, meta, sizes=SIZES) -> str:

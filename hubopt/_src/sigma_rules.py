@@ -272,9 +272,8 @@ def _share_observe(state: HyperState, u_sigma, u_other) -> HyperState:
     noise would move λ)."""
 
     def unit(u):
-        u = _finite32(u)
-        n = jnp.sum(jnp.abs(u))
-        return u / jnp.where(n > 0, n, 1.0)
+        n = _l1(u)
+        return _finite32(u) / jnp.where(n > 0, n, 1.0)
 
     d = unit(u_sigma) - unit(u_other)
     return state._replace(diff=jnp.where(jnp.sum(jnp.abs(d)) > SHARE_TIE, d, 0.0))

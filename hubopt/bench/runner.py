@@ -543,11 +543,15 @@ def train_and_record(
     if path is None:
         path = existing_record_path(out_dir, task.name, built.label, seed)
     path = Path(path)
+
+    def reusable(existing: dict) -> bool:  # the record at `path` is this run's, and may stand
+        return reuse and same_run(
+            existing, task.name, built.spec, seed, num_steps, task.size, num_evals
+        )
+
     if path.exists() and not overwrite:
         existing = records.read(path)
-        if reuse and same_run(
-            existing, task.name, built.spec, seed, num_steps, task.size, num_evals
-        ):
+        if reusable(existing):
             log(f"  reusing {path} (same task, optimizer, seed and steps; --overwrite reruns)")
             return path
         raise FileExistsError(
@@ -592,10 +596,7 @@ def train_and_record(
         # first: its record stands, and this one is the same run; a different run there
         # is still an error
         existing = records.read(path)
-        if not (
-            reuse
-            and same_run(existing, task.name, built.spec, seed, num_steps, task.size, num_evals)
-        ):
+        if not reusable(existing):
             raise
         log(f"  {path} was written by another process for the same run; keeping that one")
         record = existing
