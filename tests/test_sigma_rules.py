@@ -10,10 +10,17 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import hubopt
-from hubopt._src.sigma_rules import HYPER_BOUND, HYPER_MEMORY, HYPER_STEP, SIGMA_RULES
+from hubopt._src.sigma_rules import (
+    HYPER_BOUND,
+    HYPER_MEMORY,
+    HYPER_STEP,
+    SHARE_FLOOR,
+    SIGMA_RULES,
+)
 
 STATELESS = [name for name, rule in SIGMA_RULES.items() if not rule.stateful]
-HYPER = ["hyper", "hyper_ema", "hyper_share"]  # hypergradient descent on λ
+HYPER = ["hyper", "hyper_ema", "hyper_share", "hyper_floor"]  # hypergradient descent on λ
+BY_UPDATES = [name for name, rule in SIGMA_RULES.items() if rule.uses_updates]
 SCALE_FREE = [name for name in STATELESS if SIGMA_RULES[name].scale_free]
 # entries 0 or of magnitude 1e-20 … 1e3, so that a scale of 1e-3 never underflows
 # (XLA flushes subnormals to zero, which would make ties the rule never saw)
@@ -155,7 +162,7 @@ def test_hyper_is_free_of_the_losss_scale(rule):
     assert runs[0][0] > 0  # and it leans to the member that moves
 
 
-@pytest.mark.parametrize("rule", HYPER)
+@pytest.mark.parametrize("rule", [r for r in HYPER if r != "hyper_floor"])  # floors σ's side
 def test_hyper_in_inverted_mode_is_default_mode_up_to_rounding(rule):
     """`hyper` weighs whichever member σ stands for by the same hypergradient: in inverted
     mode λ is the default mode's −λ, so the hand member's weight, sigmoid(λ) or
@@ -298,9 +305,69 @@ def test_hyper_share_falls_back_to_its_share_where_a_member_stands_still():
     np.testing.assert_allclose(np.asarray(u), -0.05 * np.asarray(x), rtol=1e-6)
 
 
-def test_a_rule_that_reads_the_members_updates_has_no_gradient_histogram():
+@pytest.mark.parametrize("rule", BY_UPDATES)
+def test_a_rule_that_reads_the_members_updates_has_no_gradient_histogram(rule):
     with pytest.raises(ValueError, match="members' updates"):
-        hubopt.sigma_histogram({"w": jnp.ones(3)}, sigma="hyper_share", rule_state={"w": None})
+        hubopt.sigma_histogram({"w": jnp.ones(3)}, sigma=rule, rule_state={"w": None})
+
+
+def test_hyper_floor_keeps_the_hand_members_share_of_the_step_by_hand():
+    """Three steps of HUB(sgd(1e-3), sign descent) with `hyper_floor` against the rule
+    computed here: `hyper`'s λ and σ = sigmoid(λ), whose hand share σ n_h / (σ n_h +
+    (1 − σ) n_l) is about 0.001 (sign descent's steps are ~1000× sgd's), so the share
+    is raised to b and σ = b n_l / (b n_l + (1 − b) n_h)."""
+    rng = np.random.default_rng(8)
+    grads = [jnp.asarray(rng.normal(size=9), jnp.float32) for _ in range(3)]
+    sign_descent = optax.chain(optax.scale_by_sign(), optax.scale(-1.0))
+    tx = hubopt.hub(optax.sgd(1e-3), sign_descent, sigma="hyper_floor")
+    state = tx.init(grads[0])
+    logit, d = 0.0, np.zeros(9)
+    for g in grads:
+        g64 = np.asarray(g, np.float64)
+        logit = _hyper_logit_by_hand(logit, g64, d)
+        u_hand, u_learned = -1e-3 * g64, -np.sign(g64)
+        n_h, n_l = np.abs(u_hand).sum(), np.abs(u_learned).sum()
+        sigma = 1.0 / (1.0 + np.exp(-logit))
+        assert sigma * n_h / (sigma * n_h + (1 - sigma) * n_l) < SHARE_FLOOR  # raised
+        sigma = SHARE_FLOOR * n_l / (SHARE_FLOOR * n_l + (1 - SHARE_FLOOR) * n_h)
+        want = sigma * u_hand + (1 - sigma) * u_learned
+        u, state = tx.update(g, state, g)
+        np.testing.assert_allclose(np.asarray(u), want, rtol=1e-4, atol=2e-7)
+        assert float(state.rule_state.logit) == pytest.approx(logit, abs=1e-6)
+        stats = hubopt.hub_stats(state)["<root>"]
+        assert stats["hand_share"] == pytest.approx(SHARE_FLOOR, rel=1e-4)
+        d = u_hand - u_learned  # hyper's difference, not normalised
+    assert logit != 0.0
+
+
+def test_hyper_floor_is_hyper_bit_for_bit_above_its_floor():
+    """sgd(0.2) against sgd(0.1): the hand member's share stays above b while the learned
+    one's falls below it (only σ's side has a floor), so every update and λ are
+    `hyper`'s exactly."""
+    rng = np.random.default_rng(9)
+    target = jnp.asarray(rng.normal(size=(5, 4)), jnp.float32)
+    runs = []
+    for rule in ("hyper", "hyper_floor"):
+        tx = hubopt.hub(optax.sgd(0.2), optax.sgd(0.1), sigma=rule)
+        x = jnp.zeros((5, 4))
+        state = tx.init(x)
+        for _ in range(20):  # λ → 4: the hand member takes most of the step
+            u, state = tx.update(x - target + 0.1 * jnp.sin(3.0 * x), state, x)
+            x = x + u
+            assert hubopt.hub_stats(state)["<root>"]["hand_share"] > SHARE_FLOOR
+        assert hubopt.hub_stats(state)["<root>"]["hand_share"] > 1 - SHARE_FLOOR
+        runs.append((np.asarray(state.rule_state.logit), np.asarray(x)))
+    np.testing.assert_array_equal(runs[1][0], runs[0][0])
+    np.testing.assert_array_equal(runs[1][1], runs[0][1])
+    assert runs[0][0] != 0.0
+
+
+def test_hyper_floor_is_hyper_where_a_member_stands_still():
+    tx = hubopt.hub(optax.sgd(0.1), optax.scale(0.0), sigma="hyper_floor")
+    x = jnp.linspace(-1.0, 1.0, 8)
+    state = tx.init(x)
+    u, state = tx.update(x, state, x)  # λ = 0: σ = ½ of sgd's step
+    np.testing.assert_allclose(np.asarray(u), -0.05 * np.asarray(x), rtol=1e-6)
 
 
 @pytest.mark.parametrize("rule", HYPER)
