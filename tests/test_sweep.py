@@ -171,6 +171,19 @@ def test_cli_sweep_runs_a_grid_of_ones_own(tmp_path, capsys):
     assert cli.main(argv) == 0 and _bytes(out) == before  # the rerun reuses every record
 
 
+def test_paper_presets_add_hub_at_the_recommended_rule_once_there_is_one(monkeypatch):
+    import hubopt
+
+    monkeypatch.setattr(hubopt, "RECOMMENDED_SIGMA", None)
+    plain = {p.opt for p in sweep.preset_points("table4", size="tiny", seeds=1)}
+    assert not any(",sigma=" in o for o in plain)
+    monkeypatch.setattr(hubopt, "RECOMMENDED_SIGMA", "hyper")
+    for mode, suffix in (("default", ""), ("inverted", ",mode=inverted")):
+        monkeypatch.setattr(hubopt, "RECOMMENDED_MODE", mode)
+        opts = {p.opt for p in sweep.preset_points("table4", size="tiny", seeds=1)}
+        assert opts == plain | {"hub:preset+small,sigma=hyper" + suffix}
+
+
 def test_a_presets_grid_on_some_of_its_tasks_is_its_points_on_those_tasks():
     whole = sweep.preset_points("table2", "tiny", 2)
     some = sweep.preset_tasks(whole, "table2", ["sine_lstm", "carracing_ltc"])

@@ -150,14 +150,8 @@ def recommended_sigma() -> str | None:
 
 def role_specs() -> dict[str, str]:
     """`ROLE_SPECS`, with HUB at the recommended σ (in its mode) once hubopt names one."""
-    import hubopt
-
-    rule = recommended_sigma()
-    if rule is None:
-        return dict(ROLE_SPECS)
-    mode = getattr(hubopt, "RECOMMENDED_MODE", "default")
-    text = f"hub:preset+small,sigma={rule}" + ("" if mode == "default" else f",mode={mode}")
-    return {**ROLE_SPECS, RECOMMENDED: text}
+    text = sweep.recommended_contender()
+    return dict(ROLE_SPECS) if text is None else {**ROLE_SPECS, RECOMMENDED: text}
 
 
 @dataclass(frozen=True)

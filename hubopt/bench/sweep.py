@@ -157,15 +157,28 @@ def _tuned_grid(task) -> list[str]:
     return ["preset", *(f"preset,lr={r:g}" for r in rates)]
 
 
+def recommended_contender() -> str | None:
+    """HUB at hubopt's recommended σ rule in its mode (`hubopt.RECOMMENDED_SIGMA`,
+    `RECOMMENDED_MODE`) as a contender of the paper's tables; None while there is none."""
+    import hubopt
+
+    rule = getattr(hubopt, "RECOMMENDED_SIGMA", None)
+    if rule is None:
+        return None
+    mode = getattr(hubopt, "RECOMMENDED_MODE", "default")
+    return f"hub:preset+small,sigma={rule}" + ("" if mode == "default" else f",mode={mode}")
+
+
 def _table(name: str):
     tasks, extra, default_seeds = TABLES[name]
 
     def points(size: str | None, seeds: int | None) -> list[Point]:
         size = size or "cpu"
+        recommended = recommended_contender()  # read at run time: it follows the records
         out = []
         for task_name in tasks:
             task = _task(task_name, size)
-            opts = [*_tuned_grid(task), *PAPER_CONTENDERS, *extra]
+            opts = [*_tuned_grid(task), *PAPER_CONTENDERS, *extra, *filter(None, [recommended])]
             out += [
                 Point(task_name, o, s, size) for o in opts for s in range(seeds or default_seeds)
             ]
