@@ -254,16 +254,27 @@ def test_a_non_finite_gradient_entry_stays_in_its_entry(name):
         np.testing.assert_allclose(np.asarray(u_bad)[others], want[others], rtol=1e-5)
 
 
+def _small_hand_steps_beside_large_ones(rule: str, seed: int):
+    """Three gradients and HUB(sgd(1e-3), sign descent) with `rule`, initialised: the
+    learned member's steps are about a thousand times the hand one's."""
+    rng = np.random.default_rng(seed)
+    grads = [jnp.asarray(rng.normal(size=9), jnp.float32) for _ in range(3)]
+    sign_descent = optax.chain(optax.scale_by_sign(), optax.scale(-1.0))
+    tx = hubopt.hub(optax.sgd(1e-3), sign_descent, sigma=rule)
+    return grads, tx, tx.init(grads[0])
+
+
+def _weight_for_share_by_hand(share: float, n_hand: float, n_learned: float) -> float:
+    """The hand weight σ whose part σ n_h of the step's L1 mass is the share s."""
+    return share * n_learned / (share * n_learned + (1 - share) * n_hand)
+
+
 def test_hyper_share_gives_the_sides_shares_of_the_step_by_hand():
     """Three steps of HUB(sgd(1e-3), sign descent) with `hyper_share` against the rule
     computed here: λ as `hyper`'s but with d = Û_σ − Û_o (updates scaled to L1 norm 1),
     σ = s n_o / (s n_o + (1 − s) n_σ); the hand member's share of the mixed update is
     s = sigmoid(λ) although its steps are about a thousand times smaller."""
-    rng = np.random.default_rng(6)
-    grads = [jnp.asarray(rng.normal(size=9), jnp.float32) for _ in range(3)]
-    sign_descent = optax.chain(optax.scale_by_sign(), optax.scale(-1.0))
-    tx = hubopt.hub(optax.sgd(1e-3), sign_descent, sigma="hyper_share")
-    state = tx.init(grads[0])
+    grads, tx, state = _small_hand_steps_beside_large_ones("hyper_share", seed=6)
     logit, d = 0.0, np.zeros(9)
     for g in grads:
         g64 = np.asarray(g, np.float64)
@@ -271,7 +282,7 @@ def test_hyper_share_gives_the_sides_shares_of_the_step_by_hand():
         s = 1.0 / (1.0 + np.exp(-logit))
         u_hand, u_learned = -1e-3 * g64, -np.sign(g64)
         n_h, n_l = np.abs(u_hand).sum(), np.abs(u_learned).sum()
-        sigma = s * n_l / (s * n_l + (1 - s) * n_h)
+        sigma = _weight_for_share_by_hand(s, n_h, n_l)
         want = sigma * u_hand + (1 - sigma) * u_learned
         u, state = tx.update(g, state, g)
         np.testing.assert_allclose(np.asarray(u), want, rtol=1e-4, atol=2e-7)  # 1 − σ in f32
@@ -316,11 +327,7 @@ def test_hyper_floor_keeps_the_hand_members_share_of_the_step_by_hand():
     computed here: `hyper`'s λ and σ = sigmoid(λ), whose hand share σ n_h / (σ n_h +
     (1 − σ) n_l) is about 0.001 (sign descent's steps are ~1000× sgd's), so the share
     is raised to b and σ = b n_l / (b n_l + (1 − b) n_h)."""
-    rng = np.random.default_rng(8)
-    grads = [jnp.asarray(rng.normal(size=9), jnp.float32) for _ in range(3)]
-    sign_descent = optax.chain(optax.scale_by_sign(), optax.scale(-1.0))
-    tx = hubopt.hub(optax.sgd(1e-3), sign_descent, sigma="hyper_floor")
-    state = tx.init(grads[0])
+    grads, tx, state = _small_hand_steps_beside_large_ones("hyper_floor", seed=8)
     logit, d = 0.0, np.zeros(9)
     for g in grads:
         g64 = np.asarray(g, np.float64)
@@ -329,7 +336,7 @@ def test_hyper_floor_keeps_the_hand_members_share_of_the_step_by_hand():
         n_h, n_l = np.abs(u_hand).sum(), np.abs(u_learned).sum()
         sigma = 1.0 / (1.0 + np.exp(-logit))
         assert sigma * n_h / (sigma * n_h + (1 - sigma) * n_l) < SHARE_FLOOR  # raised
-        sigma = SHARE_FLOOR * n_l / (SHARE_FLOOR * n_l + (1 - SHARE_FLOOR) * n_h)
+        sigma = _weight_for_share_by_hand(SHARE_FLOOR, n_h, n_l)
         want = sigma * u_hand + (1 - sigma) * u_learned
         u, state = tx.update(g, state, g)
         np.testing.assert_allclose(np.asarray(u), want, rtol=1e-4, atol=2e-7)

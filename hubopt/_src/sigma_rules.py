@@ -268,17 +268,22 @@ def _l1(u) -> jax.Array:
     return jnp.sum(jnp.abs(_finite32(u)))
 
 
+def _weight_for_share(share, n_sigma, n_other, both):
+    """The σ that gives σ's side the share s of the step's L1 mass, s n_o / (s n_o +
+    (1 − s) n_σ), where both members' updates are nonzero (`both`; else s itself)."""
+    denom = share * n_other + (1.0 - share) * n_sigma
+    return jnp.where(both, share * n_other / jnp.where(both, denom, 1.0), share)
+
+
 def _share_weights(g, state: HyperState, u_sigma, u_other):
     """σ = s n_o / (s n_o + (1 − s) n_σ), s = sigmoid(λ) after `hyper`'s step on λ; σ = s
     where a member's update is zero."""
     logit = jnp.clip(
         state.logit - HYPER_STEP * _cosine(jnp.asarray(g), state.diff), -HYPER_BOUND, HYPER_BOUND
     )
-    share = jax.nn.sigmoid(logit)
     n_sigma, n_other = _l1(u_sigma), _l1(u_other)
     both = (n_sigma > 0) & (n_other > 0)
-    denom = share * n_other + (1.0 - share) * n_sigma
-    sigma = jnp.where(both, share * n_other / jnp.where(both, denom, 1.0), share)
+    sigma = _weight_for_share(jax.nn.sigmoid(logit), n_sigma, n_other, both)
     return sigma.astype(jnp.float32), state._replace(logit=logit)
 
 
@@ -293,8 +298,7 @@ def _floor_weights(g, state: HyperState, u_sigma, u_other):
     both = (n_sigma > 0) & (n_other > 0)
     mass_sigma, mass_other = sigma * n_sigma, (1.0 - sigma) * n_other
     share = mass_sigma / jnp.where(both, mass_sigma + mass_other, 1.0)
-    denom = SHARE_FLOOR * n_other + (1.0 - SHARE_FLOOR) * n_sigma
-    raised = SHARE_FLOOR * n_other / jnp.where(both, denom, 1.0)
+    raised = _weight_for_share(SHARE_FLOOR, n_sigma, n_other, both)
     return jnp.where(both & (share < SHARE_FLOOR), raised, sigma).astype(jnp.float32), state
 
 
@@ -359,6 +363,18 @@ def _hypergradient_rule(name: str, observe) -> SigmaRule:
     )
 
 
+def _update_rule(name: str, weights, observe) -> SigmaRule:
+    """A hypergradient rule whose σ also reads the members' updates of the step."""
+    return SigmaRule(
+        name=name,
+        weights=weights,
+        init=_hyper_init,
+        observe=observe,
+        monotone=False,
+        uses_updates=True,
+    )
+
+
 SIGMA_RULES: dict[str, SigmaRule] = {
     "softmax": _stateless(
         "softmax", layer_softmax, summary=softmax_summary, scale_free=False, width_free=False
@@ -369,22 +385,8 @@ SIGMA_RULES: dict[str, SigmaRule] = {
     "lognormal": _stateless("lognormal", lognormal_weights),
     "hyper": _hypergradient_rule("hyper", _hyper_observe),
     "hyper_ema": _hypergradient_rule("hyper_ema", _hyper_ema_observe),
-    "hyper_share": SigmaRule(
-        name="hyper_share",
-        weights=_share_weights,
-        init=_hyper_init,
-        observe=_share_observe,
-        monotone=False,
-        uses_updates=True,
-    ),
-    "hyper_floor": SigmaRule(
-        name="hyper_floor",
-        weights=_floor_weights,
-        init=_hyper_init,
-        observe=_hyper_observe,
-        monotone=False,
-        uses_updates=True,
-    ),
+    "hyper_share": _update_rule("hyper_share", _share_weights, _share_observe),
+    "hyper_floor": _update_rule("hyper_floor", _floor_weights, _hyper_observe),
 }
 
 
