@@ -394,7 +394,7 @@ SIGMA_RULES: dict[str, SigmaRule] = {
 # (`hubopt.bench.sigma_choice`; BENCHMARKS.md's "sigma-choice" block): None while no rule
 # qualifies; RECOMMENDED_MODE is the mode it was chosen in (`hub(..., mode=...)`).
 # tests/test_sigma_choice.py holds both to that choice on the committed records.
-RECOMMENDED_SIGMA: str | None = None
+RECOMMENDED_SIGMA: str | None = "hyper_floor"
 RECOMMENDED_MODE: str = "default"
 
 
