@@ -51,7 +51,7 @@ import optax
 
 from hubopt._src import members
 from hubopt._src.input_checks import check_gradients
-from hubopt._src.sigma_rules import SigmaRule, resolve_rule
+from hubopt._src.sigma_rules import SigmaRule, l1_norm, resolve_rule
 from hubopt._src.state_search import find_one
 from hubopt._src.tree_paths import leaf_paths
 
@@ -163,8 +163,8 @@ def _mix_leaf(g, u_hand, u_learned, mode: str, clip, rule: SigmaRule, rule_state
         return update, (nan, nan, nan, nan), rule_state
     if sigma.ndim == 0:  # one weight: its own min, mean and max; sums of the members' updates
         summary = (sigma, sigma, sigma)  # (no weighted product to write out)
-        hand_l1 = jnp.abs(w_hand) * jnp.sum(jnp.abs(u_hand_mix))
-        learned_l1 = jnp.abs(1.0 - w_hand) * jnp.sum(jnp.abs(u_learned_mix))
+        hand_l1 = jnp.abs(w_hand) * l1_norm(u_hand_mix)
+        learned_l1 = jnp.abs(1.0 - w_hand) * l1_norm(u_learned_mix)
     else:
         if summary is None:
             summary = (jnp.min(sigma), jnp.mean(sigma), jnp.max(sigma))

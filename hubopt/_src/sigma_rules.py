@@ -264,25 +264,36 @@ def _hyper_observe(state: HyperState, u_sigma, u_other) -> HyperState:
     return state._replace(diff=_finite32(u_sigma) - _finite32(u_other))
 
 
-def _l1(u) -> jax.Array:
-    return jnp.sum(jnp.abs(_finite32(u)))
+def l1_norm(u) -> jax.Array:
+    """‖u‖₁ in float32; non-finite where u has a non-finite entry. HUB's diagnostics sum
+    the same expression, so that XLA computes it once (a second, different sum over an
+    expensive member's update, say a finite-masked one, made XLA compute VeLO's update
+    twice: +50% on HUB(Adam, VeLO)'s step)."""
+    return jnp.sum(jnp.abs(jnp.asarray(u, jnp.float32)))
+
+
+def _norms(u_sigma, u_other):
+    """(n_σ, n_o, both): the members' L1 norms, and whether both are positive and finite
+    (else the share rules fall back, and a non-finite entry stays in its entry)."""
+    n_sigma, n_other = l1_norm(u_sigma), l1_norm(u_other)
+    usable = lambda n: (n > 0) & jnp.isfinite(n)  # noqa: E731
+    return n_sigma, n_other, usable(n_sigma) & usable(n_other)
 
 
 def _weight_for_share(share, n_sigma, n_other, both):
     """The σ that gives σ's side the share s of the step's L1 mass, s n_o / (s n_o +
-    (1 − s) n_σ), where both members' updates are nonzero (`both`; else s itself)."""
+    (1 − s) n_σ), where `both` norms are usable (else s itself)."""
     denom = share * n_other + (1.0 - share) * n_sigma
     return jnp.where(both, share * n_other / jnp.where(both, denom, 1.0), share)
 
 
 def _share_weights(g, state: HyperState, u_sigma, u_other):
     """σ = s n_o / (s n_o + (1 − s) n_σ), s = sigmoid(λ) after `hyper`'s step on λ; σ = s
-    where a member's update is zero."""
+    where a member's update is zero or non-finite."""
     logit = jnp.clip(
         state.logit - HYPER_STEP * _cosine(jnp.asarray(g), state.diff), -HYPER_BOUND, HYPER_BOUND
     )
-    n_sigma, n_other = _l1(u_sigma), _l1(u_other)
-    both = (n_sigma > 0) & (n_other > 0)
+    n_sigma, n_other, both = _norms(u_sigma, u_other)
     sigma = _weight_for_share(jax.nn.sigmoid(logit), n_sigma, n_other, both)
     return sigma.astype(jnp.float32), state._replace(logit=logit)
 
@@ -294,8 +305,7 @@ def _floor_weights(g, state: HyperState, u_sigma, u_other):
     """`hyper`'s σ where σ's side makes at least b of the step's L1 mass; else σ = b n_o /
     (b n_o + (1 − b) n_σ), the σ that gives it b."""
     sigma, state = _hyper_weights(g, state)
-    n_sigma, n_other = _l1(u_sigma), _l1(u_other)
-    both = (n_sigma > 0) & (n_other > 0)
+    n_sigma, n_other, both = _norms(u_sigma, u_other)
     mass_sigma, mass_other = sigma * n_sigma, (1.0 - sigma) * n_other
     share = mass_sigma / jnp.where(both, mass_sigma + mass_other, 1.0)
     raised = _weight_for_share(SHARE_FLOOR, n_sigma, n_other, both)
@@ -311,8 +321,9 @@ def _share_observe(state: HyperState, u_sigma, u_other) -> HyperState:
     noise would move λ)."""
 
     def unit(u):
-        n = _l1(u)
-        return _finite32(u) / jnp.where(n > 0, n, 1.0)
+        u = _finite32(u)
+        n = jnp.sum(jnp.abs(u))
+        return u / jnp.where(n > 0, n, 1.0)
 
     d = unit(u_sigma) - unit(u_other)
     return state._replace(diff=jnp.where(jnp.sum(jnp.abs(d)) > SHARE_TIE, d, 0.0))
