@@ -1,6 +1,7 @@
 """Step time of HUB against its two members alone, side by side in one process.
 
     .venv/bin/python benchmarks/step_time.py [--rounds 15] [--iters 20] [--json out.json]
+        [--learned velo|small] [--donate] [--rules hyper_floor,...]
 
 Model: an MLP 784-1024-256-10 (ReLU, 1,068,810 parameters, plain jnp), softmax
 cross-entropy on a fixed synthetic batch of 128. Contenders (same params,
@@ -15,7 +16,7 @@ same gradients):
              not importable
     hub      hubopt.hub(hand, learned), mode="default"
     hub_nostats, hub_<rule>   the same without diagnostics (stats=False), and with
-             every other σ rule of hubopt.SIGMA_RULES (rank, sigmoid, softmax_n, hyper)
+             every other σ rule of hubopt.SIGMA_RULES (or those of --rules)
     lgl2o    hubopt.baselines.lgl2o(hand, learned): evaluates the loss at both members'
              candidate updates (two forward passes) and keeps the better one
 
@@ -240,7 +241,20 @@ def main(argv=None) -> int:
         default=",".join(map(str, SIZES)),
         help="the MLP's layer widths, input to output (default: %(default)s)",
     )
+    ap.add_argument(
+        "--rules",
+        help="the σ rules (of hubopt.SIGMA_RULES) timed beside softmax HUB, comma-separated "
+        "(default: all; 'none' for none): fewer contenders, more rounds in the same time",
+    )
     args = ap.parse_args(argv)
+    others = [r for r in hubopt.SIGMA_RULES if r != "softmax"]
+    if args.rules is None:
+        rules = others
+    else:
+        rules = [] if args.rules == "none" else args.rules.split(",")
+        unknown = [r for r in rules if r not in others]
+        if unknown:
+            ap.error(f"--rules: unknown {', '.join(unknown)}; σ rules: {', '.join(others)}")
     if args.rounds < 1 or args.iters < 1:
         ap.error("--rounds and --iters must be >= 1")
     try:
@@ -268,11 +282,7 @@ def main(argv=None) -> int:
         "hub_cheap": hubopt.hub(hand, adamax),
         "lgl2o": lgl2o(hand, learned),
         "hub_nostats": hubopt.hub(hand, learned, stats=False),
-        **{
-            f"hub_{rule}": hubopt.hub(hand, learned, sigma=rule)
-            for rule in hubopt.SIGMA_RULES
-            if rule != "softmax"
-        },
+        **{f"hub_{rule}": hubopt.hub(hand, learned, sigma=rule) for rule in rules},
     }
 
     fns, t_compile = {}, {}

@@ -172,3 +172,12 @@ def test_step_time_times_hub_lgl2o_and_every_rule_side_by_side(tmp_path):
     assert all(t > 0 for t in rec["results"]["step"]["median_ms"].values())
     with pytest.raises(SystemExit):
         step_time.main(["--widths", "16"])
+    # a chosen few rules: only those beside softmax HUB
+    assert step_time.main([*argv, "--rules", "hyper_floor", "--json", str(out)]) == 0
+    timed = set(json.loads(out.read_text())["results"]["step"]["median_ms"])
+    assert {n for n in timed if n.startswith("hub_") and n != "hub_cheap"} == {
+        "hub_nostats",
+        "hub_hyper_floor",
+    }
+    with pytest.raises(SystemExit):
+        step_time.main([*argv, "--rules", "nope"])
