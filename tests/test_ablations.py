@@ -29,7 +29,7 @@ def test_only_the_presets_runs_are_read_and_judged_against_their_parents():
     assert {r["task"]["name"] for r in mine} == {TASK}
     assert not any("sigma=rank" in label for label in labels)
     trios = ablations.ablation_trios(recs)
-    # in the preset's order (sweep.ABLATION_CONTENDERS): the λ = 0.5 blend, HUB, inverted HUB
+    # in the preset's order (sweep.ablation_contenders()): the λ = 0.5 blend, HUB, inverted HUB
     assert [(t.spec["name"], t.spec.get("mode", "default")) for t in trios] == [
         ("blend", "default"),
         ("hub", "default"),
@@ -61,5 +61,5 @@ def test_the_committed_study_holds_every_ablation_run():
     folder = Path(__file__).resolve().parents[1] / "benchmarks/records/sigma_cpu"
     recs = records.read_all([folder])
     trios = ablations.ablation_trios(recs)
-    assert len(trios) == len(sweep.ABLATION_TASKS) * len(sweep.ABLATION_CONTENDERS)
+    assert len(trios) == len(sweep.ABLATION_TASKS) * len(sweep.ablation_contenders())
     assert all(len(t.seeds) >= 3 for t in trios)

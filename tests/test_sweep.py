@@ -171,7 +171,9 @@ def test_cli_sweep_runs_a_grid_of_ones_own(tmp_path, capsys):
     assert cli.main(argv) == 0 and _bytes(out) == before  # the rerun reuses every record
 
 
-def test_paper_presets_add_hub_at_the_recommended_rule_once_there_is_one(monkeypatch):
+def test_paper_presets_and_ablations_add_hub_at_the_recommended_rule_once_there_is_one(
+    monkeypatch,
+):
     import hubopt
 
     monkeypatch.setattr(hubopt, "RECOMMENDED_SIGMA", None)
@@ -182,6 +184,8 @@ def test_paper_presets_add_hub_at_the_recommended_rule_once_there_is_one(monkeyp
         monkeypatch.setattr(hubopt, "RECOMMENDED_MODE", mode)
         opts = {p.opt for p in sweep.preset_points("table4", size="tiny", seeds=1)}
         assert opts == plain | {"hub:preset+small,sigma=hyper" + suffix}
+        ablations = {p.opt for p in sweep.preset_points("ablations", size="tiny", seeds=1)}
+        assert "hub:preset+small,sigma=hyper" + suffix in ablations
 
 
 def test_a_presets_grid_on_some_of_its_tasks_is_its_points_on_those_tasks():

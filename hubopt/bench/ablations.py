@@ -1,7 +1,7 @@
 """The ablations (`hubopt sweep ablations`) read from records: on each of its tasks
-(`sweep.ABLATION_TASKS`), every fixed-λ blend, HUB mode and LGL2O of
-`sweep.ABLATION_CONTENDERS` beside its two parents, the task's preset and the learned
-optimizer, each run alone.
+(`sweep.ABLATION_TASKS`), every fixed-λ blend, HUB mode and LGL2O, and HUB at the
+recommended σ rule, of `sweep.ablation_contenders()` beside its two parents, the task's
+preset and the learned optimizer, each run alone.
 
 A mixture against its parents, on the task's headline metric (test, or the final training
 loss where that is the headline), over the seeds all three ran (`report.parent_trios`,
@@ -31,7 +31,7 @@ ABLATION_HEADERS = [
 
 
 def _texts() -> tuple[str, ...]:
-    return (*PARENT_TEXTS, *sweep.ABLATION_CONTENDERS)
+    return (*PARENT_TEXTS, *sweep.ablation_contenders())
 
 
 def _contender_keys(recs: list[dict]) -> dict[str, list[str]]:
@@ -51,7 +51,7 @@ def _contender_keys(recs: list[dict]) -> dict[str, list[str]]:
 
 def _ablations(recs: list[dict]) -> tuple[list[dict], list[report.ParentTrio]]:
     """The ablation records of `recs` and their `report.parent_trios`, sorted by task in
-    the preset's order and mixtures in `sweep.ABLATION_CONTENDERS`' order (the roles found
+    the preset's order and mixtures in `sweep.ablation_contenders()`' order (the roles found
     once)."""
     keys = _contender_keys(recs)
     mine = [
@@ -75,7 +75,7 @@ def ablation_records(recs: list[dict]) -> list[dict]:
 
 def ablation_trios(recs: list[dict]) -> list[report.ParentTrio]:
     """`report.parent_trios` of the ablation records, by task in the preset's order and
-    mixtures in `sweep.ABLATION_CONTENDERS`' order."""
+    mixtures in `sweep.ablation_contenders()`' order."""
     return _ablations(recs)[1]
 
 

@@ -169,6 +169,12 @@ def recommended_contender() -> str | None:
     return f"hub:preset+small,sigma={rule}" + ("" if mode == "default" else f",mode={mode}")
 
 
+def ablation_contenders() -> tuple[str, ...]:
+    """`ABLATION_CONTENDERS`, and HUB at the recommended σ rule once there is one."""
+    recommended = recommended_contender()
+    return (*ABLATION_CONTENDERS, *([recommended] if recommended else []))
+
+
 def _table(name: str):
     tasks, extra, default_seeds = TABLES[name]
 
@@ -191,7 +197,7 @@ def _table(name: str):
 def _ablations(size: str | None, seeds: int | None) -> list[Point]:
     """Fixed blends, every HUB mode and LGL2O against the preset and the learned optimizer."""
     size = size or "cpu"
-    opts = ("preset", "small", *ABLATION_CONTENDERS)
+    opts = ("preset", "small", *ablation_contenders())
     return [Point(t, o, s, size) for t in ABLATION_TASKS for o in opts for s in range(seeds or 3)]
 
 
