@@ -397,7 +397,8 @@ def test_learned_velo_runs_the_preset_with_the_cached_checkpoint(velo_cache, tmp
     recs = records.read_all([out])
     assert len(recs) == len(sweep.preset_points("figure2", size="tiny", seeds=1))
     learned = [r["optimizer"]["learned"] for r in recs if r["optimizer"]["learned"]]
-    assert len(learned) == 4  # velo alone, LGL2O, HUB, clipped HUB
+    # velo alone, LGL2O, HUB, clipped HUB, and HUB at the recommended σ once there is one
+    assert len(learned) == 4 + (sweep.recommended_contender() is not None)
     sha = velo_cache.with_name("params.sha256").read_text().split()[0]
     assert {(slot["kind"], slot["sha256"]) for slot in learned} == {("velo", sha)}
     assert f"{len(recs)} records" in capsys.readouterr().out
