@@ -80,9 +80,9 @@ members' update norms n_σ, n_o of this step:
 and U = M (s Û_σ + (1 − s) Û_o) with Û = U/‖U‖₁ and M = 1/(s/n_σ + (1 − s)/n_o) (a
 harmonic mean: at s = ½ the step is at most twice the smaller member's). λ descends
 dL/ds = M ⟨g, Û_σ − Û_o⟩ as `hyper` does (cosine, β, bound), so d is the difference of
-the normalised updates. Where a member's update is zero the rule falls back to σ = s.
-It reads the members' updates of the step (`uses_updates`), two L1 norms per tensor
-that HUB's diagnostics take anyway.
+the normalised updates. Where a member's update is zero (or has a non-finite entry)
+the rule falls back to σ = s. It reads the members' updates of the step
+(`uses_updates`), two L1 norms per tensor that HUB's diagnostics take anyway.
 
 `hyper_floor` keeps `hyper` (its λ, its one-step difference) and bounds what the weight
 does instead of the weight: the paper's clipping HUB clamps σ into [B, A], which still
@@ -97,7 +97,7 @@ optimizer: HUB's stability comes from it): a floor on both sides would also tie 
 step to a member whose steps are tiny, and on LTC trajectory fitting that cost more
 than it saved (valid MSE 0.082 against `hyper`'s 0.070 and 0.071 with the floor on one
 side, 3 seeds; b was chosen on the valid split between 0.05 and 0.1, BENCHMARKS.md).
-Where a member's update is zero σ is `hyper`'s.
+Where a member's update is zero (or has a non-finite entry) σ is `hyper`'s.
 
 Non-finite gradients: σ sees a NaN or infinite entry as |g| = 0, so it stays
 inside its own entry (whose update the members make non-finite or not, as they
