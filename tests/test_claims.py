@@ -255,7 +255,7 @@ def test_a_claim_holds_if_one_of_the_papers_variants_reproduces_it():
     paper = [v.verdict for v in j.variants if v.paper]
     assert paper == [NOT_REPRODUCED, REPRODUCED]
     assert [v.verdict for v in j.variants if not v.paper] == (
-        [NOT_RUN] if claims.recommended_sigma() else []
+        [NOT_RUN] if sweep.recommended_contender() else []
     )
 
 

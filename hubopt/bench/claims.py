@@ -141,13 +141,6 @@ def _with_learned(text: str, learned: str) -> str:
     return re.sub(r"(?:^|(?<=\+))small(?=,|$)", learned, text)
 
 
-def recommended_sigma() -> str | None:
-    """The σ rule hubopt recommends (`hubopt.RECOMMENDED_SIGMA`), None while there is none."""
-    import hubopt
-
-    return getattr(hubopt, "RECOMMENDED_SIGMA", None)
-
-
 def role_specs() -> dict[str, str]:
     """`ROLE_SPECS`, with HUB at the recommended σ (in its mode) once hubopt names one."""
     text = sweep.recommended_contender()
@@ -475,10 +468,10 @@ def _task_verdict(hub: Contender | None, rivals: dict[str, Contender | None]):
 def judge(recs: list[dict], claims: Sequence[Claim] = CLAIMS) -> list[Judgement]:
     """Every claim judged on `recs` (see the module docstring)."""
     out = []
+    recommended = (RECOMMENDED,) if sweep.recommended_contender() else ()
     for claim in claims:
         roles = {task: find_roles(recs, task) for task in claim.tasks}
-        rule = recommended_sigma()
-        others = claim.others + ((RECOMMENDED,) if rule else ())
+        others = claim.others + recommended
         variants = []
         for variant in claim.hubs + others:
             per_task = {

@@ -169,10 +169,16 @@ def recommended_contender() -> str | None:
     return f"hub:preset+small,sigma={rule}" + ("" if mode == "default" else f",mode={mode}")
 
 
+def _with_recommended(opts) -> tuple[str, ...]:
+    """`opts`, and HUB at the recommended σ rule after them once there is one (read at
+    run time: it follows the records)."""
+    recommended = recommended_contender()
+    return (*opts, *([recommended] if recommended else []))
+
+
 def ablation_contenders() -> tuple[str, ...]:
     """`ABLATION_CONTENDERS`, and HUB at the recommended σ rule once there is one."""
-    recommended = recommended_contender()
-    return (*ABLATION_CONTENDERS, *([recommended] if recommended else []))
+    return _with_recommended(ABLATION_CONTENDERS)
 
 
 def _table(name: str):
@@ -180,11 +186,11 @@ def _table(name: str):
 
     def points(size: str | None, seeds: int | None) -> list[Point]:
         size = size or "cpu"
-        recommended = recommended_contender()  # read at run time: it follows the records
+        mixtures = _with_recommended((*PAPER_CONTENDERS, *extra))
         out = []
         for task_name in tasks:
             task = _task(task_name, size)
-            opts = [*_tuned_grid(task), *PAPER_CONTENDERS, *extra, *filter(None, [recommended])]
+            opts = [*_tuned_grid(task), *mixtures]
             out += [
                 Point(task_name, o, s, size) for o in opts for s in range(seeds or default_seeds)
             ]
