@@ -276,8 +276,8 @@ def _norms(u_sigma, u_other):
     """(n_σ, n_o, both): the members' L1 norms, and whether both are positive and finite
     (else the share rules fall back, and a non-finite entry stays in its entry)."""
     n_sigma, n_other = l1_norm(u_sigma), l1_norm(u_other)
-    usable = lambda n: (n > 0) & jnp.isfinite(n)  # noqa: E731
-    return n_sigma, n_other, usable(n_sigma) & usable(n_other)
+    both = (n_sigma > 0) & (n_other > 0) & jnp.isfinite(n_sigma) & jnp.isfinite(n_other)
+    return n_sigma, n_other, both
 
 
 def _weight_for_share(share, n_sigma, n_other, both):
