@@ -43,13 +43,16 @@ def _contender(name: str):
     from hubopt.learned import small
     from hubopt.learned.velo_lopt.transform import init_velo_theta, velo
 
-    def velo_tx():
-        return velo(1000, theta=init_velo_theta(jax.random.PRNGKey(2), 512, 256))
+    def velo_tx(layout="auto"):
+        return velo(1000, theta=init_velo_theta(jax.random.PRNGKey(2), 512, 256), layout=layout)
 
     return {
         "adam": lambda: optax.adam(1e-3),
         "small": lambda: small(num_steps=1000),
         "velo": velo_tx,
+        # VeLO's other layouts (`velo`: the default, "auto")
+        "velo_flat": lambda: velo_tx("flat"),
+        "velo_per_tensor": lambda: velo_tx("per_tensor"),
         "hub_small": lambda: hubopt.hub(optax.adam(1e-3), small(num_steps=1000)),
         # the same without its per-tensor diagnostics (`hub_stats`)
         "hub_small_nostats": lambda: hubopt.hub(

@@ -5,7 +5,8 @@
 
 Model: the 784-1024-256-10 MLP of VELO_SPEC §10 (1,068,810 parameters in 6
 tensors). Contenders: `velo` (the real architecture, H=512, K=256, with a
-random theta from `init_velo_theta`: timing does not depend on the values),
+random theta from `init_velo_theta`: timing does not depend on the values; its
+default layout "auto", and `velo_flat` / `velo_per_tensor` with the other two),
 `small` (hubopt's bundled learned optimizer), `hub_small`
 (`hubopt.hub(optax.adam(1e-3), small)`, diagnostics included) and `adam`
 (`optax.adam(1e-3)`, the reference of every ratio); with `--theta PATH`, also
@@ -53,6 +54,13 @@ def mlp_params(key):
 
 CONTENDERS = {
     "velo": lambda: velo(1000, theta=init_velo_theta(jax.random.PRNGKey(2), 512, 256)),
+    # VeLO's layouts (the default is "auto"): all tensors joined, or each in its own shape
+    "velo_flat": lambda: velo(
+        1000, theta=init_velo_theta(jax.random.PRNGKey(2), 512, 256), layout="flat"
+    ),
+    "velo_per_tensor": lambda: velo(
+        1000, theta=init_velo_theta(jax.random.PRNGKey(2), 512, 256), layout="per_tensor"
+    ),
     "small": lambda: small(num_steps=1000),
     "hub_small": lambda: hubopt.hub(optax.adam(1e-3), small(num_steps=1000)),
     "adam": lambda: optax.adam(1e-3),
@@ -79,7 +87,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default=None, help="write the record as JSON here")
     ap.add_argument(
         "--optimizers",
-        default=",".join(CONTENDERS),
+        default="velo,small,hub_small,adam",
         help=f"comma-separated, from {','.join(CONTENDERS)} (adam is always timed)",
     )
     ap.add_argument(

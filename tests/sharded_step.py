@@ -1,5 +1,5 @@
 """Run as a script with 8 host devices (`tests/test_sharding.py` starts it): HUB with
-four members (Adamax, the bundled optimizer in both layouts, VeLO), trained one step
+five members (Adamax, the bundled optimizer and VeLO in two layouts each), trained one step
 on one device, data-parallel and parameter-sharded; prints one JSON line per member
 with the largest difference to the one-device run and the all-gathers in the sharded
 optimizer update's compiled HLO."""
@@ -27,6 +27,9 @@ MEMBERS = {
     "small": lambda: small(num_steps=10),
     "small_per_tensor": lambda: small(num_steps=10, layout="per_tensor"),
     "velo": lambda: velo(10, theta=init_velo_theta(jax.random.key(5), 16, 8)),
+    "velo_per_tensor": lambda: velo(
+        10, theta=init_velo_theta(jax.random.key(5), 16, 8), layout="per_tensor"
+    ),
 }
 
 

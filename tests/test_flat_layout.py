@@ -60,6 +60,19 @@ def test_sums_means_and_broadcast_match_tensor_by_tensor():
         )
 
 
+def test_several_sums_at_once_and_the_padding_mask():
+    layout = FlatLayout.of(SHAPES)
+    xs, ys = _tensors(jax.random.key(2), SHAPES), _tensors(jax.random.key(3), SHAPES)
+    sums = layout.tensor_sums([layout.flatten(xs), layout.flatten(ys)])
+    assert sums.shape == (2, len(SHAPES))
+    for row, ts in zip(sums, (xs, ys), strict=True):
+        np.testing.assert_allclose(row, [float(jnp.sum(t)) for t in ts], rtol=1e-5, atol=1e-5)
+    valid = layout.valid()
+    assert valid.shape == (layout.num_blocks, BLOCK) and valid.dtype == jnp.bool_
+    ones = layout.flatten([jnp.ones(s) for s in SHAPES])  # ones exactly at the entries
+    np.testing.assert_array_equal(valid, ones == 1)
+
+
 def test_reductions_are_differentiable():
     layout = FlatLayout.of(SHAPES)
     xs = _tensors(jax.random.key(2), SHAPES)

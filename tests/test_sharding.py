@@ -27,14 +27,16 @@ def results():
     return {r["member"]: r for r in map(json.loads, out.stdout.splitlines())}
 
 
-@pytest.mark.parametrize("member", ["adamax", "small", "small_per_tensor", "velo"])
+@pytest.mark.parametrize(
+    "member", ["adamax", "small", "small_per_tensor", "velo", "velo_per_tensor"]
+)
 def test_sharded_steps_equal_the_one_device_step(results, member):
     r = results[member]
     assert r["data_parallel"] < 2e-6 and r["param_sharded"] < 2e-6, r
     assert r["param_sharded_kept_its_layout"]
 
 
-@pytest.mark.parametrize("member", ["adamax", "velo", "small_per_tensor"])
+@pytest.mark.parametrize("member", ["adamax", "velo_per_tensor", "small_per_tensor"])
 def test_the_sharded_update_gathers_no_tensor(results, member):
     """σ = softmax(|g|) per tensor needs a max and a sum over the tensor: all-reduces of
     scalars, never an all-gather of the tensor (nor does VeLO's update need one)."""
@@ -49,3 +51,13 @@ def test_the_sharded_update_gathers_no_tensor(results, member):
 )
 def test_the_bundled_optimizers_sharded_update_gathers_no_tensor(results):
     assert results["small"]["all_gathers"] == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="VeLO's default layout joins its small tensors (all of this model's) into one "
+    "FlatLayout (fast to compile); laying out sharded tensors gathers each: "
+    "layout='per_tensor' is the one for sharded params",
+)
+def test_velos_default_sharded_update_gathers_no_tensor(results):
+    assert results["velo"]["all_gathers"] == []

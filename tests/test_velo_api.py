@@ -226,6 +226,64 @@ def test_fused_factored_path_matches_reference_layout(shape):
     np.testing.assert_allclose(fused, ref, rtol=2e-5, atol=2e-5 * float(np.max(np.abs(ref))))
 
 
+def test_layouts_agree():
+    """The joined `FlatLayout` path, the per-tensor path and "auto" (the small tensors
+    joined, the large one per tensor) give the same updates and states over 4 steps,
+    on every kind of tensor: a scalar, vectors, a (1, n) row, a 4-d kernel, one tensor
+    above `FLAT_MAX_SIZE`, and a tensor of 129 entries (a partial block)."""
+    from hubopt.learned.velo_lopt import transform
+
+    keys = jax.random.split(jax.random.PRNGKey(7), 16)
+    shapes = {
+        "scalar": (),
+        "bias": (7,),
+        "row": (1, 6),
+        "conv": (3, 3, 4, 6),
+        "odd": (129,),
+        "matrix": (33, 5),
+        "large": (150, transform.FLAT_MAX_SIZE // 150 + 1),
+    }
+    params = {
+        k: jax.random.normal(keys[i], s) * (0.1 * (i + 1))
+        for i, (k, s) in enumerate(shapes.items())
+    }
+    assert transform._joined(list(shapes.values()), "auto") == [0, 1, 2, 3, 4, 5]
+    assert transform._joined(list(shapes.values()), "flat") == list(range(7))
+    assert transform._joined(list(shapes.values()), "per_tensor") == []
+
+    def run(layout):
+        tx = velo(50, theta=THETA, layout=layout)
+        state, p, out = tx.init(params), params, []
+        update = jax.jit(tx.update)
+        for step in range(4):
+            g = {
+                k: jax.random.normal(jax.random.fold_in(keys[8 + step], i), jnp.shape(x))
+                for i, (k, x) in enumerate(p.items())
+            }
+            u, state = update(g, state, p, value=jnp.float32(2.0 / (step + 1)))
+            p = jax.tree_util.tree_map(lambda a, b: a + b, p, u)
+            out.append(u)
+        return out, state
+
+    (ref, ref_state), others = run("per_tensor"), [run("flat"), run("auto")]
+    for updates, state in others:
+        for u, r in zip(updates, ref, strict=True):
+            for k in shapes:
+                scale = float(np.max(np.abs(r[k])))
+                assert scale > 0, k
+                # VELO_SPEC §7's step tolerance (sums in another order, through the LSTM)
+                np.testing.assert_allclose(u[k], r[k], rtol=0, atol=1e-4 * scale, err_msg=k)
+        np.testing.assert_allclose(state.lstm_hidden, ref_state.lstm_hidden, atol=1e-5)
+        mine, want = (jax.tree_util.tree_leaves(s.mom) for s in (state, ref_state))
+        for a, b in zip(mine, want, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_unknown_layout_is_refused():
+    with pytest.raises(ValueError, match="velo: layout must be one of"):
+        velo(10, theta=THETA, layout="rows")
+
+
 def _lstm_features_numpy(p, mom, v, fraction, loss_feat):
     """VELO_SPEC §4.3 in float64 NumPy, straight from the text."""
     p, v = np.asarray(p, np.float64), np.asarray(v, np.float64)

@@ -114,6 +114,25 @@ class FlatLayout:
         )
         return jnp.moveaxis(sums, 0, -1)
 
+    def tensor_sums(self, flats: Sequence[jax.Array]) -> jax.Array:
+        """Σ over each tensor's entries of several (num_blocks, BLOCK) buffers at once:
+        (len(flats), num_tensors); one row sum each and one segment sum for all."""
+        block_sums = jnp.stack([jnp.sum(x, axis=-1) for x in flats], axis=-1)  # (nb, k)
+        sums = jax.ops.segment_sum(
+            block_sums, self.block_owner, self.num_tensors, indices_are_sorted=True
+        )
+        return sums.T
+
+    def valid(self) -> jax.Array:
+        """(num_blocks, BLOCK) bool: True at the tensors' entries, False at the padding."""
+        counts = np.full(self.num_blocks, BLOCK, np.int32)
+        for shape, first in zip(self.shapes, self.offsets, strict=True):
+            n = math.prod(shape)
+            last = first + -(-n // BLOCK) - 1
+            counts[last] = n - (last - first) * BLOCK
+        column = jax.lax.broadcasted_iota(jnp.int32, (self.num_blocks, BLOCK), 1)
+        return column < jnp.asarray(counts)[:, None]
+
     def tensor_mean(self, flat: jax.Array) -> jax.Array:
         """The mean over each tensor's entries (padding excluded): (*lead, num_tensors)."""
         sums = self.tensor_sum(flat)

@@ -328,6 +328,28 @@ def mlp_step(w: dict, lr_mult, p, groups) -> tuple[jax.Array, dict]:
     return step, {"exp_arg": exp_arg}
 
 
+def struct_term(w: dict, stat, gi: int, gj: int):
+    """Σ_a stat_a·w'_{gi,a} + rsqrt(stat_a + 1e-8)·w'_{gj,a}: two input groups that are a
+    statistic (3,)+T and its rsqrt, on T's shape, with 4 outputs, (4,)+T.
+
+    The normalisers w'_{g,a} = w0__g[a]·rsqrt(1e-5 + mean_T(x_a²)) are means over T: for a
+    factored tensor T is R's (or C's) shape and every entry of R appears equally often in
+    the broadcast of R over the tensor, so they equal the means over the tensor.
+    """
+    r = lax.rsqrt(stat + 1e-8)
+    red = tuple(range(1, stat.ndim))
+    # both normalisers (3 each) in one stacked reduction
+    s_x, s_r = lax.rsqrt(
+        1e-5
+        + jnp.mean(jnp.stack([jnp.square(stat), jnp.square(r)]), axis=tuple(a + 1 for a in red))
+    )
+    wx = w[f"w0__{gi}"] * s_x[:, None]  # (3, 4)
+    wr = w[f"w0__{gj}"] * s_r[:, None]
+    return jnp.tensordot(wx, stat, axes=((0,), (0,)), precision=HIGHEST) + jnp.tensordot(
+        wr, r, axes=((0,), (0,)), precision=HIGHEST
+    )
+
+
 def mlp_step_factored(w: dict, lr_mult, p, g, acc: TensorAccum, dims) -> tuple[jax.Array, dict]:
     """`mlp_step` for a factored tensor (rank >= 2), without materialising the 30 inputs.
 
@@ -382,25 +404,9 @@ def mlp_step_factored(w: dict, lr_mult, p, g, acc: TensorAccum, dims) -> tuple[j
     folded = lax.rsqrt(1e-5 + jnp.stack([sums[k] for k in keys]) * (1.0 / n))[:, None] * w0
     wf = {k: folded[j] for j, k in enumerate(keys)}
 
-    def broadcast_term(stat, gi, gj, axis):
-        """Σ_a stat_a·w'_{gi,a} + rsqrt(stat_a + 1e-8)·w'_{gj,a}, on stat's shape, 4 outputs."""
-        r = lax.rsqrt(stat + 1e-8)
-        red = tuple(range(1, stat.ndim))
-        # both normalisers (3 each) in one stacked reduction
-        s_x, s_r = lax.rsqrt(
-            1e-5
-            + jnp.mean(jnp.stack([jnp.square(stat), jnp.square(r)]), axis=tuple(a + 1 for a in red))
-        )
-        wx = w[f"w0__{gi}"] * s_x[:, None]  # (3, 4)
-        wr = w[f"w0__{gj}"] * s_r[:, None]
-        out = jnp.tensordot(wx, stat, axes=((0,), (0,)), precision=HIGHEST) + jnp.tensordot(
-            wr, r, axes=((0,), (0,)), precision=HIGHEST
-        )
-        return jnp.expand_dims(out, 1 + axis)  # (4,)+S with a 1 at the broadcast axis
-
     # Groups 9/11 are R (and its rsqrt) broadcast along d0; 10/12 are C along d1.
-    t_row = broadcast_term(acc.row, 9, 11, d0)
-    t_col = broadcast_term(acc.col, 10, 12, d1)
+    t_row = jnp.expand_dims(struct_term(w, acc.row, 9, 11), 1 + d0)  # (4,)+S, 1 at d0
+    t_col = jnp.expand_dims(struct_term(w, acc.col, 10, 12), 1 + d1)
 
     # The per-element pass: channel values, the 30→4→4→3 MLP and the step.
     z = lax.rsqrt(v + 1e-6)
