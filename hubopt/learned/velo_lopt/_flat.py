@@ -207,25 +207,23 @@ def _mlp(rows, g_f, p_f, m_f, v_f, fac7, fac13, t_f):
         chans[(5, a)] = m_f[a] * z
         chans[(7, a)] = g_f * fac7[a]
         chans[(13, a)] = m_f[a] * fac13[a]
-    a1 = []
-    for j in range(4):
-        h = b0[j] + t_f[j]
-        for c, key in enumerate(CHANNELS):
-            h = h + chans[key] * wf[4 * c + j]
-        a1.append(jax.nn.relu(h))
-    a2 = []
-    for k in range(4):
-        h = b1[k] + a1[0] * w1[k]
-        for j in range(1, 4):
-            h = h + a1[j] * w1[4 * j + k]
-        a2.append(jax.nn.relu(h))
-    out = []
-    for o in range(2):
-        h = b2[o] + a2[0] * w2[o]
-        for k in range(1, 4):
-            h = h + a2[k] * w2[2 * k + o]
-        out.append(h)
+    bias0 = [b0[j] + t_f[j] for j in range(4)]
+    a1 = [jax.nn.relu(h) for h in _dense([chans[k] for k in CHANNELS], wf, bias0)]
+    a2 = [jax.nn.relu(h) for h in _dense(a1, w1, b1)]
+    out = _dense(a2, w2, b2)  # output channel 2 is unused (QUIRK 14)
     direction, exp_arg = out[0], out[1] * vm.EXP_MULT
     # QUIRK (15): the magnitude acts only through exp(0.001·μ)
     step = lr_e * ((direction * (rms_e * jnp.exp(exp_arg))) * vm.STEP_MULT)
     return step, exp_arg
+
+
+def _dense(xs, w, b) -> list:
+    """h_o = b_o + Σ_i x_i·w[i·n + o] (n = len(b) outputs), added in the reference's order."""
+    n = len(b)
+    out = []
+    for o in range(n):
+        h = b[o] + xs[0] * w[o]
+        for i in range(1, len(xs)):
+            h = h + xs[i] * w[n * i + o]
+        out.append(h)
+    return out
