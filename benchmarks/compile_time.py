@@ -7,7 +7,9 @@ One jitted training step per contender (value_and_grad + update + apply_updates)
 and compiled from a fresh process each time (`--one`), so nothing is cached between
 contenders; reported: the median seconds of lower + compile over the repeats, its ratio
 to Adam's on the same model, and the number of fused kernels XLA emitted (on CPU every
-kernel is compiled on its own, and compile time follows their count).
+kernel is compiled on its own, and compile time follows their count). Besides those six,
+`hub_small_nostats` (HUB without its diagnostics) and VeLO's other layouts, `velo_flat`
+and `velo_per_tensor` (`velo` is its default, "auto").
 
 Models: `mlp`, the 784-1024-256-10 MLP of VELO_SPEC §10 (1,068,810 parameters, 6
 tensors); `cnn`, the setting of issue 15's report (a Flax Linen CNN on Fashion-MNIST-shaped
