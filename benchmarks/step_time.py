@@ -19,6 +19,10 @@ same gradients):
              every other σ rule of hubopt.SIGMA_RULES (or those of --rules)
     lgl2o    hubopt.baselines.lgl2o(hand, learned): evaluates the loss at both members'
              candidate updates (two forward passes) and keeps the better one
+    blend_half  hubopt.baselines.blend(hand, learned, lam=0.5): both members and a fixed
+             mixture, no σ
+    hub_half HUB with stats=False and σ = 0.5, one weight per tensor: HUB's machinery
+             without σ's per-entry work (t(hub_nostats) − t(hub_half) is σ's cost)
 
 and, to isolate HUB's own cost from VeLO's run-to-run noise, a cheap pair:
 
@@ -65,7 +69,7 @@ import hubopt
 from hubopt._src import hub as hub_src
 from hubopt._src import members
 from hubopt._src.sigma_rules import SIGMA_RULES, layer_softmax
-from hubopt.baselines import hand_optimizer, lgl2o
+from hubopt.baselines import blend, hand_optimizer, lgl2o
 from hubopt.bench.runner import metadata
 
 SIZES = (784, 1024, 256, 10)
@@ -124,6 +128,12 @@ def learned_member(kind: str):
     return hand_optimizer("adamax", 2e-3), "STAND-IN Adamax(2e-3), NOT a learned optimizer"
 
 
+def _half(g):
+    """A σ rule of one constant weight per tensor (0.5)."""
+    del g
+    return jnp.float32(0.5)
+
+
 def make_fns(tx, params, x, y, donate: bool = False):
     """Jitted (update-alone, full-step) functions of `tx` and their initial state.
 
@@ -165,6 +175,8 @@ def markdown(results, learned_desc, n_params, args, meta, sizes=SIZES) -> str:
         "mix": "HUB's σ + mixing alone",
         "mix+diag": "HUB's σ + mixing + diagnostics alone",
         "hub_nostats": "HUB(hand, learned), stats=False",
+        "blend_half": "blend(hand, learned), λ = 0.5 (no σ)",
+        "hub_half": "HUB(hand, learned), stats=False, σ = 0.5 (one weight per tensor)",
         "lgl2o": "LGL2O(hand, learned)",
     }
     for rule in SIGMA_RULES:  # the other σ rules' rows
@@ -282,6 +294,10 @@ def main(argv=None) -> int:
         "hub_cheap": hubopt.hub(hand, adamax),
         "lgl2o": lgl2o(hand, learned),
         "hub_nostats": hubopt.hub(hand, learned, stats=False),
+        # what HUB's extra time is made of: the members and a fixed mixture, then HUB with
+        # one constant weight (its machinery without σ's per-entry work)
+        "blend_half": blend(hand, learned, lam=0.5),
+        "hub_half": hubopt.hub(hand, learned, stats=False, sigma=_half),
         **{f"hub_{rule}": hubopt.hub(hand, learned, sigma=rule) for rule in rules},
     }
 
