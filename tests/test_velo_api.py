@@ -279,6 +279,36 @@ def test_layouts_agree():
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("layout", ["auto", "per_tensor"])
+def test_an_empty_tensor_takes_no_part(layout):
+    """A tensor with no entries gets a zero step and leaves the others' updates (and
+    the LSTM's max-pool over tensors) as they are without it; it used to make every
+    update NaN (its means are 0/0)."""
+    keys = jax.random.split(jax.random.PRNGKey(11), 3)
+    params = {"b": jax.random.normal(keys[0], (5,)), "w": jax.random.normal(keys[1], (4, 6))}
+    with_empty = {**params, "e": jnp.zeros((0, 3))}
+    grads = jax.tree_util.tree_map(lambda p: jax.random.normal(keys[2], p.shape), with_empty)
+
+    def two_steps(p):
+        tx = velo(20, theta=THETA, layout=layout)
+        state = tx.init(p)
+        g = {k: grads[k] for k in p}
+        for loss in (1.0, 0.5):
+            u, state = tx.update(g, state, p, value=jnp.float32(loss))
+            p = jax.tree_util.tree_map(lambda a, b: a + b, p, u)
+        return u, state
+
+    u_ref, s_ref = two_steps(params)
+    u, s = two_steps(with_empty)
+    assert u["e"].shape == (0, 3)
+    for k in params:
+        assert np.all(np.isfinite(u[k]))
+        np.testing.assert_allclose(u[k], u_ref[k], rtol=1e-6, atol=1e-9, err_msg=k)
+    # leaves in key order b, e, w: the empty tensor's LSTM row keeps its initial state
+    np.testing.assert_allclose(s.lstm_hidden[np.array([0, 2])], s_ref.lstm_hidden, rtol=1e-6)
+    np.testing.assert_array_equal(s.lstm_hidden[1], THETA["lstm_init_state"]["hidden"][0])
+
+
 def test_unknown_layout_is_refused():
     with pytest.raises(ValueError, match="velo: layout must be one of"):
         velo(10, theta=THETA, layout="rows")

@@ -176,22 +176,24 @@ def _check_layout(layout) -> None:
 
 
 def _joined(shapes, layout: str) -> list[int]:
-    """The tensors (indices) that go into the joined `FlatLayout` under `layout`."""
+    """The tensors (indices) that go into the joined `FlatLayout` under `layout` (never
+    an empty one)."""
     if layout == "per_tensor":
         return []
     limit = math.inf if layout == "flat" else FLAT_MAX_SIZE
-    return [t for t, s in enumerate(shapes) if math.prod(s) <= limit]
+    return [t for t, s in enumerate(shapes) if 0 < math.prod(s) <= limit]
 
 
-def _per_tensor_steps(mixed, lr_mult, p32, g32, accs, ids) -> tuple[list, list]:
-    """The signed steps and exp arguments of tensors `ids`, each in its own shape."""
+def _per_tensor_steps(mixed, lr_mult, p32, g32, accs, ids, slot) -> tuple[list, list]:
+    """The signed steps and exp arguments of tensors `ids`, each in its own shape
+    (`slot[t]`: tensor t's row in `mixed` and `lr_mult`)."""
     steps, exp_args = [], []
     for t in ids:
         p, g, a = p32[t], g32[t], accs[t]
-        w = {name: x[t] for name, x in mixed.items()}
+        w = {name: x[slot[t]] for name, x in mixed.items()}
         dims = vm.factored_dims(p.shape)
         if dims is not None:
-            step, aux = vm.mlp_step_factored(w, lr_mult[t], p, g, a, dims)
+            step, aux = vm.mlp_step_factored(w, lr_mult[slot[t]], p, g, a, dims)
         else:
             pm = p
             if p.ndim == 0:  # QUIRK (10): the MLP treats a scalar as shape (1,)
@@ -209,7 +211,7 @@ def _per_tensor_steps(mixed, lr_mult, p32, g32, accs, ids) -> tuple[list, list]:
                 )
             f_rsqrt, f_pow = vm.diag_factors(a.diag)
             groups = vm.mlp_groups(pm, g, a, f_rsqrt, f_pow)
-            step, aux = vm.mlp_step(w, lr_mult[t], pm, groups)
+            step, aux = vm.mlp_step(w, lr_mult[slot[t]], pm, groups)
         steps.append(step.reshape(p.shape))
         exp_args.append(aux["exp_arg"].reshape(p.shape))
     return steps, exp_args
@@ -245,8 +247,12 @@ def velo_apply(theta, state: VeloState, params, grads, loss, *, layout: str = "a
     # A true division by the traced horizon, as the reference (a division by a
     # compile-time constant may become a multiplication and differ in the last ulp).
     fraction = state.iteration.astype(jnp.float32) / state.num_steps.astype(jnp.float32)
+    # An empty tensor has no statistics (its means would be NaN and the LSTM's max-pool
+    # over tensors would spread them): it takes no part and gets a zero step.
+    live = [t for t, p in enumerate(p32) if p.size > 0]
+    slot = {t: k for k, t in enumerate(live)}  # a live tensor's row in the LSTM's batch
     joined = _joined([p.shape for p in p32], layout)
-    own = [t for t in range(len(p32)) if t not in joined]
+    own = [t for t in live if t not in joined]
     rows = {t: vm.lstm_features(p32[t], accs[t].mom, accs[t].rms, fraction, phi) for t in own}
     if joined:
         flat = _flat.layout_of([p32[t] for t in joined])
@@ -259,20 +265,30 @@ def velo_apply(theta, state: VeloState, params, grads, loss, *, layout: str = "a
             phi,
         )
         rows.update({t: X_joined[i] for i, t in enumerate(joined)})
-    X = jnp.stack([rows[t] for t in range(len(p32))])
-    # QUIRK (5): the new LSTM state is carried forward (use_bugged_next_lstm_state=False).
-    controls, lr_mult, hidden, cell = vm.lstm_step(
-        theta["rnn_params"], X, state.lstm_hidden, state.lstm_cell
-    )
-
-    mixed = vm.mix_mlp_weights(theta["ff_mod_stack"]["~"], controls)
     new_accs = [vm.update_accum(a, g) for a, g in zip(accs, g32, strict=True)]
-    steps, exp_args = {}, {}
-    own_steps = _per_tensor_steps(mixed, lr_mult, p32, g32, new_accs, own)
-    steps.update(zip(own, own_steps[0], strict=True))
-    exp_args.update(zip(own, own_steps[1], strict=True))
+    steps = {t: jnp.zeros(p32[t].shape, jnp.float32) for t in range(len(p32)) if t not in slot}
+    exp_args = dict(steps)
+    hidden, cell = state.lstm_hidden, state.lstm_cell
+    X = controls = lr_mult = None
+    if live:
+        X = jnp.stack([rows[t] for t in live])
+        if len(live) == len(p32):
+            h_in, c_in = hidden, cell
+        else:
+            h_in, c_in = hidden[np.asarray(live)], cell[np.asarray(live)]
+        # QUIRK (5): the new LSTM state is carried forward (use_bugged_next_lstm_state=False).
+        controls, lr_mult, h_out, c_out = vm.lstm_step(theta["rnn_params"], X, h_in, c_in)
+        if len(live) == len(p32):
+            hidden, cell = h_out, c_out
+        else:
+            hidden = hidden.at[np.asarray(live)].set(h_out)
+            cell = cell.at[np.asarray(live)].set(c_out)
+        mixed = vm.mix_mlp_weights(theta["ff_mod_stack"]["~"], controls)
+        own_steps = _per_tensor_steps(mixed, lr_mult, p32, g32, new_accs, own, slot)
+        steps.update(zip(own, own_steps[0], strict=True))
+        exp_args.update(zip(own, own_steps[1], strict=True))
     if joined:
-        ids = np.asarray(joined)
+        ids = np.asarray([slot[t] for t in joined])
         joined_steps = _flat.mlp_steps(
             flat,
             {name: w[ids] for name, w in mixed.items()},
