@@ -458,15 +458,7 @@ class MLPLOpt:
             f * layout.per_entry(jax.lax.rsqrt(layout.tensor_mean(jnp.square(f)) + 1e-12))
             for f in tensor_feats
         ]
-        # Behind a conditional, so that the MLP is computed once: its two outputs feed
-        # two expensive ops (tanh, exp) and XLA would otherwise fuse a copy of the whole
-        # MLP into each. The other branch is taken only for non-finite global features,
-        # which make every output NaN anyway.
-        d, s = jax.lax.cond(
-            jnp.all(jnp.isfinite(global_feats)),
-            lambda: tuple(_mlp_apply(theta, feats, global_feats)),
-            lambda: (jnp.full_like(g, jnp.nan), jnp.full_like(g, jnp.nan)),
-        )
+        d, s = _mlp_apply(theta, feats, global_feats)
 
         correction = self.dir_bound * jnp.tanh(d)
         if self.relative_correction:
