@@ -309,6 +309,18 @@ def test_an_empty_tensor_takes_no_part(layout):
     np.testing.assert_array_equal(s.lstm_hidden[1], THETA["lstm_init_state"]["hidden"][0])
 
 
+def test_a_nan_loss_gives_non_finite_steps_in_every_layout():
+    """The joined layout's MLP sits behind a conditional whose other branch (NaN steps)
+    is taken for a non-finite per-tensor learning rate ℓ, which a NaN loss gives (through
+    the loss features and the LSTM): the per-tensor path's steps are non-finite then too,
+    so the layouts agree on what the user sees."""
+    params = {"b": jnp.ones(5), "w": jnp.ones((4, 3))}
+    for layout in ("flat", "per_tensor"):
+        tx = velo(10, theta=THETA, layout=layout)
+        u, _ = jax.jit(tx.update)(params, tx.init(params), params, value=jnp.float32(jnp.nan))
+        assert not np.any(np.isfinite(u["b"])) and not np.any(np.isfinite(u["w"])), layout
+
+
 def test_unknown_layout_is_refused():
     with pytest.raises(ValueError, match="velo: layout must be one of"):
         velo(10, theta=THETA, layout="rows")
