@@ -15,7 +15,11 @@ What stays per tensor is what depends on a tensor's axes: the factored accumulat
 R and C (means along d0 and d1), the factor ρ_a ⊗ κ_a, and the contribution of the
 input groups 9–12 (R, C and their rsqrt, computed on R's and C's shapes and broadcast),
 or, for a tensor of rank <= 1, the same groups from its diagonal accumulator D. Those
-are small expressions that XLA fuses into the consumers of the joined buffer.
+are computed in each tensor's shape and laid into joined buffers, which XLA writes out
+every step, as it does the joined g, p, momenta and v: joining a large tensor costs
+step time, so `velo`'s default layout ("auto", `transform.FLAT_MAX_SIZE`) joins only the
+small ones. The MLP sits behind a conditional, so that XLA compiles it once instead of
+copying it into every tensor's slice of the joined step.
 
 Padding entries (zeros in every joined buffer) are kept out of every sum: every channel
 is zero there except rsqrt(v + 1e-6)² and the centred momenta, which are masked.
