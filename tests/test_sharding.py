@@ -45,19 +45,11 @@ def test_the_sharded_update_gathers_no_tensor(results, member):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="the bundled optimizer's default layout puts all tensors end to end in one "
-    "FlatLayout (one copy of its update in the program, fast to compile); laying out "
-    "sharded tensors gathers each: layout='per_tensor' is the one for sharded params",
+    reason="the default layouts of the bundled optimizer (every tensor) and VeLO (its "
+    "small tensors: all of this model's) put tensors end to end in one FlatLayout (one "
+    "copy of the update in the program, fast to compile); laying out sharded tensors "
+    "gathers each: layout='per_tensor' is the one for sharded params",
 )
-def test_the_bundled_optimizers_sharded_update_gathers_no_tensor(results):
-    assert results["small"]["all_gathers"] == []
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="VeLO's default layout joins its small tensors (all of this model's) into one "
-    "FlatLayout (fast to compile); laying out sharded tensors gathers each: "
-    "layout='per_tensor' is the one for sharded params",
-)
-def test_velos_default_sharded_update_gathers_no_tensor(results):
-    assert results["velo"]["all_gathers"] == []
+@pytest.mark.parametrize("member", ["small", "velo"])
+def test_the_default_layouts_sharded_update_gathers_no_tensor(results, member):
+    assert results[member]["all_gathers"] == []
