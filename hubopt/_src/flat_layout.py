@@ -107,21 +107,20 @@ class FlatLayout:
 
     def tensor_sum(self, flat: jax.Array) -> jax.Array:
         """Σ over each tensor's entries: (*lead, num_blocks, BLOCK) → (*lead, num_tensors)."""
-        block_sums = jnp.sum(flat, axis=-1)  # (*lead, num_blocks)
+        return self._blocks_to_tensors(jnp.sum(flat, axis=-1))
+
+    def tensor_sums(self, flats: Sequence[jax.Array]) -> jax.Array:
+        """Σ over each tensor's entries of several (num_blocks, BLOCK) buffers at once:
+        (len(flats), num_tensors); one row sum each and one segment sum for all."""
+        return self._blocks_to_tensors(jnp.stack([jnp.sum(x, axis=-1) for x in flats]))
+
+    def _blocks_to_tensors(self, block_sums: jax.Array) -> jax.Array:
+        """Per-block sums (*lead, num_blocks) → per-tensor sums (*lead, num_tensors)."""
         moved = jnp.moveaxis(block_sums, -1, 0)
         sums = jax.ops.segment_sum(
             moved, self.block_owner, self.num_tensors, indices_are_sorted=True
         )
         return jnp.moveaxis(sums, 0, -1)
-
-    def tensor_sums(self, flats: Sequence[jax.Array]) -> jax.Array:
-        """Σ over each tensor's entries of several (num_blocks, BLOCK) buffers at once:
-        (len(flats), num_tensors); one row sum each and one segment sum for all."""
-        block_sums = jnp.stack([jnp.sum(x, axis=-1) for x in flats], axis=-1)  # (nb, k)
-        sums = jax.ops.segment_sum(
-            block_sums, self.block_owner, self.num_tensors, indices_are_sorted=True
-        )
-        return sums.T
 
     def valid(self) -> jax.Array:
         """(num_blocks, BLOCK) bool: True at the tensors' entries, False at the padding."""
