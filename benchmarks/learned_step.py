@@ -52,15 +52,15 @@ def mlp_params(key):
     return params
 
 
+def _velo(layout: str = "auto"):
+    return velo(1000, theta=init_velo_theta(jax.random.PRNGKey(2), 512, 256), layout=layout)
+
+
 CONTENDERS = {
-    "velo": lambda: velo(1000, theta=init_velo_theta(jax.random.PRNGKey(2), 512, 256)),
-    # VeLO's layouts (the default is "auto"): all tensors joined, or each in its own shape
-    "velo_flat": lambda: velo(
-        1000, theta=init_velo_theta(jax.random.PRNGKey(2), 512, 256), layout="flat"
-    ),
-    "velo_per_tensor": lambda: velo(
-        1000, theta=init_velo_theta(jax.random.PRNGKey(2), 512, 256), layout="per_tensor"
-    ),
+    "velo": _velo,
+    # VeLO's other layouts (the default is "auto"): all tensors joined, or each in its own shape
+    "velo_flat": lambda: _velo("flat"),
+    "velo_per_tensor": lambda: _velo("per_tensor"),
     "small": lambda: small(num_steps=1000),
     "hub_small": lambda: hubopt.hub(optax.adam(1e-3), small(num_steps=1000)),
     "adam": lambda: optax.adam(1e-3),

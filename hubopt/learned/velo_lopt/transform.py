@@ -272,33 +272,32 @@ def velo_apply(theta, state: VeloState, params, grads, loss, *, layout: str = "a
     X = controls = lr_mult = None
     if live:
         X = jnp.stack([rows[t] for t in live])
-        if len(live) == len(p32):
-            h_in, c_in = hidden, cell
-        else:
-            h_in, c_in = hidden[np.asarray(live)], cell[np.asarray(live)]
+        all_live = len(live) == len(p32)  # then no gather and scatter of the LSTM's rows
+        rows_of_live = np.asarray(live)
+        h_in, c_in = (hidden, cell) if all_live else (hidden[rows_of_live], cell[rows_of_live])
         # QUIRK (5): the new LSTM state is carried forward (use_bugged_next_lstm_state=False).
         controls, lr_mult, h_out, c_out = vm.lstm_step(theta["rnn_params"], X, h_in, c_in)
-        if len(live) == len(p32):
+        if all_live:
             hidden, cell = h_out, c_out
         else:
-            hidden = hidden.at[np.asarray(live)].set(h_out)
-            cell = cell.at[np.asarray(live)].set(c_out)
+            hidden = hidden.at[rows_of_live].set(h_out)
+            cell = cell.at[rows_of_live].set(c_out)
         mixed = vm.mix_mlp_weights(theta["ff_mod_stack"]["~"], controls)
         own_steps = _per_tensor_steps(mixed, lr_mult, p32, g32, new_accs, own, slot)
         steps.update(zip(own, own_steps[0], strict=True))
         exp_args.update(zip(own, own_steps[1], strict=True))
-    if joined:
-        ids = np.asarray([slot[t] for t in joined])
-        joined_steps = _flat.mlp_steps(
-            flat,
-            {name: w[ids] for name, w in mixed.items()},
-            lr_mult[ids],
-            [p32[t] for t in joined],
-            [g32[t] for t in joined],
-            [new_accs[t] for t in joined],
-        )
-        steps.update(zip(joined, joined_steps[0], strict=True))
-        exp_args.update(zip(joined, joined_steps[1], strict=True))
+        if joined:  # (joined tensors are live)
+            ids = np.asarray([slot[t] for t in joined])
+            joined_steps = _flat.mlp_steps(
+                flat,
+                {name: w[ids] for name, w in mixed.items()},
+                lr_mult[ids],
+                [p32[t] for t in joined],
+                [g32[t] for t in joined],
+                [new_accs[t] for t in joined],
+            )
+            steps.update(zip(joined, joined_steps[0], strict=True))
+            exp_args.update(zip(joined, joined_steps[1], strict=True))
     steps = [steps[t] for t in range(len(p32))]
     exp_args = [exp_args[t] for t in range(len(p32))]
     new_p = [p - step for p, step in zip(p32, steps, strict=True)]
