@@ -25,7 +25,8 @@ def _rows(arrays) -> set[bytes]:
 def test_every_data_source_has_one_of_the_three_roles():
     assert {t.dataset for t in td.ALL_TASKS} <= set(td.DATA_ROLES)
     assert {role for role, _ in td.DATA_ROLES.values()} <= set(td.ROLES)
-    assert all(td.data_role(t) == "meta-train" for t in td.TRAIN_TASKS + td.TINY_TASKS)
+    meta_train = td.TRAIN_TASKS + td.FEW_DATA_TASKS + td.TINY_TASKS
+    assert all(td.data_role(t) == "meta-train" for t in meta_train)
 
 
 @pytest.mark.parametrize("task", td.RETIRED_TASKS + td.HELDOUT_OTHER_DATA, ids=lambda t: t.name)
@@ -36,10 +37,13 @@ def test_meta_training_refuses_data_of_other_roles(task):
         MetaTrainConfig(tasks=(td.TRAIN_TASKS[0].name, task.name))
 
 
-def test_no_row_of_other_roles_reaches_the_default_meta_training_run():
+@pytest.mark.parametrize("with_few_data", [False, True], ids=["default", "with_few_data_tasks"])
+def test_no_row_of_other_roles_reaches_the_default_meta_training_run(with_few_data):
     """What the default run's estimators read (each task's base data: training split and
-    held-out term) shares no row with the data of the other roles."""
-    config = MetaTrainConfig()
+    held-out term) shares no row with the data of the other roles; nor does a run that
+    adds the tiny-table tasks."""
+    extra = tuple(t.name for t in td.FEW_DATA_TASKS) if with_few_data else ()
+    config = MetaTrainConfig(tasks=tuple(t.name for t in td.TRAIN_TASKS) + extra)
     seen = set()
     for estimator in config.estimators():
         seen |= _rows(estimator.unroll.task.base_data().values())
@@ -70,3 +74,14 @@ def test_a_test_data_set_without_n_valid_is_refused(monkeypatch):
     monkeypatch.setitem(td.DATASETS, "wine", td.DATASETS["wine"]._replace(n_valid=None))
     with pytest.raises(ValueError, match="wine is test data but its DataSet declares no n_valid"):
         lopt_heldout.make_task("wine_mlp16tanhb16", "tiny")
+
+
+def test_the_tiny_table_is_cut_from_digits_training_rows():
+    """digits_few: the first 120 of digits' training images with their labels, and
+    digits' held-out images unchanged: no row digits' meta-training would not read."""
+    full, few = td.load_digits_split(), td.load_digits_few_split()
+    assert few["x_tr"].shape == (td.DIGITS_FEW_TRAIN, 64)
+    np.testing.assert_array_equal(few["x_tr"], full["x_tr"][: td.DIGITS_FEW_TRAIN])
+    np.testing.assert_array_equal(few["y_tr"], full["y_tr"][: td.DIGITS_FEW_TRAIN])
+    np.testing.assert_array_equal(few["x_te"], full["x_te"])
+    assert len(set(few["y_tr"].tolist())) == 10  # every class is in the tiny table

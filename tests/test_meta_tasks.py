@@ -133,6 +133,6 @@ def test_bad_task_configurations_are_named():
     with pytest.raises(ValueError, match="image data set"):
         td.MetaTask(name="x", dataset="regression", model="cnn")
     with pytest.raises(
-        ValueError, match=r"image data set \(one of \['digits', 'fmnist', 'mnist'\]\)"
+        ValueError, match=r"image data set \(one of \['digits', 'digits_few', 'fmnist', 'mnist'\]\)"
     ):
         td.MetaTask(name="x", dataset="cancer", model="cnn")

@@ -81,6 +81,22 @@ def load_digits_split() -> dict[str, np.ndarray]:
     return _shuffled_standardised_split(x, np.asarray(d.target, np.int32), DIGITS_TRAIN)
 
 
+DIGITS_FEW_TRAIN = 120
+
+
+def load_digits_few_split() -> dict[str, np.ndarray]:
+    """A tiny table cut from digits: the first `DIGITS_FEW_TRAIN` of its 1,400 training
+    images (standardised as in `load_digits_split`) and the same 397 held-out ones.
+
+    For meta-training on data small enough to memorise within a run (about 12 images
+    per class, like the 118-row tables a user may train on), so that the held-out term
+    pays for over-fitting them. Rows of digits' training split only: meta-train data.
+    """
+    d = load_digits_split()
+    n = DIGITS_FEW_TRAIN
+    return {"x_tr": d["x_tr"][:n], "y_tr": d["y_tr"][:n], "x_te": d["x_te"], "y_te": d["y_te"]}
+
+
 def _shuffled_standardised_split(x, y, n_train: int) -> dict[str, np.ndarray]:
     """A fixed permutation (seed 0), the first `n_train` for training; features
     standardised with the training split's mean and std (+1e-3)."""
@@ -189,6 +205,7 @@ class DataSet(NamedTuple):
 
 DATASETS = {
     "digits": DataSet(load_digits_split, 64, 10, image_side=8),
+    "digits_few": DataSet(load_digits_few_split, 64, 10, image_side=8),
     "mnist": DataSet(
         load_mnist_split, MNIST_SIDE * MNIST_SIDE, 10, image_side=MNIST_SIDE, n_valid=500
     ),
@@ -280,7 +297,7 @@ class MetaTask:
 
     Attributes:
       name: `<data>_<model>` with the configuration spelled out.
-      dataset: a key of `DATASETS` ("digits", "mnist", "cancer") or "regression".
+      dataset: a key of `DATASETS` ("digits", "digits_few", "mnist", …) or "regression".
       model: "mlp" or "cnn".
       hidden: hidden widths (MLP) or conv channels (CNN).
       activation: a key of `ACTIVATIONS`.
@@ -433,6 +450,7 @@ class MetaTask:
 def _mk(dataset, model, hidden, act, bs, scale=(0.7, 1.5), **kw) -> MetaTask:
     data = {
         "digits": "digits",
+        "digits_few": f"digits{DIGITS_FEW_TRAIN}",
         "mnist": "mnist14",
         "fmnist": "fmnist14",
         "cancer": "cancer",
@@ -469,6 +487,14 @@ RETIRED_TASKS: tuple[MetaTask, ...] = (_mk("mnist", "mlp", (32,), "relu", 32),)
 # The first six: the MLP-only distribution of the earlier bundled optimizers
 # (their records: git b1e955d, benchmarks/records/lopt_quality_v1 and lopt_quality).
 MLP_TRAIN_TASKS: tuple[MetaTask, ...] = TRAIN_TASKS[:6]
+
+# Tiny-table classification (120 digits images): data a run memorises, for a
+# meta-training distribution whose held-out term pays for over-fitting (not in
+# TRAIN_TASKS: a recipe adds them with --tasks).
+FEW_DATA_TASKS: tuple[MetaTask, ...] = (
+    _mk("digits_few", "mlp", (24,), "tanh", 8),
+    _mk("digits_few", "mlp", (48,), "gelu", 16),
+)
 
 # Small regression-only tasks for tests (no scikit-learn needed).
 TINY_TASKS: tuple[MetaTask, ...] = (
@@ -525,6 +551,10 @@ DATA_ROLES: dict[str, tuple[str, str]] = {
         "meta-train",
         "scikit-learn's digits, all 1,797 images (1,400 trained on, 397 in the held-out term)",
     ),
+    "digits_few": (
+        "meta-train",
+        "120 of digits' 1,400 training images (a tiny table) and its 397 held-out ones",
+    ),
     "regression": (
         "meta-train",
         "synthetic tanh teachers, a fresh instance per particle from meta-training's keys",
@@ -569,6 +599,7 @@ SEEN_BY_META_TRAINING = {
 # Every task configuration, whatever its role.
 ALL_TASKS: tuple[MetaTask, ...] = (
     TRAIN_TASKS
+    + FEW_DATA_TASKS
     + RETIRED_TASKS
     + TINY_TASKS
     + HELDOUT_IN_DISTRIBUTION
