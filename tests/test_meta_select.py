@@ -128,3 +128,33 @@ def test_inside_hub_runs_every_candidate_as_hubs_learned_member(run_dir, tmp_pat
     assert hub["candidates"] != alone["candidates"]
     flags = ["--tasks", TASK, "--horizons", "30", "--inside-hub"]
     assert main(["meta-select", str(copy), *flags]) == 0
+
+
+def test_alone_and_inside_hub_scores_each_candidate_by_both_settings(run_dir, tmp_path):
+    """--alone-and-inside-hub: each candidate's score is the mean of the scores the alone
+    and the inside-HUB selections give it, and it is eligible only when it is in both."""
+    import shutil
+
+    quiet = dict(tasks=(TASK,), horizons=(30,), log=lambda *_: None)
+    results = {}
+    for setting, kw in {
+        "alone": {},
+        "hub": {"inside_hub": True},
+        "both": {"both": True},
+    }.items():
+        copy = tmp_path / setting
+        shutil.copytree(run_dir, copy)
+        results[setting] = select.select_checkpoint(copy, **quiet, **kw)
+    alone, hub, both = (results[k]["candidates"] for k in ("alone", "hub", "both"))
+    assert results["both"]["settings"]["alone_and_inside_hub"] is True
+    assert set(both) == set(alone) == set(hub)
+    for name, cand in both.items():
+        assert cand["score_alone"] == pytest.approx(alone[name]["score"])
+        assert cand["score_inside_hub"] == pytest.approx(hub[name]["score"])
+        assert cand["score"] == pytest.approx((alone[name]["score"] + hub[name]["score"]) / 2)
+        assert cand["eligible"] == (alone[name]["eligible"] and hub[name]["eligible"])
+        assert [r.get("inside_hub", False) for r in cand["runs"]] == [False, True]
+    with pytest.raises(ValueError, match="exclude each other"):
+        select.select_checkpoint(tmp_path / "both", inside_hub=True, both=True, **quiet)
+    flags = ["--tasks", TASK, "--horizons", "30", "--alone-and-inside-hub"]
+    assert main(["meta-select", str(tmp_path / "both"), *flags]) == 0

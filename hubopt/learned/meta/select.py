@@ -14,6 +14,9 @@ valid split's loss, log(max(V_T, f_V) / V₀), and the score is the sum of the t
 With `inside_hub=True` every candidate runs as HUB's learned member beside the task's
 hand preset (`hub:preset+theta(path=…)`, softmax σ), the setting a θ meta-trained with
 `--hub` was trained for; the selection file records it, so the two are never mixed.
+With `both=True` every candidate runs in both settings, and its score is the mean of its
+two scores: the choice for a θ to ship, which users run alone and inside HUB (a θ that
+is good inside HUB but spikes alone, or the reverse, is not eligible).
 A candidate is eligible when no run diverged and every run's spike ratio
 (`scoring.spike_ratio`) is at most `spike_limit`; the eligible candidate with the
 lowest score is chosen (ties: the later snapshot). Test data is never read: the tasks
@@ -103,6 +106,7 @@ def select_checkpoint(
     spike_limit: float = SPIKE_LIMIT,
     criterion: str = "train",
     inside_hub: bool = False,
+    both: bool = False,
     log=print,
 ) -> dict:
     """Scores every `thetas/theta_<step>.msgpack` of `run_dir` (see the module docstring),
@@ -130,16 +134,26 @@ def select_checkpoint(
     settings["spike_limit"] = spike_limit
     if criterion != "train":  # (selections made before the criterion existed used "train")
         settings["criterion"] = criterion
+    if inside_hub and both:
+        raise ValueError("inside_hub and both exclude each other (both runs alone and inside HUB)")
     if inside_hub:  # (and alone before this option existed)
         settings["inside_hub"] = True
+    if both:
+        settings["alone_and_inside_hub"] = True
+    hub_settings = (False, True) if both else (inside_hub,)
     done = json.loads(path.read_text()) if path.exists() else {}
     if done.get("settings") != settings:
         done = {"settings": settings, "candidates": {}}
     for cand in candidates:
         if cand.name in done["candidates"]:
             continue
-        runs = [_run(t, cand, n, seed, inside_hub) for n in horizons for t in tasks]
-        score, worst = _score(runs, criterion), max(r["spike_ratio"] for r in runs)
+        by_setting = {
+            hub: [_run(t, cand, n, seed, hub) for n in horizons for t in tasks]
+            for hub in hub_settings
+        }
+        runs = [r for rs in by_setting.values() for r in rs]
+        scores = {hub: _score(rs, criterion) for hub, rs in by_setting.items()}
+        score, worst = sum(scores.values()) / len(scores), max(r["spike_ratio"] for r in runs)
         eligible = all(not r["diverged"] for r in runs) and worst <= spike_limit
         done["candidates"][cand.name] = {
             "score": score,
@@ -147,6 +161,11 @@ def select_checkpoint(
             "eligible": eligible,
             "runs": runs,
         }
+        if both:  # each setting's own score, and which runs were inside HUB
+            done["candidates"][cand.name]["score_alone"] = scores[False]
+            done["candidates"][cand.name]["score_inside_hub"] = scores[True]
+            for r in by_setting[True]:
+                r["inside_hub"] = True
         log(f"{cand.name}: score {score:.3f}, worst spike {worst:.3g}, eligible {eligible}")
         write_atomic(path, json.dumps(done, indent=1) + "\n")
     scored = done["candidates"]
@@ -184,6 +203,12 @@ def add_arguments(parser) -> None:
         help="run every candidate as HUB's learned member beside the task's hand preset "
         "(for a θ meta-trained with --hub), not alone",
     )
+    parser.add_argument(
+        "--alone-and-inside-hub",
+        action="store_true",
+        help="run every candidate alone and inside HUB; score: the mean of the two, "
+        "eligible only when eligible in both (the choice of a θ to ship)",
+    )
 
 
 def run(args) -> int:
@@ -197,6 +222,7 @@ def run(args) -> int:
             spike_limit=args.spike_limit,
             criterion=args.criterion,
             inside_hub=args.inside_hub,
+            both=args.alone_and_inside_hub,
         )
     except ValueError as e:
         print(f"hubopt meta-select: {e}", file=sys.stderr)
