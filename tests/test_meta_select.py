@@ -158,3 +158,58 @@ def test_alone_and_inside_hub_scores_each_candidate_by_both_settings(run_dir, tm
         select.select_checkpoint(tmp_path / "both", inside_hub=True, both=True, **quiet)
     flags = ["--tasks", TASK, "--horizons", "30", "--alone-and-inside-hub"]
     assert main(["meta-select", str(tmp_path / "both"), *flags]) == 0
+
+
+def test_several_seeds_hold_the_median_spike_to_the_limit(run_dir, tmp_path):
+    """--seeds N: every task and horizon runs with seeds 0 … N−1 (seed 0's run is the
+    one-seed selection's), the score is the mean over all runs, and the spike compared
+    with the limit is each task and horizon's median over its seeds."""
+    import shutil
+    import statistics
+
+    quiet = dict(tasks=(TASK,), horizons=(30, 60), log=lambda *_: None)
+    shutil.copytree(run_dir, tmp_path / "one")
+    shutil.copytree(run_dir, tmp_path / "three")
+    one = select.select_checkpoint(tmp_path / "one", **quiet)
+    three = select.select_checkpoint(tmp_path / "three", seeds=3, **quiet)
+    assert three["settings"]["seeds"] == 3 and "seeds" not in one["settings"]
+    for name, cand in three["candidates"].items():
+        runs = cand["runs"]
+        assert [(r["num_steps"], r["seed"]) for r in runs] == [
+            (n, s) for n in (30, 60) for s in range(3)
+        ]
+        seed0 = [{k: v for k, v in r.items() if k != "seed"} for r in runs if r["seed"] == 0]
+        assert seed0 == one["candidates"][name]["runs"]
+        medians = [statistics.median(r["spike_ratio"] for r in runs[i : i + 3]) for i in (0, 3)]
+        assert cand["worst_spike"] == max(medians)
+        assert cand["score"] == pytest.approx(select._score(runs, "train"))
+    with pytest.raises(ValueError, match="seeds must be at least 1"):
+        select.select_checkpoint(tmp_path / "one", seeds=0, **quiet)
+
+
+def test_one_seeds_spike_at_the_limit_no_longer_decides_alone(run_dir, tmp_path, monkeypatch):
+    """The aggregation by hand: seed 0 spikes (5 > 3), seeds 1 and 2 do not; one seed makes
+    every candidate ineligible, three seeds (median 2) make them eligible."""
+    import shutil
+
+    def fake_run(task, theta_path, num_steps, seed, inside_hub=False):
+        return {
+            "task": task,
+            "num_steps": num_steps,
+            "initial_loss": 1.0,
+            "final_loss": 0.1,
+            "initial_valid_loss": 1.0,
+            "final_valid_loss": 0.2,
+            "spike_ratio": {0: 5.0, 1: 1.0, 2: 2.0}[seed],
+            "diverged": False,
+        }
+
+    monkeypatch.setattr(select, "_run", fake_run)
+    quiet = dict(tasks=(TASK,), horizons=(30,), log=lambda *_: None)
+    for seeds, worst, eligible in ((1, 5.0, False), (3, 2.0, True)):
+        folder = tmp_path / str(seeds)
+        shutil.copytree(run_dir, folder)
+        done = select.select_checkpoint(folder, seeds=seeds, **quiet)
+        assert {c["worst_spike"] for c in done["candidates"].values()} == {worst}
+        assert {c["eligible"] for c in done["candidates"].values()} == {eligible}
+        assert done["chosen_was_eligible"] is eligible
