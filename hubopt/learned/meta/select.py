@@ -23,8 +23,8 @@ lowest score is chosen (ties: the later snapshot). With `seeds` > 1 every (task,
 horizon, setting) runs with that many seeds, the score is the mean over all runs, and
 what is held to `spike_limit` is each (task, horizon, setting)'s median spike ratio over
 its seeds: one seed's spike at the limit can move across it with float rounding alone (a
-change of the steps by 1e-8 did, `benchmarks/meta_runs/gen6_few/README.md`). Test data is never read: the tasks
-are checked against `task_distribution.DATA_ROLES`.
+change of the steps by 1e-8 did, `benchmarks/meta_runs/gen6_few/README.md`). Test data is
+never read: the tasks are checked against `task_distribution.DATA_ROLES`.
 
     hubopt meta-select runs/small        # writes runs/small/selection.json
 """
