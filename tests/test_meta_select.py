@@ -209,6 +209,7 @@ def test_one_seeds_spike_at_the_limit_no_longer_decides_alone(run_dir, tmp_path,
     for seeds, worst, eligible in ((1, 5.0, False), (3, 2.0, True)):
         folder = tmp_path / str(seeds)
         shutil.copytree(run_dir, folder)
+        (folder / "selection.json").unlink(missing_ok=True)  # another test's real scores
         done = select.select_checkpoint(folder, seeds=seeds, **quiet)
         assert {c["worst_spike"] for c in done["candidates"].values()} == {worst}
         assert {c["eligible"] for c in done["candidates"].values()} == {eligible}
