@@ -151,13 +151,13 @@ def select_checkpoint(
     if both:
         settings["alone_and_inside_hub"] = True
     hub_settings = (False, True) if both else (inside_hub,)
+    run_seeds = range(seed, seed + seeds)
     done = json.loads(path.read_text()) if path.exists() else {}
     if done.get("settings") != settings:
         done = {"settings": settings, "candidates": {}}
     for cand in candidates:
         if cand.name in done["candidates"]:
             continue
-        run_seeds = range(seed, seed + seeds)
         by_setting = {
             hub: [
                 _run(t, cand, n, s, hub) | ({"seed": s} if seeds > 1 else {})
