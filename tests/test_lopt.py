@@ -11,7 +11,7 @@ import pytest
 
 import hubopt
 from hubopt._src.flat_layout import BLOCK, FlatLayout
-from hubopt.learned.small_lopt.architecture import MLPLOpt, MLPLOptState
+from hubopt.learned.small_lopt.architecture import ANCHOR_FLOOR, MLPLOpt, MLPLOptState
 
 
 def _params():
@@ -64,6 +64,7 @@ def _np_reference(lo: MLPLOpt, theta, params, n):
     for k, v in p.items():
         st[k]["r"] = np.zeros(v.shape[:-1]) if v.ndim >= 2 else np.zeros(v.shape)
         st[k]["c"] = np.zeros(v.shape[-1:]) if v.ndim >= 2 else None
+        st[k]["peak"] = 0.0
     loss_ema = None
     ups = []
     for t in range(1, n + 1):
@@ -91,6 +92,9 @@ def _np_reference(lo: MLPLOpt, theta, params, n):
                 fac = s["r"]
             mh = [s["m"][i] / (1 - b**t) for i, b in enumerate(decays)]
             den = np.sqrt(s["v"] / (1 - b2**t)) + lo.eps
+            if lo.anchor_floor:  # κ × the largest sqrt(mean(v̂)) so far
+                s["peak"] = max(s["peak"], math.sqrt(np.mean(s["v"] / (1 - b2**t))))
+                den = den + ANCHOR_FLOOR * s["peak"]
             frs = 1 / np.sqrt(fac / (1 - b2**t) + lo.eps**2)
             prms = np.sqrt(np.mean(p[k] ** 2))
             feats = [np.clip(gk / den, -5, 5), *(m / den for m in mh)]
@@ -193,6 +197,13 @@ _VARIANTS = {
     "lean": MLPLOpt(
         hidden_sizes=(16,), relative_correction=True, factored_features=False, step_decay="cosine"
     ),
+    "anchor_floor": MLPLOpt(
+        hidden_sizes=(16,),
+        relative_correction=True,
+        factored_features=False,
+        step_decay="cosine",
+        anchor_floor=True,
+    ),
 }
 
 
@@ -290,6 +301,34 @@ def test_steps_after_the_gradient_vanishes(relative):
         np.testing.assert_allclose(step, free_step, rtol=1e-2)  # the anchor's 2e-3 aside
 
 
+@pytest.mark.parametrize("layout", ["flat", "per_tensor"])
+def test_with_the_anchor_floor_steps_vanish_with_the_gradient(layout):
+    """After gradients g, gradients 1e-4·g, as on a memorised task: once v̂ has caught up
+    (β₂ = 0.9 here, so 300 steps suffice) Adam's anchor m̂/sqrt(v̂) is O(1) again and so
+    is the step; with the floor the anchor is at most |m̂|/(κ·peak) = 1e-4·|g|/(κ·rms(g))
+    per entry (peak = the first step's rms(g)), a step of ≲ 1e-4·max|g|/rms(g)/κ · η·ρ."""
+    g = jax.grad(lambda p: _loss(p, _X))(_params())
+    small = jax.tree_util.tree_map(lambda x: 1e-4 * x, g)
+    steps = {}
+    for floor in (False, True):
+        lo = MLPLOpt(relative_correction=True, second_decay=0.9, anchor_floor=floor)
+        opt = lo.optimizer(lo.init(jax.random.key(0)), 10_000, layout=layout)
+        params, state = _params(), opt.init(_params())
+        update = jax.jit(lambda gr, st, p, opt=opt: opt.update(gr, st, p, value=jnp.asarray(0.1)))
+        for grads in [g] * 20 + [small] * 300:
+            u, state = update(grads, state, params)
+        steps[floor] = float(np.abs(np.asarray(u["w"])).max())
+        if floor:
+            peak = state.grad_peak if layout == "flat" else state.grad_peak["w"]
+            rms_g = float(np.sqrt(np.mean(np.square(np.asarray(g["w"])))))
+            np.testing.assert_allclose(np.ravel(peak)[-1], rms_g, rtol=1e-5)  # w: last
+    rms_w = float(np.sqrt(np.mean(np.square(np.asarray(_params()["w"])))))
+    free_step = 1e-2 * max(rms_w, 0.1)  # η·ρ, the step of an anchor of 1
+    assert steps[False] > 0.5 * free_step
+    ratio = float(np.abs(np.asarray(g["w"])).max() / rms_g)
+    assert steps[True] < 1.1e-4 * ratio / ANCHOR_FLOOR * free_step
+
+
 def test_theta_file_names_its_variant(tmp_path):
     from hubopt.learned.checkpoint import write_checkpoint
     from hubopt.learned.small_lopt import bundled
@@ -306,29 +345,44 @@ def test_theta_file_names_its_variant(tmp_path):
 
 
 def test_every_variant_has_its_own_gen_id():
-    """The 8 combinations of the three departures from the first variant: 8 gen_ids, each
+    """The 16 combinations of the four departures from the first variant: 16 gen_ids, each
     read back as its variant; suffixes out of order or unknown are refused."""
     import itertools
 
     seen = set()
-    for relative, factored, decay in itertools.product(
-        [False, True], [True, False], ["none", "cosine"]
+    for relative, factored, decay, floor in itertools.product(
+        [False, True], [True, False], ["none", "cosine"], [False, True]
     ):
         lo = MLPLOpt(
             hidden_sizes=(8,),
             relative_correction=relative,
             factored_features=factored,
             step_decay=decay,
+            anchor_floor=floor,
         )
         back = MLPLOpt.for_gen_id(lo.gen_id, (8,))
         assert back == lo
         seen.add(lo.gen_id)
-    assert len(seen) == 8
+    assert len(seen) == 16
+    assert (
+        MLPLOpt(
+            relative_correction=True,
+            factored_features=False,
+            step_decay="cosine",
+            anchor_floor=True,
+        ).gen_id
+        == "hubopt_mlp_lopt_relative_nofactored_cosine_floor"
+    )
     assert (
         MLPLOpt(factored_features=False, step_decay="cosine").gen_id
         == "hubopt_mlp_lopt_nofactored_cosine"
     )
-    for bad in ["hubopt_mlp_lopt_cosine_relative", "hubopt_mlp_lopt_fast", "other_relative"]:
+    for bad in [
+        "hubopt_mlp_lopt_cosine_relative",
+        "hubopt_mlp_lopt_floor_cosine",
+        "hubopt_mlp_lopt_fast",
+        "other_relative",
+    ]:
         with pytest.raises(ValueError, match="names no MLPLOpt variant"):
             MLPLOpt.for_gen_id(bad, (8,))
     with pytest.raises(ValueError, match="step_decay must be one of"):

@@ -89,6 +89,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="cosine: the step times ½(1 + cos(π (t−1)/T)) by construction (MLPLOpt)",
     )
     a(
+        "--anchor-floor",
+        action=argparse.BooleanOptionalAction,
+        default=d.anchor_floor,
+        help="floor the Adam anchor's normalisation at 1e-2 × the tensor's peak gradient "
+        "RMS, so that steps vanish with the gradients after memorising (MLPLOpt)",
+    )
+    a(
         "--hub",
         default=None,
         metavar="HAND",
@@ -139,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
             relative_correction=args.relative_correction,
             factored_features=args.factored_features,
             step_decay=args.step_decay,
+            anchor_floor=args.anchor_floor,
             hub=args.hub,
             hub_mode=args.hub_mode,
             seed=args.seed,

@@ -75,6 +75,7 @@ def export_bundle(run_dir, dest_stem, *, notes: str = "") -> dict:
             "relative_correction": config.relative_correction,
             "factored_features": config.factored_features,
             "step_decay": config.step_decay,
+            "anchor_floor": config.anchor_floor,
             "gen_id": config.lopt().gen_id,
         },
         "meta_loss": {

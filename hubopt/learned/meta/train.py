@@ -70,6 +70,7 @@ class MetaTrainConfig:
     relative_correction: bool = False
     factored_features: bool = True
     step_decay: str = "none"
+    anchor_floor: bool = False
     hub: str | None = None
     hub_mode: str = "default"
     seed: int = 0
@@ -118,6 +119,7 @@ class MetaTrainConfig:
             relative_correction=self.relative_correction,
             factored_features=self.factored_features,
             step_decay=self.step_decay,
+            anchor_floor=self.anchor_floor,
         )
 
     def estimators(self) -> list[PES]:

@@ -34,11 +34,22 @@ With `factored_features=False` the two Adafactor features (and their state) are 
 out. With `step_decay="cosine"` the step is multiplied by ½(1 + cos(π (t−1)/T)), the
 decay a user gives Adam, by construction: the last steps of a run are small whatever
 the MLP outputs, so a memorised task is not pushed back out of its minimum.
+With `anchor_floor` the normalisation gets a floor relative to the tensor's own history,
+
+    a = m̂ / (sqrt(v̂) + ε + κ · peak),   peak = max over steps s ≤ t of sqrt(mean(v̂_s))
+
+(κ = `ANCHOR_FLOOR`, peak per tensor): while the gradients are within a factor 1/κ of
+the largest they have been, this is Adam's direction; once a task is memorised and they
+vanish below that, the anchor — and with `relative_correction` the whole direction —
+shrinks with them, as gradient descent's step does, where Adam's normalised step stays
+O(1) and random-walks the parameters out of their minimum (the late loss bumps that
+`scoring.spike_ratio` measures).
 
 State: 3 momenta + v̂ (about 4 floats per entry, kept for all tensors in one
 `FlatLayout`, or per tensor in its own shape with layout="per_tensor", the one for
 parameters sharded over devices) + factored rows/cols per tensor (none without
-`factored_features`: exactly 16 bytes per parameter then, up to the layout's padding).
+`factored_features`: exactly 16 bytes per parameter then, up to the layout's padding),
+and with `anchor_floor` one float per tensor (the peak).
 """
 
 from __future__ import annotations
@@ -64,8 +75,13 @@ NUM_GLOBAL_FEATURES = 3
 # departure from the first variant, in this order.
 GEN_ID = "hubopt_mlp_lopt"  # u = a + c_d·tanh(d)
 GEN_ID_RELATIVE = "hubopt_mlp_lopt_relative"  # u = a + c_d·min(1, rms(a))·tanh(d)
-_GEN_SUFFIXES = ("_relative", "_nofactored", "_cosine")
+_GEN_SUFFIXES = ("_relative", "_nofactored", "_cosine", "_floor")
 STEP_DECAYS = ("none", "cosine")
+# κ of `anchor_floor`: the anchor's normalisation never falls below κ times the largest
+# RMS of sqrt(v̂) the tensor has had (fixed with the variant, so a θ file's gen_id says it).
+# Chosen on the meta-validation tasks over 3e-2, 1e-3 having left spikes in a first look
+# (benchmarks/meta_runs/gen4_floor/README.md).
+ANCHOR_FLOOR = 1e-2
 
 
 class MLPLOptState(NamedTuple):
@@ -79,7 +95,9 @@ class MLPLOptState(NamedTuple):
     fac_row / fac_col: per tensor, Adafactor rows and columns (for tensors below 2
     dims, fac_row is the EMA of g² and fac_col is empty); empty tuples without
     `factored_features`. loss_ema: EMA of the loss
-    `value` (float32 scalar).
+    `value` (float32 scalar). grad_peak: with `anchor_floor`, per tensor the largest
+    sqrt(mean(v̂)) so far — (num_tensors,) for layout "flat", a scalar per tensor for
+    "per_tensor"; an empty tuple without it.
     """
 
     count: jax.Array
@@ -88,6 +106,7 @@ class MLPLOptState(NamedTuple):
     fac_row: Any
     fac_col: Any
     loss_ema: jax.Array
+    grad_peak: Any = ()
 
 
 LAYOUTS = ("flat", "per_tensor")
@@ -166,6 +185,8 @@ class MLPLOpt:
         row and column statistics in the state).
       step_decay: "none", or "cosine": the step times ½(1 + cos(π (t−1)/T)) (and 0
         past T steps, like optax's cosine decay to zero).
+      anchor_floor: floor the anchor's normalisation at `ANCHOR_FLOOR` times the
+        tensor's peak gradient RMS (see module doc).
     """
 
     hidden_sizes: tuple[int, ...] = (32,)
@@ -181,6 +202,7 @@ class MLPLOpt:
     relative_correction: bool = False
     factored_features: bool = True
     step_decay: str = "none"
+    anchor_floor: bool = False
 
     def __post_init__(self):
         if self.step_decay not in STEP_DECAYS:
@@ -199,6 +221,7 @@ class MLPLOpt:
             self.relative_correction,
             not self.factored_features,
             self.step_decay == "cosine",
+            self.anchor_floor,
         )
 
     @property
@@ -220,12 +243,13 @@ class MLPLOpt:
                 f"{where}: gen_id {gen_id!r} names no MLPLOpt variant (known: {GEN_ID!r} "
                 f"followed by any of {', '.join(map(repr, _GEN_SUFFIXES))}, in that order)"
             )
-        relative, no_factored, cosine = flags
+        relative, no_factored, cosine, floor = flags
         return cls(
             hidden_sizes=tuple(hidden_sizes),
             relative_correction=relative,
             factored_features=not no_factored,
             step_decay="cosine" if cosine else "none",
+            anchor_floor=floor,
         )
 
     @property
@@ -327,14 +351,19 @@ class MLPLOpt:
                 fac_col = jax.tree_util.tree_map(lambda f: f.col, fac, is_leaf=is_fac)
             else:
                 fac_row = fac_col = ()
+            grad_peak = ()
             if per_tensor:
                 zeros = lambda p: jnp.zeros(jnp.shape(p), jnp.float32)  # noqa: E731
                 mom = jax.tree_util.tree_map(lambda p: (zeros(p),) * decays.shape[0], params)
                 nu = jax.tree_util.tree_map(zeros, params)
+                if cfg.anchor_floor:
+                    grad_peak = jax.tree_util.tree_map(lambda p: jnp.zeros((), jnp.float32), params)
             else:
                 flat_layout = _layout(leaves)
                 mom = jnp.zeros((decays.shape[0], flat_layout.num_blocks, BLOCK), jnp.float32)
                 nu = jnp.zeros((flat_layout.num_blocks, BLOCK), jnp.float32)
+                if cfg.anchor_floor:
+                    grad_peak = jnp.zeros((flat_layout.num_tensors,), jnp.float32)
             return MLPLOptState(
                 count=jnp.zeros((), jnp.int32),
                 mom=mom,
@@ -342,6 +371,7 @@ class MLPLOpt:
                 fac_row=fac_row,
                 fac_col=fac_col,
                 loss_ema=jnp.zeros((), jnp.float32),
+                grad_peak=grad_peak,
             )
 
         def update_fn(updates, state: MLPLOptState, params=None, *, value=None, **extra_args):
@@ -381,31 +411,46 @@ class MLPLOpt:
             else:
                 facs = [None] * len(grads)
             steps = [jnp.zeros_like(g) for g in grads]
-            mom, nu = state.mom, state.nu
+            mom, nu, peak = state.mom, state.nu, state.grad_peak
             live = [i for i, g in enumerate(grads) if g.size > 0]
             args = (theta, global_feats, step_scale, decays, count)
             ps = flat(params)
             unflat = lambda xs: tree_def.unflatten(list(xs))  # noqa: E731
             if per_tensor:  # each tensor on its own, in its shape
                 moms, nus = flat(mom), flat(nu)
+                peaks = flat(peak) if cfg.anchor_floor else [None] * len(grads)
                 for i in live:
-                    (step,), m, nus[i] = cfg._update_live(
+                    (step,), m, nus[i], pk = cfg._update_live(
                         TensorLayout(grads[i].shape),
                         *args,
                         [grads[i]],
                         [ps[i]],
                         jnp.stack(moms[i]),
                         nus[i],
+                        None if peaks[i] is None else peaks[i].reshape(1),
                         [facs[i]],
                     )
                     moms[i] = tuple(m)
+                    if cfg.anchor_floor:
+                        peaks[i] = pk.reshape(())
                     steps[i] = step.astype(grads[i].dtype)
                 mom, nu = unflat(moms), unflat(nus)
+                if cfg.anchor_floor:
+                    peak = unflat(peaks)
             elif live:  # all tensors at once
                 pick = lambda xs: [xs[i] for i in live]  # noqa: E731
-                live_steps, mom, nu = cfg._update_live(
-                    flat_layout, *args, pick(grads), pick(ps), mom, nu, pick(facs)
+                live_steps, mom, nu, new_peak = cfg._update_live(
+                    flat_layout,
+                    *args,
+                    pick(grads),
+                    pick(ps),
+                    mom,
+                    nu,
+                    peak if cfg.anchor_floor else None,
+                    pick(facs),
                 )
+                if cfg.anchor_floor:
+                    peak = new_peak
                 for i, step in zip(live, live_steps, strict=True):
                     steps[i] = step.astype(grads[i].dtype)
             new_state = MLPLOptState(
@@ -415,16 +460,29 @@ class MLPLOpt:
                 fac_row=unflat(f.row for f in facs) if cfg.factored_features else (),
                 fac_col=unflat(f.col for f in facs) if cfg.factored_features else (),
                 loss_ema=new_loss_ema,
+                grad_peak=peak,
             )
             return unflat(steps), new_state
 
         return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
     def _update_live(
-        self, layout, theta, global_feats, step_scale, decays, count, grads, params, mom, nu, facs
+        self,
+        layout,
+        theta,
+        global_feats,
+        step_scale,
+        decays,
+        count,
+        grads,
+        params,
+        mom,
+        nu,
+        peak,
+        facs,
     ):
-        """The steps of the tensors of size > 0 in `layout`, and the new momenta and
-        second moment.
+        """The steps of the tensors of size > 0 in `layout`, and the new momenta, second
+        moment and (with `anchor_floor`, else None) per-tensor peak of sqrt(mean(v̂)).
 
         With a `FlatLayout`, computed on all tensors at once (per-tensor means as block
         sums plus a segment sum): one copy of the update in the program, not one per
@@ -440,6 +498,9 @@ class MLPLOpt:
         m_hat_K = mom / F.bias_correction(decays, count).reshape((-1,) + (1,) * layout.entry_ndim)
         v_bc = F.bias_correction(self.second_decay, count)
         denom = jnp.sqrt(nu / v_bc) + self.eps
+        if self.anchor_floor:
+            peak = jnp.maximum(peak, jnp.sqrt(layout.tensor_mean(nu / v_bc)))
+            denom = denom + ANCHOR_FLOOR * layout.per_entry(peak)
         anchor = m_hat_K[self.anchor_index] / denom
         p_rms = jnp.sqrt(layout.tensor_mean(jnp.square(p)))
         tensor_feats = [
@@ -485,4 +546,4 @@ class MLPLOpt:
             )
         else:
             step = mlp_step()
-        return layout.unflatten(step), mom, nu
+        return layout.unflatten(step), mom, nu, peak
