@@ -11,7 +11,12 @@ import pytest
 
 import hubopt
 from hubopt._src.flat_layout import BLOCK, FlatLayout
-from hubopt.learned.small_lopt.architecture import ANCHOR_FLOOR, MLPLOpt, MLPLOptState
+from hubopt.learned.small_lopt.architecture import (
+    ANCHOR_FLOOR,
+    MLPLOpt,
+    MLPLOptState,
+    momentum_set,
+)
 
 
 def _params():
@@ -204,6 +209,14 @@ _VARIANTS = {
         step_decay="cosine",
         anchor_floor=True,
     ),
+    "two_momenta_floor": MLPLOpt(
+        hidden_sizes=(8,),
+        relative_correction=True,
+        factored_features=False,
+        step_decay="cosine",
+        anchor_floor=True,
+        **momentum_set(2),
+    ),
 }
 
 
@@ -345,13 +358,14 @@ def test_theta_file_names_its_variant(tmp_path):
 
 
 def test_every_variant_has_its_own_gen_id():
-    """The 16 combinations of the four departures from the first variant: 16 gen_ids, each
-    read back as its variant; suffixes out of order or unknown are refused."""
+    """The 48 combinations of the four on/off departures from the first variant and the
+    three momentum sets: 48 gen_ids, each read back as its variant; suffixes out of order
+    or unknown are refused, and so is a momentum set no gen_id can name."""
     import itertools
 
     seen = set()
-    for relative, factored, decay, floor in itertools.product(
-        [False, True], [True, False], ["none", "cosine"], [False, True]
+    for relative, factored, decay, floor, momenta in itertools.product(
+        [False, True], [True, False], ["none", "cosine"], [False, True], [3, 2, 1]
     ):
         lo = MLPLOpt(
             hidden_sizes=(8,),
@@ -359,11 +373,17 @@ def test_every_variant_has_its_own_gen_id():
             factored_features=factored,
             step_decay=decay,
             anchor_floor=floor,
+            **momentum_set(momenta),
         )
         back = MLPLOpt.for_gen_id(lo.gen_id, (8,))
-        assert back == lo
+        assert back == lo and len(back.momentum_decays) == momenta
         seen.add(lo.gen_id)
-    assert len(seen) == 16
+    assert len(seen) == 48
+    assert MLPLOpt(anchor_floor=True, **momentum_set(1)).gen_id == "hubopt_mlp_lopt_floor_m1"
+    with pytest.raises(ValueError, match="have no gen_id"):
+        _ = MLPLOpt(momentum_decays=(0.8, 0.99)).gen_id
+    with pytest.raises(ValueError, match="momenta must be one of"):
+        momentum_set(4)
     assert (
         MLPLOpt(
             relative_correction=True,
@@ -380,6 +400,8 @@ def test_every_variant_has_its_own_gen_id():
     for bad in [
         "hubopt_mlp_lopt_cosine_relative",
         "hubopt_mlp_lopt_floor_cosine",
+        "hubopt_mlp_lopt_m1_floor",
+        "hubopt_mlp_lopt_m2_m1",
         "hubopt_mlp_lopt_fast",
         "other_relative",
     ]:

@@ -96,6 +96,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "RMS, so that steps vanish with the gradients after memorising (MLPLOpt)",
     )
     a(
+        "--momenta",
+        type=int,
+        choices=(3, 2, 1),
+        default=d.momenta,
+        help="momenta fed to the MLP: 3 (β 0.5, 0.9, 0.99), 2 (0.9, 0.99) or 1 (0.9); fewer "
+        "is a cheaper step and less state (MLPLOpt)",
+    )
+    a(
         "--hub",
         default=None,
         metavar="HAND",
@@ -147,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
             factored_features=args.factored_features,
             step_decay=args.step_decay,
             anchor_floor=args.anchor_floor,
+            momenta=args.momenta,
             hub=args.hub,
             hub_mode=args.hub_mode,
             seed=args.seed,

@@ -76,6 +76,7 @@ def export_bundle(run_dir, dest_stem, *, notes: str = "") -> dict:
             "factored_features": config.factored_features,
             "step_decay": config.step_decay,
             "anchor_floor": config.anchor_floor,
+            "momentum_decays": list(config.lopt().momentum_decays),
             "gen_id": config.lopt().gen_id,
         },
         "meta_loss": {

@@ -41,7 +41,7 @@ from hubopt._src.atomic_write import write_atomic
 from hubopt.learned.checkpoint import read_checkpoint, write_checkpoint
 from hubopt.learned.meta import task_distribution as td
 from hubopt.learned.meta.estimators import PES, Unroll
-from hubopt.learned.small_lopt.architecture import MLPLOpt
+from hubopt.learned.small_lopt.architecture import MLPLOpt, momentum_set
 
 ESTIMATORS = ("pes", "es")
 
@@ -71,6 +71,7 @@ class MetaTrainConfig:
     factored_features: bool = True
     step_decay: str = "none"
     anchor_floor: bool = False
+    momenta: int = 3
     hub: str | None = None
     hub_mode: str = "default"
     seed: int = 0
@@ -120,6 +121,7 @@ class MetaTrainConfig:
             factored_features=self.factored_features,
             step_decay=self.step_decay,
             anchor_floor=self.anchor_floor,
+            **momentum_set(self.momenta),
         )
 
     def estimators(self) -> list[PES]:

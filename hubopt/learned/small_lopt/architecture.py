@@ -75,7 +75,21 @@ NUM_GLOBAL_FEATURES = 3
 # departure from the first variant, in this order.
 GEN_ID = "hubopt_mlp_lopt"  # u = a + c_d·tanh(d)
 GEN_ID_RELATIVE = "hubopt_mlp_lopt_relative"  # u = a + c_d·min(1, rms(a))·tanh(d)
-_GEN_SUFFIXES = ("_relative", "_nofactored", "_cosine", "_floor")
+_GEN_SUFFIXES = ("_relative", "_nofactored", "_cosine", "_floor", "_m2", "_m1")
+# The momentum sets a θ file can name (momentum_decays, anchor_index), by their count:
+# three is the first variant's; "_m2" / "_m1" name the leaner ones (fewer features, less
+# state, a cheaper step).
+MOMENTUM_SETS = {3: ((0.5, 0.9, 0.99), 1), 2: ((0.9, 0.99), 0), 1: ((0.9,), 0)}
+
+
+def momentum_set(count: int) -> dict:
+    """`MLPLOpt`'s momentum_decays and anchor_index for `count` momenta (3, 2 or 1)."""
+    if count not in MOMENTUM_SETS:
+        raise ValueError(f"momenta must be one of {sorted(MOMENTUM_SETS)}, got {count}")
+    decays, anchor_index = MOMENTUM_SETS[count]
+    return {"momentum_decays": decays, "anchor_index": anchor_index}
+
+
 STEP_DECAYS = ("none", "cosine")
 # κ of `anchor_floor`: the anchor's normalisation never falls below κ times the largest
 # RMS of sqrt(v̂) the tensor has had (fixed with the variant, so a θ file's gen_id says it).
@@ -217,11 +231,20 @@ class MLPLOpt:
 
     def _variant_flags(self) -> tuple[bool, ...]:
         """Which of `_GEN_SUFFIXES` this variant departs by."""
+        momenta = (tuple(self.momentum_decays), self.anchor_index)
+        if momenta not in MOMENTUM_SETS.values():
+            raise ValueError(
+                f"momentum_decays {self.momentum_decays} with anchor_index {self.anchor_index} "
+                "have no gen_id, so a θ file could not say which optimizer it belongs to "
+                f"(known: {list(MOMENTUM_SETS.values())})"
+            )
         return (
             self.relative_correction,
             not self.factored_features,
             self.step_decay == "cosine",
             self.anchor_floor,
+            momenta == MOMENTUM_SETS[2],
+            momenta == MOMENTUM_SETS[1],
         )
 
     @property
@@ -243,9 +266,16 @@ class MLPLOpt:
                 f"{where}: gen_id {gen_id!r} names no MLPLOpt variant (known: {GEN_ID!r} "
                 f"followed by any of {', '.join(map(repr, _GEN_SUFFIXES))}, in that order)"
             )
-        relative, no_factored, cosine, floor = flags
+        relative, no_factored, cosine, floor, two, one = flags
+        if two and one:
+            raise ValueError(
+                f"{where}: gen_id {gen_id!r} names no MLPLOpt variant (two momentum sets)"
+            )
+        decays, anchor_index = MOMENTUM_SETS[2 if two else 1 if one else 3]
         return cls(
             hidden_sizes=tuple(hidden_sizes),
+            momentum_decays=decays,
+            anchor_index=anchor_index,
             relative_correction=relative,
             factored_features=not no_factored,
             step_decay="cosine" if cosine else "none",
