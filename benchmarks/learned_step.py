@@ -1,7 +1,7 @@
 """Learned optimizers' step time vs optax.adam, side by side, and their state size.
 
     .venv/bin/python benchmarks/learned_step.py [--steps 100] [--out record.json]
-        [--optimizers velo,small,hub_small,adam] [--theta PATH]
+        [--optimizers velo,small,hub_small,adam] [--theta PATH ...] [--no-hub-theta]
 
 Model: the 784-1024-256-10 MLP of VELO_SPEC §10 (1,068,810 parameters in 6
 tensors). Contenders: `velo` (the real architecture, H=512, K=256, with a
@@ -11,7 +11,9 @@ default layout "auto", and `velo_flat` / `velo_per_tensor` with the other two),
 (`hubopt.hub(optax.adam(1e-3), small)`, diagnostics included) and `adam`
 (`optax.adam(1e-3)`, the reference of every ratio); with `--theta PATH`, also
 `theta` and `hub_theta`: the `MLPLOpt` variant and θ of a θ file (e.g. a
-meta-training snapshot), alone and inside HUB with Adam. For each, one jitted
+meta-training snapshot), alone and inside HUB with Adam (`--no-hub-theta`: alone only);
+`--theta` repeated times several θ files side by side, as `theta_<file stem>` and
+`hub_theta_<file stem>` (e.g. architecture variants). For each, one jitted
 function does the optimizer update and `optax.apply_updates`; all are compiled
 and warmed up, then timed in interleaved rounds (one step of each in turn),
 every step ended with `block_until_ready`. Reported: median and min ms/step,
@@ -92,22 +94,36 @@ def main(argv=None) -> dict:
     )
     ap.add_argument(
         "--theta",
+        action="append",
         default=None,
         metavar="PATH",
-        help="also time this θ file's optimizer (theta) and HUB(Adam, it) (hub_theta)",
+        help="also time this θ file's optimizer (theta) and HUB(Adam, it) (hub_theta); "
+        "repeat for several (theta_<stem>, hub_theta_<stem>)",
+    )
+    ap.add_argument(
+        "--hub-theta",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --theta, also time HUB(Adam, θ's optimizer)",
     )
     args = ap.parse_args(argv)
     names = [n for n in args.optimizers.split(",") if n]
     contender_fns = dict(CONTENDERS)
-    if args.theta is not None:
-        from hubopt.learned.small_lopt.bundled import load_theta_file
+    from hubopt.learned.small_lopt.bundled import load_theta_file
 
-        lopt, theta = load_theta_file(args.theta)
-        contender_fns["theta"] = lambda: lopt.optimizer(theta, 1000)
-        contender_fns["hub_theta"] = lambda: hubopt.hub(
-            optax.adam(1e-3), lopt.optimizer(theta, 1000)
-        )
-        names += ["theta", "hub_theta"]
+    for path in args.theta or []:
+        suffix = "" if len(args.theta) == 1 else "_" + os.path.basename(path).split(".")[0]
+        if "theta" + suffix in contender_fns:
+            ap.error(f"two --theta files share the name {suffix[1:]!r}")
+        lopt, theta = load_theta_file(path)
+        opt = lambda lopt=lopt, theta=theta: lopt.optimizer(theta, 1000)  # noqa: E731
+        contender_fns["theta" + suffix] = opt
+        names.append("theta" + suffix)
+        if args.hub_theta:
+            contender_fns["hub_theta" + suffix] = lambda opt=opt: hubopt.hub(
+                optax.adam(1e-3), opt()
+            )
+            names.append("hub_theta" + suffix)
     unknown = sorted(set(names) - set(contender_fns))
     if unknown:
         ap.error(f"unknown optimizers {unknown}; known: {list(contender_fns)}")
@@ -165,7 +181,7 @@ def main(argv=None) -> dict:
         "optax": optax.__version__,
         "numpy": np.__version__,
         "git": git_commit(short=True),
-        **({} if args.theta is None else {"theta_file": args.theta}),
+        **({} if not args.theta else {"theta_file": ",".join(args.theta)}),
     }
     for name, r in run.items():
         record[f"{name}_median_ms"] = statistics.median(r["times"])
@@ -180,7 +196,7 @@ def main(argv=None) -> dict:
     for name in run:
         r = {k[len(name) + 1 :]: v for k, v in record.items() if k.startswith(name + "_")}
         print(
-            f"  {name:9s} median {r['median_ms']:8.2f} ms   min {r['min_ms']:8.2f} ms   "
+            f"  {name:14s} median {r['median_ms']:8.2f} ms   min {r['min_ms']:8.2f} ms   "
             f"compile {r['compile_s']:.1f} s   state {r['state_bytes_per_param']:.2f} B/param"
         )
     for name in run:

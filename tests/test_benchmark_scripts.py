@@ -27,6 +27,33 @@ def test_learned_step_times_every_contender(tmp_path):
         learned_step.main(["--optimizers", "sgd"])
 
 
+def test_learned_step_times_several_theta_files_side_by_side(tmp_path):
+    """Repeated --theta: each file's variant as theta_<stem>; its state is its momenta and
+    v̂ (4 B each per parameter) plus a float per tensor for the anchor floor's peak."""
+    import jax
+    import numpy as np
+
+    from hubopt.learned.checkpoint import write_checkpoint
+    from hubopt.learned.small_lopt.architecture import MLPLOpt, momentum_set
+
+    paths = []
+    for k in (2, 1):
+        lo = MLPLOpt(
+            hidden_sizes=(4,), factored_features=False, anchor_floor=True, **momentum_set(k)
+        )
+        theta = jax.tree_util.tree_map(np.asarray, lo.init(jax.random.key(0)))
+        paths += [
+            "--theta",
+            str(write_checkpoint(tmp_path / f"m{k}.msgpack", theta, gen_id=lo.gen_id)),
+        ]
+    rec = learned_step.main(
+        ["--steps", "2", "--warmup", "0", "--optimizers", "adam", "--no-hub-theta", *paths]
+    )
+    assert 12.0 <= rec["theta_m2_state_bytes_per_param"] < 12.01
+    assert 8.0 <= rec["theta_m1_state_bytes_per_param"] < 8.01
+    assert rec["theta_m1_ratio_median"] > 0 and "hub_theta_m1_median_ms" not in rec
+
+
 def test_compile_time_measures_each_contender_in_a_fresh_process(tmp_path):
     import compile_time
 
