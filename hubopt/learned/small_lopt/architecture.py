@@ -20,7 +20,8 @@ bundled optimizers did; `hubopt.bench.scoring.spike_ratio` measures it).
 At θ = 0 (and at `init`, whose output layer is zero) the optimizer is exactly
 "relative Adam": Δp = −η · max(rms(p), ρ_min) · m̂/(sqrt(v̂)+ε). With η = 1e-2
 and ρ_min = 0.1 that is Adam(1e-3) on zero-initialised tensors and on weights of
-RMS 0.1, and it grows with the weights like LARS/VeLO steps do.
+RMS 0.1, and it grows with the weights like LARS/VeLO steps do (with `anchor_floor`,
+the floored normalisation below in place of sqrt(v̂)+ε; with `step_decay`, times the decay).
 
 Features per entry, each normalised over its tensor to unit RMS so that
 rescaling the loss or the parameters leaves them unchanged:
