@@ -37,7 +37,7 @@ import optax
 import hubopt
 from hubopt._src.atomic_write import write_atomic
 from hubopt._src.git_state import git_commit
-from hubopt.learned.small_lopt.bundled import small
+from hubopt.learned.small_lopt.bundled import load_theta_file, small
 from hubopt.learned.velo_lopt.transform import init_velo_theta, velo
 
 LAYERS = (784, 1024, 256, 10)
@@ -109,8 +109,6 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     names = [n for n in args.optimizers.split(",") if n]
     contender_fns = dict(CONTENDERS)
-    from hubopt.learned.small_lopt.bundled import load_theta_file
-
     for path in args.theta or []:
         suffix = "" if len(args.theta) == 1 else "_" + os.path.basename(path).split(".")[0]
         if "theta" + suffix in contender_fns:

@@ -1,6 +1,7 @@
 """MLPLOpt: shapes, θ=0 = relative Adam by formula, a NumPy reference for any θ,
 scale invariance, jit without recompiling, use inside HUB, theta checkpoints."""
 
+import dataclasses
 import math
 
 import jax
@@ -196,26 +197,16 @@ def test_theta_zero_and_init_equal_relative_adam(zero):
     assert np.abs(want["b"]).max() > 1e-3
 
 
+_LEAN = MLPLOpt(
+    hidden_sizes=(16,), relative_correction=True, factored_features=False, step_decay="cosine"
+)
 _VARIANTS = {
     "free": MLPLOpt(),
     "relative_correction": MLPLOpt(relative_correction=True),
-    "lean": MLPLOpt(
-        hidden_sizes=(16,), relative_correction=True, factored_features=False, step_decay="cosine"
-    ),
-    "anchor_floor": MLPLOpt(
-        hidden_sizes=(16,),
-        relative_correction=True,
-        factored_features=False,
-        step_decay="cosine",
-        anchor_floor=True,
-    ),
-    "two_momenta_floor": MLPLOpt(
-        hidden_sizes=(8,),
-        relative_correction=True,
-        factored_features=False,
-        step_decay="cosine",
-        anchor_floor=True,
-        **momentum_set(2),
+    "lean": _LEAN,
+    "anchor_floor": dataclasses.replace(_LEAN, anchor_floor=True),
+    "two_momenta_floor": dataclasses.replace(
+        _LEAN, hidden_sizes=(8,), anchor_floor=True, **momentum_set(2)
     ),
 }
 

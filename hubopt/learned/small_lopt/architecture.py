@@ -272,11 +272,9 @@ class MLPLOpt:
             raise ValueError(
                 f"{where}: gen_id {gen_id!r} names no MLPLOpt variant (two momentum sets)"
             )
-        decays, anchor_index = MOMENTUM_SETS[2 if two else 1 if one else 3]
         return cls(
             hidden_sizes=tuple(hidden_sizes),
-            momentum_decays=decays,
-            anchor_index=anchor_index,
+            **momentum_set(2 if two else 1 if one else 3),
             relative_correction=relative,
             factored_features=not no_factored,
             step_decay="cosine" if cosine else "none",
@@ -470,18 +468,10 @@ class MLPLOpt:
                     peak = unflat(peaks)
             elif live:  # all tensors at once
                 pick = lambda xs: [xs[i] for i in live]  # noqa: E731
-                live_steps, mom, nu, new_peak = cfg._update_live(
-                    flat_layout,
-                    *args,
-                    pick(grads),
-                    pick(ps),
-                    mom,
-                    nu,
-                    peak if cfg.anchor_floor else None,
-                    pick(facs),
+                # without the floor, peak is the state's empty tuple and comes back as is
+                live_steps, mom, nu, peak = cfg._update_live(
+                    flat_layout, *args, pick(grads), pick(ps), mom, nu, peak, pick(facs)
                 )
-                if cfg.anchor_floor:
-                    peak = new_peak
                 for i, step in zip(live, live_steps, strict=True):
                     steps[i] = step.astype(grads[i].dtype)
             new_state = MLPLOptState(
@@ -513,7 +503,8 @@ class MLPLOpt:
         facs,
     ):
         """The steps of the tensors of size > 0 in `layout`, and the new momenta, second
-        moment and (with `anchor_floor`, else None) per-tensor peak of sqrt(mean(v̂)).
+        moment and per-tensor peak of sqrt(mean(v̂)) (`peak` returned as is without
+        `anchor_floor`).
 
         With a `FlatLayout`, computed on all tensors at once (per-tensor means as block
         sums plus a segment sum): one copy of the update in the program, not one per
@@ -528,9 +519,10 @@ class MLPLOpt:
 
         m_hat_K = mom / F.bias_correction(decays, count).reshape((-1,) + (1,) * layout.entry_ndim)
         v_bc = F.bias_correction(self.second_decay, count)
-        denom = jnp.sqrt(nu / v_bc) + self.eps
+        v_hat = nu / v_bc
+        denom = jnp.sqrt(v_hat) + self.eps
         if self.anchor_floor:
-            peak = jnp.maximum(peak, jnp.sqrt(layout.tensor_mean(nu / v_bc)))
+            peak = jnp.maximum(peak, jnp.sqrt(layout.tensor_mean(v_hat)))
             denom = denom + ANCHOR_FLOOR * layout.per_entry(peak)
         anchor = m_hat_K[self.anchor_index] / denom
         p_rms = jnp.sqrt(layout.tensor_mean(jnp.square(p)))
